@@ -4,3 +4,15 @@ Knows nothing of Ray, the result store or reports.
 """
 
 __version__ = "0.1.0"
+
+
+def code_version() -> str:
+    """Package version plus a content hash of the science sources, so results track the code."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:12]}"

@@ -1,0 +1,275 @@
+"""One grid cell end to end, split into the stages the harness schedules.
+
+train(original) -> unlearn(method) -> evaluate(eval_shots, backend), plus the attack, trained once
+per (original model, eval_shots, backend). Stages exchange plain state dicts so that any executor
+(a loop, Ray actors) can move them as safetensors bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from . import attacks, metrics
+from .data import load_split
+from .forget_set import forget_split, parse_forget
+from .hparams import merged, resolve_params
+from .inference import logits_on
+from .models import build_model, model_inputs
+from .registry import validate_backend
+from .training import accuracy, as_labels, fit
+from .unlearning import UnlearnData, unlearn
+
+Shots = int | None
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    """The axes of one grid cell (DESIGN.md 10); shots of None mean exact."""
+
+    model: str
+    forget: str
+    method: str
+    train_shots: Shots
+    unlearn_shots: Shots
+    eval_shots: Shots
+    seed: int
+    backend: str = "torch"
+    dataset: str = "mnist"
+    n_train: int = 1000
+    n_test: int = 500
+    params: tuple = ()
+
+    def with_params(self, params: dict[str, dict[str, Any]] | None) -> "CellConfig":
+        frozen = tuple(sorted((s, tuple(sorted(v.items()))) for s, v in (params or {}).items()))
+        return _replace(self, params=frozen)
+
+    def params_dict(self) -> dict[str, dict[str, Any]]:
+        return {s: dict(items) for s, items in self.params}
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad axis value."""
+        resolve_params(self.model, self.method, self.params_dict())
+        parse_forget(self.forget, n_train=self.n_train)
+        validate_backend(self.backend)
+        for axis in ("train_shots", "unlearn_shots", "eval_shots"):
+            v = getattr(self, axis)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{axis}: expected 'exact' or a positive integer, got {v!r}")
+        if self.backend != "torch" and self.eval_shots is None:
+            raise ValueError(f"eval_shots: backend {self.backend!r} measures shots; 'exact' needs backend torch")
+
+
+def _replace(cfg: CellConfig, **kw) -> CellConfig:
+    from dataclasses import replace
+
+    return replace(cfg, **kw)
+
+
+@dataclass(frozen=True)
+class StageResult:
+    state: dict[str, torch.Tensor]
+    cost: dict[str, float]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def derive_seed(seed: int, *labels: Any) -> int:
+    """A 63-bit seed for one random stream of a cell, fixed by the cell's seed and a label."""
+    h = hashlib.sha256(json.dumps([seed, *labels], default=str).encode()).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+def stage_specs(cfg: CellConfig) -> dict[str, dict[str, Any]]:
+    """The JSON-able inputs that determine each stage's output; equal specs share the stage."""
+    recipe, method_params = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+    train = {
+        "dataset": cfg.dataset, "n_train": cfg.n_train, "n_test": cfg.n_test, "model": cfg.model,
+        "seed": cfg.seed, "train_shots": cfg.train_shots, "recipe": recipe,
+    }
+    if cfg.method == "none":
+        unlearn_spec: dict[str, Any] = {"train": train, "method": "none"}
+    elif cfg.method == "retrain":
+        unlearn_spec = {"train": train, "method": "retrain", "forget": cfg.forget}
+    else:
+        unlearn_spec = {"train": train, "method": cfg.method, "forget": cfg.forget,
+                        "unlearn_shots": cfg.unlearn_shots, "params": method_params}
+    attack = {"train": train, "eval_shots": cfg.eval_shots, "backend": cfg.backend,
+              "params": merged("attack", cfg.params_dict().get("attack"))}
+    evaluate = {"unlearn": unlearn_spec, "attack": attack, "forget": cfg.forget,
+                "eval_shots": cfg.eval_shots, "backend": cfg.backend}
+    return {"train": train, "unlearn": unlearn_spec, "attack": attack, "evaluate": evaluate}
+
+
+@dataclass(frozen=True)
+class CellData:
+    x_train: torch.Tensor
+    x_test: torch.Tensor
+    y_train: torch.Tensor
+    y_test: torch.Tensor
+    retain: np.ndarray
+    forget: np.ndarray
+    forget_class: int | None
+    image_side: int
+
+
+def cell_data(cfg: CellConfig) -> CellData:
+    split = load_split(cfg.dataset, cfg.n_train, cfg.n_test, cfg.seed)
+    spec = parse_forget(cfg.forget, n_train=cfg.n_train)
+    retain, forget = forget_split(spec, split.y_train, cfg.seed)
+    x_train, x_test = model_inputs(cfg.model, split)
+    return CellData(x_train, x_test, as_labels(split.y_train), as_labels(split.y_test), retain, forget,
+                    spec.forget_class, int(split.images_train.shape[-1]))
+
+
+def _model(cfg: CellConfig, data: CellData, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    model = build_model(cfg.model, cfg.seed, data.image_side)
+    if state is not None:
+        model.load_state_dict(state)
+    return model
+
+
+def _cost(seconds: float, circuits: int, shots: int, **extra: float) -> dict[str, float]:
+    return {"seconds": seconds, "circuits": float(circuits), "shots": float(shots), **extra}
+
+
+def train_stage(cfg: CellConfig) -> StageResult:
+    data = cell_data(cfg)
+    recipe, _ = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+    model = _model(cfg, data)
+    cost = fit(model, data.x_train, data.y_train, recipe, cfg.train_shots, derive_seed(cfg.seed, "train"))
+    return StageResult(model.state_dict(), _cost(cost.seconds, cost.circuits, cost.shots))
+
+
+def unlearn_stage(cfg: CellConfig, original: dict[str, torch.Tensor]) -> StageResult:
+    data = cell_data(cfg)
+    recipe, params = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+    model = _model(cfg, data, original)
+    stop = params.get("stop_acc", "auto")
+    if stop == "auto":
+        stop = 0.1 if data.forget_class is not None else accuracy(model, data.x_test, data.y_test)
+    udata = UnlearnData(data.x_train[data.retain], data.y_train[data.retain],
+                        data.x_train[data.forget], data.y_train[data.forget], float(stop))
+    shots = cfg.train_shots if cfg.method == "retrain" else cfg.unlearn_shots
+    out = unlearn(cfg.method, model, udata, recipe, params, shots, derive_seed(cfg.seed, "unlearn", cfg.method),
+                  fresh=lambda: _model(cfg, data))
+    numeric = {k: float(v) for k, v in out.info.items() if isinstance(v, (int, float))}
+    return StageResult(out.model.state_dict(), _cost(out.cost.seconds, out.cost.circuits, out.cost.shots, **numeric),
+                       out.info)
+
+
+def attack_stage(cfg: CellConfig, original: dict[str, torch.Tensor]) -> StageResult:
+    """Train the paper's MLP attack on the original model queried at the cell's eval shots."""
+    start = time.perf_counter()
+    data = cell_data(cfg)
+    params = merged("attack", cfg.params_dict().get("attack"))
+    model = _model(cfg, data, original)
+    rng = np.random.default_rng(derive_seed(cfg.seed, "attack-members"))
+    members = np.sort(rng.choice(cfg.n_train, size=min(params["n_members"], cfg.n_train), replace=False))
+    nonmembers = np.arange(min(params["n_nonmembers"], cfg.n_test))
+    q = derive_seed(cfg.seed, "attack-query", cfg.eval_shots)
+    lm, cm = logits_on(model, data.x_train[members], cfg.eval_shots, cfg.backend, q, data.x_train)
+    ln, cn = logits_on(model, data.x_test[nonmembers], cfg.eval_shots, cfg.backend, q + 1, data.x_train)
+    f_m = attacks.attack_features(lm, data.y_train[members])
+    f_n = attacks.attack_features(ln, data.y_test[nonmembers])
+    mlp, train_acc = attacks.fit_paper_attack(f_m, f_n, params, derive_seed(cfg.seed, "attack-fit"))
+    cost = _cost(time.perf_counter() - start, cm["circuits"] + cn["circuits"], cm["shots"] + cn["shots"],
+                 attack_train_acc=train_acc, qpu_seconds=cm.get("qpu_seconds", 0.0) + cn.get("qpu_seconds", 0.0))
+    return StageResult(mlp.state_dict(), cost, {"attack_train_acc": train_acc})
+
+
+def evaluate_stage(
+    cfg: CellConfig,
+    original: dict[str, torch.Tensor],
+    unlearned: dict[str, torch.Tensor],
+    attack: dict[str, torch.Tensor],
+    costs: dict[str, dict[str, float]],
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics row (DESIGN.md 7-8) and per-example rows of the unlearned model."""
+    start = time.perf_counter()
+    data = cell_data(cfg)
+    params = merged("attack", cfg.params_dict().get("attack"))
+    model = _model(cfg, data, unlearned)
+    mlp = attacks.load_paper_attack(attack, params)
+    q = derive_seed(cfg.seed, "eval", cfg.eval_shots)
+    l_tr, c_tr = logits_on(model, data.x_train, cfg.eval_shots, cfg.backend, q, data.x_train)
+    l_te, c_te = logits_on(model, data.x_test, cfg.eval_shots, cfg.backend, q + 1, data.x_train)
+    s_tr = mlp.scores(attacks.attack_features(l_tr, data.y_train))
+    s_te = mlp.scores(attacks.attack_features(l_te, data.y_test))
+    loss_tr = attacks.per_sample_loss(l_tr, data.y_train).numpy()
+    loss_te = attacks.per_sample_loss(l_te, data.y_test).numpy()
+    pred_tr, pred_te = l_tr.argmax(1).numpy(), l_te.argmax(1).numpy()
+    y_tr, y_te = data.y_train.numpy(), data.y_test.numpy()
+
+    f = data.forget
+    forget_labels = np.unique(y_tr[f])
+    same_class = np.isin(y_te, forget_labels)
+    flags_f = s_tr[f] >= params["threshold"]
+    rate, lo, hi = metrics.mia_success(flags_f)
+    test_forget = y_te == data.forget_class if data.forget_class is not None else np.zeros_like(y_te, bool)
+    eval_seconds = time.perf_counter() - start
+    stage = lambda name: costs.get(name, {})  # noqa: E731
+    circuits = {s: stage(s).get("circuits", 0.0) for s in ("train", "unlearn", "attack")}
+    shots = {s: stage(s).get("shots", 0.0) for s in ("train", "unlearn", "attack")}
+    row: dict[str, Any] = {
+        "mia_success": rate, "mia_success_lo": lo, "mia_success_hi": hi,
+        "mia_auc": metrics.auc(s_tr[f], s_te[same_class]),
+        "mia_tpr_at_1pct_fpr": metrics.tpr_at_fpr(s_tr[f], s_te[same_class], 0.01),
+        "mia_tpr_at_01pct_fpr": metrics.tpr_at_fpr(s_tr[f], s_te[same_class], 0.001),
+        "mia_nonmember_flag_rate": float(np.mean(s_te[same_class] >= params["threshold"])) if same_class.any() else math.nan,
+        "attack_train_acc": stage("attack").get("attack_train_acc", math.nan),
+        "loss_auc": metrics.auc(-loss_tr[f], -loss_te[same_class]),
+        "loss_tpr_at_1pct_fpr": metrics.tpr_at_fpr(-loss_tr[f], -loss_te[same_class], 0.01),
+        "acc_train_retain": _acc(pred_tr, y_tr, data.retain),
+        "acc_train_forget": _acc(pred_tr, y_tr, f),
+        "acc_test_retain": _acc(pred_te, y_te, np.flatnonzero(~test_forget)),
+        "acc_test_forget": _acc(pred_te, y_te, np.flatnonzero(test_forget)),
+        "n_forget": len(f),
+        "train_seconds": stage("train").get("seconds", 0.0),
+        "unlearn_seconds": stage("unlearn").get("seconds", 0.0),
+        "attack_seconds": stage("attack").get("seconds", 0.0),
+        "eval_seconds": eval_seconds,
+        "unlearn_circuits": circuits["unlearn"],
+        "unlearn_shots_total": shots["unlearn"],
+        "eval_circuits": c_tr["circuits"] + c_te["circuits"],
+        "circuit_executions": sum(circuits.values()) + c_tr["circuits"] + c_te["circuits"],
+        "shots_total": sum(shots.values()) + c_tr["shots"] + c_te["shots"],
+        "qpu_seconds": stage("attack").get("qpu_seconds", 0.0) + c_tr.get("qpu_seconds", 0.0) + c_te.get("qpu_seconds", 0.0),
+        "unlearn_steps": stage("unlearn").get("unlearn_steps", math.nan),
+        "ssd_dampened_fraction": stage("unlearn").get("ssd_dampened_fraction", math.nan),
+    }
+    for key in ("transpiled_depth", "two_qubit_gates", "calibration_time", "job_ids", "backend_version"):
+        for c in (c_tr, c_te):
+            if key in c:
+                row[key] = c[key]
+    split_tr = np.where(np.isin(np.arange(len(y_tr)), f), "train_forget", "train_retain")
+    examples = pd.DataFrame({
+        "split": np.r_[split_tr, np.full(len(y_te), "test")],
+        "sample_index": np.r_[np.arange(len(y_tr)), np.arange(len(y_te))].astype(np.int64),
+        "label": np.r_[y_tr, y_te].astype(np.int64),
+        "prediction": np.r_[pred_tr, pred_te].astype(np.int64),
+        "loss": np.r_[loss_tr, loss_te],
+        "attack_score": np.r_[s_tr, s_te],
+    })
+    return row, examples
+
+
+def _acc(pred: np.ndarray, y: np.ndarray, idx: np.ndarray) -> float:
+    return float((pred[idx] == y[idx]).mean()) if len(idx) else math.nan
+
+
+def run_cell(cfg: CellConfig) -> tuple[dict[str, Any], pd.DataFrame]:
+    """All stages of one cell in-process (no reuse): the reference for what the harness computes."""
+    train = train_stage(cfg)
+    un = unlearn_stage(cfg, train.state)
+    att = attack_stage(cfg, train.state)
+    return evaluate_stage(cfg, train.state, un.state, att.state,
+                          {"train": train.cost, "unlearn": un.cost, "attack": att.cost})

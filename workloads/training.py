@@ -1,0 +1,78 @@
+"""Deterministic mini-batch training with exact or shot-based gradients."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .models import shots_mode
+
+
+@dataclass(frozen=True)
+class Cost:
+    seconds: float
+    circuits: int
+    shots: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"seconds": self.seconds, "circuits": float(self.circuits), "shots": float(self.shots)}
+
+
+def sgd(model: nn.Module, recipe: dict[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        model.parameters(), lr=recipe["lr"], momentum=recipe["momentum"], nesterov=recipe.get("nesterov", False)
+    )
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator)
+    return list(order.split(batch_size))
+
+
+def fit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: dict[str, Any],
+    shots: int | None,
+    seed: int,
+    epochs: int | None = None,
+) -> Cost:
+    """Train `model` in place on (x, y) with SGD per `recipe`; every random draw flows from `seed`."""
+    gen = torch.Generator().manual_seed(seed)
+    shot_gen = torch.Generator().manual_seed(seed + 7919)
+    opt = sgd(model, recipe)
+    model.train()
+    start = time.perf_counter()
+    with shots_mode(model, shots, shot_gen) as log:
+        for _ in range(recipe["epochs"] if epochs is None else epochs):
+            for idx in batches(len(y), recipe["batch_size"], gen):
+                opt.zero_grad()
+                F.cross_entropy(model(x[idx]), y[idx]).backward()
+                opt.step()
+    return Cost(time.perf_counter() - start, log.circuits, log.shots)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, shots: int | None, seed: int, chunk: int = 1000) -> torch.Tensor:
+    """Logits of `model` on x, with the quantum layer read out at `shots` (seeded)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    with shots_mode(model, shots, gen):
+        return torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shots: int | None = None, seed: int = 0) -> float:
+    if len(y) == 0:
+        return float("nan")
+    return float((predict_logits(model, x, shots, seed).argmax(1) == y).double().mean())
+
+
+def as_labels(y: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(y, dtype=torch.long)
