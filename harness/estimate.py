@@ -1,0 +1,116 @@
+"""Rough cost model of a stage (seconds on one core, circuit executions, shots) for `--dry-run` and for
+the scheduler's priorities. It only needs to rank stages and warn before hours of work, so it is a few
+calibrated constants times the work counts of DESIGN.md sections 4-7, not a simulation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .identity import Plan
+
+# Seconds per sample-pass on one core with the torch executor, exact gradients (forward + backward),
+# measured on this machine's class of CPU for n_train 1000 MNIST; qnn cost scales with layers.
+_SEC_PER_SAMPLE_STEP = {"hqnn": 1.0e-3, "qnn": 0.1e-3}
+_SEC_PER_CIRCUIT_SHOTS = 4e-6  # one shifted circuit sampled with S shots, batched (multinomial dominates)
+_SEC_ATTACK_FIT = 1.5  # the 13-64-64-1 MLP, 1000 full-batch epochs
+_TREE_SHIFTS = 2 * 255  # amplitude-embedding input gradient (HQNN front end), DESIGN.md section 5
+_EST_UNLEARN_EPOCHS = 3  # GA/RGA stop early; their bound (max_epochs) is far above the usual
+
+
+@dataclass(frozen=True)
+class StageCost:
+    seconds: float
+    circuits: float
+    shots: float
+
+    def __add__(self, o: "StageCost") -> "StageCost":
+        return StageCost(self.seconds + o.seconds, self.circuits + o.circuits, self.shots + o.shots)
+
+
+ZERO = StageCost(0.0, 0.0, 0.0)
+
+
+def _passes(model: str, samples: float, shots: int | None) -> StageCost:
+    """`samples` forward+backward passes of `model` (gradients by autograd, or parameter shift with shots)."""
+    from workloads.registry import MODELS
+
+    spec = MODELS[model]
+    per = _SEC_PER_SAMPLE_STEP[spec.family] * (spec.n_layers if spec.family == "qnn" else 1)
+    if shots is None:
+        return StageCost(samples * per, samples, 0.0)
+    circuits_per = 1 + 2 * 24 * spec.n_layers  # forward plus +-pi/2 on every U3 angle
+    if spec.family == "hqnn":
+        circuits_per += _TREE_SHIFTS if spec.encoding == "amplitude" else 2 * 8
+    circuits = samples * circuits_per
+    return StageCost(samples * per + circuits * _SEC_PER_CIRCUIT_SHOTS, circuits, circuits * shots)
+
+
+def _forward(samples: float, shots: int | None) -> StageCost:
+    return StageCost(samples * 2e-5 + (samples * _SEC_PER_CIRCUIT_SHOTS if shots else 0.0), samples,
+                     samples * (shots or 0))
+
+
+def stage_estimate(kind: str, cfg: Any) -> StageCost:
+    """Estimated cost of one stage of `cfg`; a flat 1 s for workloads the registry does not know."""
+    try:
+        from workloads.hparams import resolve_params
+
+        recipe, mp = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+    except (ImportError, ValueError, KeyError):
+        return StageCost(1.0, 0.0, 0.0)
+    n_forget = _forget_size(cfg)
+    n_retain = cfg.n_train - n_forget
+    if kind == "train":
+        return _passes(cfg.model, cfg.n_train * recipe["epochs"], cfg.train_shots)
+    if kind == "unlearn":
+        m, s = cfg.method, cfg.unlearn_shots
+        if m == "none":
+            return ZERO
+        if m == "retrain":
+            return _passes(cfg.model, n_retain * recipe["epochs"], s)
+        if m == "finetune":
+            return _passes(cfg.model, n_retain * mp["epochs"], s)
+        if m == "ssd":
+            return _passes(cfg.model, cfg.n_train + n_forget, s)
+        if m == "ga":
+            return _passes(cfg.model, n_forget * _EST_UNLEARN_EPOCHS, s)
+        return _passes(cfg.model, 2 * n_forget * _EST_UNLEARN_EPOCHS, s)  # rga: forget + retain batches
+    if kind == "attack":
+        c = _forward(cfg.n_train + cfg.n_test, cfg.eval_shots)
+        return StageCost(c.seconds + _SEC_ATTACK_FIT, c.circuits, c.shots)
+    return _forward(cfg.n_train + cfg.n_test, cfg.eval_shots)  # evaluate
+
+
+def _forget_size(cfg: Any) -> int:
+    kind, _, value = cfg.forget.partition(":")
+    return int(value) if kind == "random" else cfg.n_train // 10
+
+
+@dataclass(frozen=True)
+class PlanEstimate:
+    cells: int
+    stages: dict[str, int]  # kind -> stages to run
+    reused: dict[str, int]  # kind -> stages whose artifacts are stored
+    cost: StageCost  # of the stages to run
+    wall_seconds: float  # on `workers` actors, assuming perfect packing bounded by the longest chain
+
+
+def plan_estimate(plan: Plan, has_artifact, workers: int) -> PlanEstimate:
+    """Totals for the stages of `plan` still to run (`has_artifact(key)` tells which are stored)."""
+    stages: dict[str, int] = {}
+    reused: dict[str, int] = {}
+    total = ZERO
+    for s in plan.stages.values():
+        if s.kind != "evaluate" and has_artifact(s.key):
+            reused[s.kind] = reused.get(s.kind, 0) + 1
+            continue
+        stages[s.kind] = stages.get(s.kind, 0) + 1
+        total = total + stage_estimate(s.kind, s.cfg)
+    chain = 0.0
+    for c in plan.cells:  # the longest train -> unlearn -> evaluate chain bounds the wall time from below
+        t = sum(stage_estimate(k, c.cfg).seconds for k in ("train", "unlearn", "evaluate")
+                if not (k != "evaluate" and has_artifact(c.keys[k])))
+        chain = max(chain, t)
+    return PlanEstimate(len(plan.cells), stages, reused, total, max(total.seconds / max(workers, 1), chain))

@@ -1,0 +1,240 @@
+"""Grid YAML (DESIGN.md section 10) -> a validated, typed `GridSpec` that expands into cells.
+
+Everything is checked here, before any Ray or store work: unknown keys, wrong types, empty or duplicated
+axes, unknown model/method/backend/dataset names, bad forget specs and bad `params` overrides. Every error
+is a `GridError` whose message names the file, the key and the problem (the CLI turns it into exit 2).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+Shots = Union[Literal["exact"], StrictInt]
+AXES = ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots", "seed", "backend")
+SHOT_AXES = ("train_shots", "unlearn_shots", "eval_shots")
+_NAME = re.compile(r"^[a-z0-9_-]+$")
+
+
+class GridError(ValueError):
+    """A grid file that cannot run; str() is 'FILE: KEY: PROBLEM'."""
+
+    def __init__(self, path: str | Path, key: str, problem: str) -> None:
+        self.path, self.key, self.problem = str(path), key, problem
+        super().__init__(f"{path}: {key}: {problem}")
+
+
+class _Axes(BaseModel):
+    """The `grid:` mapping; strict so that YAML `yes` or "3" never sneak in as ints."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: list[StrictStr] = Field(min_length=1)
+    forget: list[StrictStr] = Field(min_length=1)
+    method: list[StrictStr] = Field(min_length=1)
+    train_shots: list[Shots] = Field(default=["exact"], min_length=1)
+    unlearn_shots: list[Shots] = Field(default=["exact"], min_length=1)
+    eval_shots: list[Shots] = Field(default=["exact"], min_length=1)
+    seed: list[StrictInt] = Field(default=[0], min_length=1)
+    backend: list[StrictStr] | None = Field(default=None, min_length=1)
+
+
+class _GridFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: StrictStr
+    dataset: StrictStr = "mnist"
+    n_train: StrictInt = 1000
+    n_test: StrictInt = 500
+    backend: StrictStr | None = None
+    grid: _Axes
+    params: dict[StrictStr, dict[StrictStr, Any]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A validated grid: scalar settings plus the ordered axis values (`None` means exact shots)."""
+
+    name: str
+    path: str
+    dataset: str
+    n_train: int
+    n_test: int
+    axes: dict[str, tuple[Any, ...]]
+    params: dict[str, dict[str, Any]]
+
+    @property
+    def n_cells(self) -> int:
+        n = 1
+        for values in self.axes.values():
+            n *= len(values)
+        return n
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """Every cell's axis values, in axis order (DESIGN.md section 8)."""
+        return [dict(zip(AXES, combo)) for combo in itertools.product(*(self.axes[a] for a in AXES))]
+
+    def cells(self, cell_config: type | None = None) -> list[Any]:
+        """Expand into `CellConfig`s of the workload (default `workloads.cell.CellConfig`)."""
+        if cell_config is None:
+            from workloads.cell import CellConfig as cell_config  # lazy: the harness owns no science
+        out = []
+        for c in self.combinations():
+            cfg = cell_config(
+                model=c["model"], forget=c["forget"], method=c["method"],
+                train_shots=c["train_shots"], unlearn_shots=c["unlearn_shots"], eval_shots=c["eval_shots"],
+                seed=c["seed"], backend=c["backend"], dataset=self.dataset,
+                n_train=self.n_train, n_test=self.n_test,
+            )
+            out.append(cfg.with_params(self.params) if self.params else cfg)
+        return out
+
+
+_BRANCH_TAGS = ("int", "str")  # pydantic names Union branches in error locations; they are not keys
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    """pydantic location -> 'grid.eval_shots[2]'."""
+    key = ""
+    for part in loc:
+        if isinstance(part, int):
+            key += f"[{part}]"
+        elif part in _BRANCH_TAGS or "[" in str(part):
+            continue
+        else:
+            key += ("." if key else "") + str(part)
+    return key or "(top level)"
+
+
+def _first_error(path: Path, err: ValidationError) -> GridError:
+    """One readable error: the first problem pydantic found, with its key."""
+    e = err.errors()[0]
+    key = _loc(e["loc"])
+    field = next((p for p in e["loc"] if isinstance(p, str) and p in SHOT_AXES), None)
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif e["type"] == "missing":
+        msg = "required key is missing"
+    elif e["type"] == "too_short":
+        msg = "axis is empty; give at least one value"
+    elif field and e["type"] in ("literal_error", "int_type"):
+        msg = f"expected 'exact' or a positive integer, got {e['input']!r}"
+    elif e["type"] != "value_error":
+        msg = f"{msg}, got {e['input']!r}"
+    return GridError(path, key, msg)
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    """Read and fully validate a grid file; raises GridError on the first problem found."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise GridError(path, "(file)", f"cannot read: {e.strerror or e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise GridError(path, "(file)", f"not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise GridError(path, "(top level)", f"expected a mapping of keys, got {type(raw).__name__}")
+    try:
+        f = _GridFile.model_validate(raw)
+    except ValidationError as e:
+        raise _first_error(path, e) from None
+    return _check_semantics(path, f)
+
+
+def _check_semantics(path: Path, f: _GridFile) -> GridSpec:
+    """Names and values that need the workload's registries."""
+    from workloads.forget_set import parse_forget
+    from workloads.hparams import resolve_params
+    from workloads.registry import DATASETS, METHODS, MODELS, validate_backend
+
+    def bad(key: str, problem: str) -> GridError:
+        return GridError(path, key, problem)
+
+    if not _NAME.match(f.name):
+        raise bad("name", f"{f.name!r} must match [a-z0-9_-]+")
+    if f.dataset not in DATASETS:
+        raise bad("dataset", f"unknown dataset {f.dataset!r}; choose one of {', '.join(DATASETS)}")
+    for key in ("n_train", "n_test"):
+        if getattr(f, key) < 10:
+            raise bad(key, f"must be at least 10, got {getattr(f, key)}")
+    size = _dataset_size(f.dataset)
+    if size is not None and f.n_train + f.n_test > size:
+        raise bad("n_train", f"n_train + n_test = {f.n_train + f.n_test} exceeds the {size} samples of {f.dataset!r}")
+
+    if f.backend is not None and f.grid.backend is not None:
+        raise bad("grid.backend", "backend is given both top-level and as a grid axis; keep one")
+    backends = f.grid.backend if f.grid.backend is not None else [f.backend or "torch"]
+    bkey = "grid.backend" if f.grid.backend is not None else "backend"
+
+    axes: dict[str, tuple[Any, ...]] = {}
+    for axis in AXES:
+        values = backends if axis == "backend" else getattr(f.grid, axis)
+        key = bkey if axis == "backend" else f"grid.{axis}"
+        seen = set()
+        for i, v in enumerate(values):
+            if axis in SHOT_AXES and v != "exact" and v < 1:
+                raise bad(f"{key}[{i}]", f"expected 'exact' or a positive integer, got {v!r}")
+            if axis == "seed" and v < 0:
+                raise bad(f"{key}[{i}]", f"seed must be a non-negative integer, got {v!r}")
+            if v in seen:
+                raise bad(f"{key}[{i}]", f"duplicate value {v!r}")
+            seen.add(v)
+        axes[axis] = tuple(None if (axis in SHOT_AXES and v == "exact") else v for v in values)
+
+    for i, m in enumerate(axes["model"]):
+        if m not in MODELS:
+            raise bad(f"grid.model[{i}]", f"unknown model {m!r}; choose one of {', '.join(MODELS)}")
+    for i, m in enumerate(axes["method"]):
+        if m not in METHODS:
+            raise bad(f"grid.method[{i}]", f"unknown method {m!r}; choose one of {', '.join(METHODS)}")
+    for i, spec in enumerate(axes["forget"]):
+        try:
+            parse_forget(spec, f.n_train)
+        except ValueError as e:
+            raise bad(f"grid.forget[{i}]", str(e)) from None
+    for i, b in enumerate(axes["backend"]):
+        try:
+            validate_backend(b)
+        except ValueError as e:
+            raise bad(bkey if bkey == "backend" else f"{bkey}[{i}]", str(e)) from None
+
+    params = {k: dict(v) for k, v in f.params.items()}
+    try:
+        for model, method in itertools.product(axes["model"], axes["method"]):
+            resolve_params(model, method, params)
+    except ValueError as e:
+        # resolve_params names the section and key ("params.ga: unknown key 'lrr' ...")
+        msg = str(e)
+        m = re.match(r"^(params\.[\w-]+(?:\.[\w-]+)?):\s*(.*)$", msg, re.S)
+        raise (bad(m.group(1), m.group(2)) if m else bad("params", msg)) from None
+
+    spec = GridSpec(name=f.name, path=str(path), dataset=f.dataset, n_train=f.n_train, n_test=f.n_test,
+                    axes=axes, params=params)
+    # Cross-axis rules the workload knows (e.g. a sampling backend cannot evaluate 'exact'), per cell.
+    for cfg in spec.cells():
+        if hasattr(cfg, "validate"):
+            try:
+                cfg.validate()
+            except ValueError as e:
+                axis, sep, problem = str(e).partition(": ")
+                raise (bad(f"grid.{axis}", problem) if sep and axis in AXES else bad("grid", str(e))) from None
+    return spec
+
+
+def _dataset_size(dataset: str) -> int | None:
+    """Number of samples in the dataset, so n_train + n_test is checked before any work."""
+    try:
+        from workloads.data import _raw  # cached, cheap: both datasets ship inside installed wheels
+    except ImportError:
+        return None
+    return len(_raw(dataset)[1])

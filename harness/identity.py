@@ -1,0 +1,108 @@
+"""Cell ids, content-hashed stage keys and the stage DAG that a set of cells expands into.
+
+A cell's id hashes its grid name and full config, so it is stable across runs and machines. A stage's key
+hashes the stage's spec (from the workload), the workload's code version and the keys of the stages it
+consumes, so two cells that need the same original model share one `train` stage, and a stored artifact is
+reused by any later run, in any grid, that asks for the same key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+STAGES = ("train", "unlearn", "attack", "evaluate")
+# Which stages a stage consumes (DESIGN.md section 8): train -> {unlearn, attack} -> evaluate.
+DEPS: dict[str, tuple[str, ...]] = {
+    "train": (),
+    "unlearn": ("train",),
+    "attack": ("train",),
+    "evaluate": ("train", "unlearn", "attack"),
+}
+
+
+def canonical(obj: Any) -> str:
+    """Deterministic JSON (sorted keys, no spaces) of a JSON-able object; tuples become lists."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def digest(obj: Any, n: int = 20) -> str:
+    return hashlib.sha256(canonical(obj).encode()).hexdigest()[:n]
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """The cell config as plain JSON-able data (params as a dict of dicts)."""
+    d = dataclasses.asdict(cfg)
+    if hasattr(cfg, "params_dict"):
+        d["params"] = cfg.params_dict()
+    return d
+
+
+def cell_id(grid: str, cfg: Any) -> str:
+    """Stable id of a cell within a grid; the grid is part of it so ids are unique across the store."""
+    return digest({"grid": grid, "cell": config_dict(cfg)}, 16)
+
+
+def stage_keys(specs: dict[str, dict], code_version: str) -> dict[str, str]:
+    """Key of each stage: hash of its spec, the code version and the keys it consumes (so keys chain)."""
+    keys: dict[str, str] = {}
+    for kind in STAGES:
+        keys[kind] = digest({"stage": kind, "spec": specs[kind], "code": code_version,
+                             "deps": [keys[d] for d in DEPS[kind]]}, 24)
+    return keys
+
+
+@dataclass
+class StageNode:
+    """One unit of work: `cfg` is any cell that needs it (all such cells give the same spec)."""
+
+    key: str
+    kind: str
+    cfg: Any
+    deps: tuple[str, ...]
+    cells: list[str] = field(default_factory=list)  # ids of cells whose result needs this stage
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    cell_id: str
+    cfg: Any
+    keys: dict[str, str]
+
+
+@dataclass
+class Plan:
+    """Cells plus the deduplicated stage DAG they need, in first-seen order."""
+
+    cells: list[PlannedCell]
+    stages: dict[str, StageNode]
+
+    def count(self, kind: str) -> int:
+        return sum(1 for s in self.stages.values() if s.kind == kind)
+
+    def dependents(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {k: [] for k in self.stages}
+        for s in self.stages.values():
+            for d in s.deps:
+                out[d].append(s.key)
+        return out
+
+
+def build_plan(grid: str, cfgs: list[Any], stage_specs: Callable[[Any], dict[str, dict]],
+               code_version: str) -> Plan:
+    """Expand cells into their stages, merging stages with equal keys."""
+    cells: list[PlannedCell] = []
+    stages: dict[str, StageNode] = {}
+    for cfg in cfgs:
+        keys = stage_keys(stage_specs(cfg), code_version)
+        cid = cell_id(grid, cfg)
+        cells.append(PlannedCell(cid, cfg, keys))
+        for kind in STAGES:
+            node = stages.get(keys[kind])
+            if node is None:
+                node = stages[keys[kind]] = StageNode(keys[kind], kind, cfg, tuple(keys[d] for d in DEPS[kind]))
+            node.cells.append(cid)
+    return Plan(cells, stages)
