@@ -16,7 +16,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denom = 1 + z**2 / n
     centre = (p + z**2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    return p, max(0.0, centre - half), min(1.0, centre + half)
+    # Clamp so that rounding never puts the rate outside its own interval (p = 0 or 1).
+    return p, max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def mia_success(flags: np.ndarray) -> tuple[float, float, float]:

@@ -1,0 +1,152 @@
+"""The torch executor against qiskit: Statevector (exact), Aer SamplerV2 (shots), parameter shift."""
+
+import numpy as np
+import pytest
+import torch
+from qiskit.quantum_info import Statevector
+
+from workloads import circuits, statevector as sv
+from workloads.parameter_shift import ExecutionLog, ShotExpectation, encode, input_gradient, weight_gradient
+from workloads.shots import sample_expectations
+
+
+def _unit(rng, n):
+    x = rng.normal(size=(n, 256))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _features(encoding, rng, n):
+    return _unit(rng, n) if encoding == "amplitude" else rng.uniform(0, np.pi, size=(n, 8))
+
+
+def _torch_states(encoding, feats, w):
+    t = torch.tensor(feats)
+    states = sv.amplitude_states(t) if encoding == "amplitude" else sv.angle_states(t)
+    return sv.apply_layers(states, torch.tensor(w))
+
+
+@pytest.mark.parametrize("encoding", ["amplitude", "angle"])
+@pytest.mark.parametrize("n_layers", [1, 2, 5])
+def test_statevector_matches_qiskit(encoding, n_layers):
+    rng = np.random.default_rng(n_layers)
+    feats = _features(encoding, rng, 3)
+    w = rng.uniform(0, 2 * np.pi, size=(n_layers, 8, 3))
+    ours = _torch_states(encoding, feats, w).numpy()
+    qc = circuits.model_circuit(encoding, n_layers)
+    for i, vals in enumerate(circuits.parameter_values(encoding, feats, w)):
+        ref = Statevector(qc.assign_parameters(vals)).data
+        assert np.abs(ours[i] - ref).max() <= 1e-10
+
+
+def test_large_batch_path_equals_layer_by_layer():
+    rng = np.random.default_rng(3)
+    feats, w = _unit(rng, 300), rng.uniform(0, 6, size=(4, 8, 3))
+    big = _torch_states("amplitude", feats, w)
+    small = torch.cat([_torch_states("amplitude", feats[i : i + 100], w) for i in range(0, 300, 100)])
+    assert (big - small).abs().max() <= 1e-12
+
+
+def test_float32_close_to_float64():
+    rng = np.random.default_rng(4)
+    feats, w = _unit(rng, 10), rng.uniform(0, 6, size=(5, 8, 3))
+    z64 = sv.expectations(_torch_states("amplitude", feats, w))
+    z32 = sv.expectations(sv.apply_layers(sv.amplitude_states(torch.tensor(feats).float()), torch.tensor(w).float()))
+    assert z32.dtype == torch.float32
+    assert (z64 - z32.double()).abs().max() <= 1e-4
+
+
+def test_shot_statistics_agree_with_aer_sampler():
+    from qiskit import transpile
+    from qiskit_aer import AerSimulator
+    from qiskit_aer.primitives import SamplerV2
+
+    rng = np.random.default_rng(5)
+    feats, w = rng.uniform(0, np.pi, size=(4, 8)), rng.uniform(0, 6, size=(2, 8, 3))
+    shots = 20000
+    qc = transpile(circuits.model_circuit("angle", 2, measure=True), AerSimulator(), seed_transpiler=0)
+    result = SamplerV2(seed=11).run([(qc, circuits.parameter_values("angle", feats, w))], shots=shots).result()
+    bits = result[0].data.meas.get_bitstrings()
+    z_aer = np.array([[1 - 2 * int(b[::-1][j]) for j in range(8)] for b in bits]).reshape(4, shots, 8).mean(1)
+    probs = sv.probabilities(_torch_states("angle", feats, w))
+    z_ours = sample_expectations(probs, shots, torch.Generator().manual_seed(0)).numpy()
+    z_exact = sv.expectations(_torch_states("angle", feats, w)).numpy()
+    se = np.sqrt(np.clip(1 - z_exact**2, 1e-12, None) / shots)
+    # Two independent estimates of the same mean: their difference has sd sqrt(2) * se.
+    assert np.all(np.abs(z_aer - z_ours) <= 5 * np.sqrt(2) * se + 1e-12)
+    assert np.all(np.abs(z_aer - z_exact) <= 5 * se + 1e-12)
+
+
+@pytest.mark.parametrize("shots", [16, 256, 4096])
+def test_shot_spread_scales_as_one_over_sqrt_shots(shots):
+    rng = np.random.default_rng(6)
+    feats, w = _unit(rng, 1), rng.uniform(0, 6, size=(1, 8, 3))
+    probs = sv.probabilities(_torch_states("amplitude", feats, w)).expand(4000, -1)
+    z = sample_expectations(probs, shots, torch.Generator().manual_seed(1)).numpy()
+    exact = sv.expectations(_torch_states("amplitude", feats, w)).numpy()[0]
+    expected_sd = np.sqrt((1 - exact**2) / shots)
+    assert np.allclose(z.std(0), expected_sd, rtol=0.1, atol=1e-3)
+    assert np.all(np.abs(z.mean(0) - exact) <= 5 * expected_sd / np.sqrt(4000) + 1e-9)
+
+
+@pytest.mark.parametrize("encoding", ["amplitude", "angle"])
+@pytest.mark.parametrize("n_layers", [1, 3])
+def test_parameter_shift_exact_equals_autograd(encoding, n_layers):
+    rng = np.random.default_rng(7)
+    feats = torch.tensor(_features(encoding, rng, 4))
+    enc = (sv.tree_alpha(feats) if encoding == "amplitude" else feats).detach().requires_grad_()
+    w = torch.tensor(rng.uniform(0, 6, size=(n_layers, 8, 3)), requires_grad=True)
+    grad_z = torch.tensor(rng.normal(size=(4, 8)))
+    z = sv.expectations(sv.apply_layers(encode(encoding, enc), w))
+    g_enc, g_w = torch.autograd.grad(z, (enc, w), grad_z)
+    log = ExecutionLog()
+    ps_w = weight_gradient(enc.detach(), w.detach(), encoding, grad_z, None, None, log)
+    ps_enc = input_gradient(enc.detach(), w.detach(), encoding, grad_z, None, None, log)
+    assert (ps_w - g_w).abs().max() <= 1e-8
+    assert (ps_enc - g_enc).abs().max() <= 1e-8
+    n_inputs = 255 if encoding == "amplitude" else 8
+    assert log.circuits == 4 * 2 * (24 * n_layers + n_inputs)
+
+
+def test_tree_shifts_are_the_circuits_a_device_runs():
+    """A shifted Gray-code angle in the qiskit circuit prepares exactly our shifted amplitudes."""
+    from workloads.parameter_shift import tree_shift_states
+
+    rng = np.random.default_rng(8)
+    x = _unit(rng, 1)
+    theta = circuits.tree_theta(x)[0]
+    shifted = tree_shift_states(sv.tree_alpha(torch.tensor(x))).numpy()[0]
+    qc = circuits.amplitude_tree()
+    for i in (0, 1, 2, 5, 100, 254):
+        for s, sign in enumerate((1, -1)):
+            t = theta.copy()
+            t[i] += sign * np.pi / 2
+            ref = Statevector(qc.assign_parameters(t)).data.real
+            assert np.abs(shifted[i, s] - ref).max() <= 1e-10
+
+
+def test_shot_gradient_is_unbiased():
+    rng = np.random.default_rng(9)
+    feats = torch.tensor(_unit(rng, 2))
+    alpha = sv.tree_alpha(feats).detach()
+    w = torch.tensor(rng.uniform(0, 6, size=(1, 8, 3)))
+    grad_z = torch.tensor(rng.normal(size=(2, 8)))
+    exact = weight_gradient(alpha, w, "amplitude", grad_z, None, None, ExecutionLog())
+    runs = 200
+    gen = torch.Generator().manual_seed(2)
+    samples = torch.stack([weight_gradient(alpha, w, "amplitude", grad_z, 256, gen, ExecutionLog()) for _ in range(runs)])
+    se = samples.std(0) / np.sqrt(runs)
+    z = ((samples.mean(0) - exact) / se.clamp_min(1e-12)).abs()
+    assert z.max() < 5.0
+    assert samples.std(0).max() > 0  # shots really add noise
+
+
+def test_shot_expectation_counts_a_device_cost():
+    rng = np.random.default_rng(10)
+    x = torch.tensor(rng.uniform(0, np.pi, size=(3, 8)), requires_grad=True)
+    w = torch.tensor(rng.uniform(0, 6, size=(2, 8, 3)), requires_grad=True)
+    log = ExecutionLog()
+    z = ShotExpectation.apply(x, w, "angle", 100, torch.Generator().manual_seed(0), log)
+    z.sum().backward()
+    assert log.circuits == 3 * (1 + 2 * 48 + 2 * 8)
+    assert log.shots == 100 * log.circuits
+    assert x.grad is not None and w.grad is not None
