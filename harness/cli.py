@@ -38,7 +38,7 @@ def run(
 ) -> None:
     """Run or resume a grid, with progress."""
     try:
-        spec = load_grid(grid)
+        spec = load_grid(grid, impl)
     except GridError as e:
         raise _bad_input(str(e)) from None
     from .store import ResultStore
@@ -48,10 +48,10 @@ def run(
         _dry_run(spec, store, impl, workers)
         return
     from .progress import make_progress
-    from .runner import connect, run_grid
+    from .runner import run_grid
 
-    connect(address, workers)
-    summary = run_grid(spec, store, workers=workers, impl=impl, progress=make_progress(), max_retries=max_retries)
+    summary = run_grid(spec, store, workers=workers, impl=impl, progress=make_progress(), max_retries=max_retries,
+                       address=address)
     ran = ", ".join(f"{k} {v}" for k, v in sorted(summary.stages_run.items())) or "none"
     reused = ", ".join(f"{k} {v}" for k, v in sorted(summary.stages_reused.items())) or "none"
     print(f"{spec.name}: {summary.cells_ok} ok, {summary.cells_failed} failed, {summary.cells_skipped} already done "
@@ -73,8 +73,8 @@ def _dry_run(spec, store, impl: str, workers: int | None) -> None:
     plan, all_ids, cv = plan_grid(spec, store, impl)
     n = workers or os.cpu_count() or 1
     est = plan_estimate(plan, store.has_artifact, n)
-    t = Table(title=f"{spec.name}: {len(all_ids)} cells, {len(all_ids) - len(plan.cells)} already done "
-                    f"(code {cv})")
+    print(f"{spec.name}: {len(all_ids)} cells, {len(all_ids) - len(plan.cells)} already done (code {cv})")
+    t = Table()
     for col in ("stage", "to run", "reused"):
         t.add_column(col, justify="right" if col != "stage" else "left")
     for kind in ("train", "unlearn", "attack", "evaluate"):

@@ -7,6 +7,7 @@ is a `GridError` whose message names the file, the key and the problem (the CLI 
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import re
 from dataclasses import dataclass
@@ -131,8 +132,12 @@ def _first_error(path: Path, err: ValidationError) -> GridError:
     return GridError(path, key, msg)
 
 
-def load_grid(path: str | Path) -> GridSpec:
-    """Read and fully validate a grid file; raises GridError on the first problem found."""
+def load_grid(path: str | Path, impl: str = "workloads.cell") -> GridSpec:
+    """Read and fully validate a grid file for workload module `impl`; raises GridError on the first problem.
+
+    Names (models, methods, backends, forget specs) are checked against `workloads.registry`; `params` and
+    the per-cell rules go through the workload module (its `resolve_params` and `CellConfig.validate`).
+    """
     path = Path(path)
     try:
         text = path.read_text()
@@ -148,14 +153,17 @@ def load_grid(path: str | Path) -> GridSpec:
         f = _GridFile.model_validate(raw)
     except ValidationError as e:
         raise _first_error(path, e) from None
-    return _check_semantics(path, f)
+    return _check_semantics(path, f, importlib.import_module(impl))
 
 
-def _check_semantics(path: Path, f: _GridFile) -> GridSpec:
+def _check_semantics(path: Path, f: _GridFile, mod: Any) -> GridSpec:
     """Names and values that need the workload's registries."""
     from workloads.forget_set import parse_forget
-    from workloads.hparams import resolve_params
     from workloads.registry import DATASETS, METHODS, MODELS, validate_backend
+
+    resolve_params = getattr(mod, "resolve_params", None)
+    if resolve_params is None:
+        from workloads.hparams import resolve_params
 
     def bad(key: str, problem: str) -> GridError:
         return GridError(path, key, problem)
@@ -221,7 +229,7 @@ def _check_semantics(path: Path, f: _GridFile) -> GridSpec:
     spec = GridSpec(name=f.name, path=str(path), dataset=f.dataset, n_train=f.n_train, n_test=f.n_test,
                     axes=axes, params=params)
     # Cross-axis rules the workload knows (e.g. a sampling backend cannot evaluate 'exact'), per cell.
-    for cfg in spec.cells():
+    for cfg in spec.cells(mod.CellConfig):
         if hasattr(cfg, "validate"):
             try:
                 cfg.validate()

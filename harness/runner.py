@@ -251,11 +251,7 @@ class _Driver:
     def _finish(self, node: StageNode, meta: dict[str, Any], data: Any, payload_ref: ray.ObjectRef) -> None:
         self.summary.stages_run[node.kind] += 1
         self.summary.hosts[meta["node"]] += 1
-        if node.kind == "evaluate":
-            row, examples = data
-            for cid in node.cells:
-                self._write_ok(cid, node, meta, row, examples)
-        else:
+        if node.kind != "evaluate":
             self.store.write_artifact(node.key, data)
             meta = _artifact_meta(data)
             self.refs[node.key] = payload_ref  # dependents read the bytes already in the object store
@@ -263,6 +259,10 @@ class _Driver:
         for d in node.deps:
             self._release(d)
         self.progress.stage_finished(node, "done")
+        if node.kind == "evaluate":
+            row, examples = data
+            for cid in node.cells:
+                self._write_ok(cid, node, meta, row, examples)
         for k in self.dependents[node.key]:
             s = self.plan.stages[k]
             if all(d in self.done for d in s.deps):
@@ -352,8 +352,11 @@ def plan_grid(spec: GridSpec, store: ResultStore | None, impl: str = DEFAULT_IMP
 
 
 def run_grid(spec: GridSpec, store: ResultStore, *, workers: int | None = None, impl: str = DEFAULT_IMPL,
-             progress: Progress | None = None, max_retries: int = 2) -> RunSummary:
-    """Run (or resume) every cell of `spec` not yet ok in `store`. Ray must be connected (see `connect`)."""
+             progress: Progress | None = None, max_retries: int = 2, address: str | None = None) -> RunSummary:
+    """Run (or resume) every cell of `spec` not yet ok in `store`.
+
+    Ray is joined (see `connect`) only when there is work, so a finished grid re-runs in about a second.
+    """
     t0 = time.time()
     progress = progress or NullProgress()
     plan, all_ids, cv = plan_grid(spec, store, impl)
@@ -363,6 +366,7 @@ def run_grid(spec: GridSpec, store: ResultStore, *, workers: int | None = None, 
     summary = RunSummary(grid=spec.name, cells_total=len(all_ids), cells_skipped=len(all_ids) - len(plan.cells))
     progress.start(spec.name, len(all_ids), summary.cells_skipped, plan)
     if plan.cells:
+        connect(address, workers)
         n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         pool = _Pool(min(n, len(plan.stages)), impl)
         driver = _Driver(spec, plan, store, cv, len(pool.actors), progress, max_retries, summary)

@@ -2,11 +2,13 @@
 
 Its stages do almost nothing (tiny tensors, optional sleep), so timing it measures the harness itself.
 Knobs come from the cell's params section `trivial`: `sleep` (seconds per stage), `fail_method` (the
-unlearn stage of that method raises), `examples` (rows per cell).
+unlearn stage of that method raises), `fail_if_exists` (unlearn stages other than `none` raise while that
+file exists), `crash_method` (the unlearn stage of that method kills its process), `examples` (rows per cell).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -45,6 +47,21 @@ class StageResult:
     cost: dict[str, float]
 
 
+_KNOBS = {"sleep": 0.0, "fail_method": "", "crash_method": "", "fail_if_exists": "", "examples": 4}
+
+
+def resolve_params(model: str, method: str, overrides: dict[str, dict[str, Any]] | None = None):
+    """Like `workloads.hparams.resolve_params`, plus a `trivial` section holding this module's knobs."""
+    from workloads.hparams import resolve_params as real
+
+    overrides = dict(overrides or {})
+    knobs = overrides.pop("trivial", {})
+    for k in knobs:
+        if k not in _KNOBS:
+            raise ValueError(f"params.trivial: unknown key {k!r}; valid keys: {', '.join(sorted(_KNOBS))}")
+    return real(model, method, overrides)
+
+
 def _knob(cfg: CellConfig, key: str, default: Any) -> Any:
     return cfg.params_dict().get("trivial", {}).get(key, default)
 
@@ -75,8 +92,11 @@ def train_stage(cfg: CellConfig) -> StageResult:
 
 
 def unlearn_stage(cfg: CellConfig, original: dict[str, torch.Tensor]) -> StageResult:
-    if cfg.method == _knob(cfg, "fail_method", None):
+    flag = _knob(cfg, "fail_if_exists", "")
+    if cfg.method == _knob(cfg, "fail_method", None) or (flag and cfg.method != "none" and os.path.exists(flag)):
         raise RuntimeError(f"trivial failure of method {cfg.method}")
+    if cfg.method == _knob(cfg, "crash_method", None):
+        os._exit(1)  # a worker process dying mid-stage, as an OOM kill or segfault would
     if cfg.method == "none":
         return StageResult(original, {"seconds": 0.0, "circuits": 0.0, "shots": 0.0})
     s = _work(cfg)
