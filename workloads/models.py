@@ -48,8 +48,12 @@ class QNN(nn.Module):
         self.quantum = QuantumLayer(spec.n_layers, spec.encoding)
         self.head = nn.Linear(N_QUBITS, n_classes, dtype=torch.float64)
 
+    def encoded(self, x: torch.Tensor) -> torch.Tensor:
+        """What the quantum layer encodes: unit amplitudes (256) or RY angles (8)."""
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.quantum(x))
+        return self.head(self.quantum(self.encoded(x)))
 
 
 class HQNN(nn.Module):
@@ -69,10 +73,12 @@ class HQNN(nn.Module):
         self.quantum = QuantumLayer(spec.n_layers, spec.encoding)
         self.head = nn.Linear(N_QUBITS, n_classes, dtype=torch.float64)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def encoded(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x)
-        h = h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        return self.head(self.quantum(h))
+        return h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.quantum(self.encoded(x)))
 
 
 def build_model(name: str, seed: int, image_side: int = 28) -> nn.Module:
