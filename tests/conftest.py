@@ -1,0 +1,63 @@
+"""Shared fixtures. Ray fixtures start a real local Ray and always shut it down, so test modules that need a
+different topology (a multi-node cluster) can follow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    """A real local Ray with 2 CPUs for the tests of one module."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def make_spec(name: str = "t", *, methods: tuple[str, ...] = ("none", "ga", "ssd"),
+              eval_shots: tuple[Any, ...] = (None, 16), seeds: tuple[int, ...] = (0,),
+              models: tuple[str, ...] = ("qnn-angle-l2",), forget: tuple[str, ...] = ("class:4",),
+              params: dict[str, dict[str, Any]] | None = None, dataset: str = "digits",
+              n_train: int = 200, n_test: int = 100):
+    """A GridSpec built in code (for the trivial workload, whose knobs are not real params)."""
+    from harness.grid_spec import GridSpec
+
+    axes = {"model": models, "forget": forget, "method": methods, "train_shots": (None,),
+            "unlearn_shots": (None,), "eval_shots": eval_shots, "seed": seeds, "backend": ("torch",)}
+    return GridSpec(name=name, path=f"<{name}>", dataset=dataset, n_train=n_train, n_test=n_test, axes=axes,
+                    params=params or {})
+
+
+# Small real cells: the angle model on sklearn digits with few epochs (each cell well under a second).
+REAL_GRID = """\
+name: {name}
+dataset: digits
+n_train: 200
+n_test: 100
+grid:
+  model: [qnn-angle-l2]
+  forget: ["class:4"]
+  method: [{methods}]
+  eval_shots: [{eval_shots}]
+  seed: [{seeds}]
+params:
+  qnn-angle-l2: {{epochs: 3}}
+  finetune: {{epochs: 1}}
+  ga: {{max_epochs: 2}}
+  rga: {{max_epochs: 2}}
+  attack: {{epochs: 60}}
+"""
+
+
+def write_real_grid(path: Path, name: str = "real", methods: str = "none, retrain, ga",
+                    eval_shots: str = "exact, 16", seeds: str = "0") -> Path:
+    path.write_text(REAL_GRID.format(name=name, methods=methods, eval_shots=eval_shots, seeds=seeds))
+    return path

@@ -1,0 +1,153 @@
+"""The Ray runner on a real local Ray: runs, resumes without duplicates, reuses stages, survives killed
+workers, records failures. Trivial cells keep it fast; one test runs real (small) cells end to end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.grid_spec import load_grid
+from harness.identity import cell_id
+from harness.progress import Progress
+from harness.runner import run_grid
+from harness.store import ResultStore, connect_duckdb
+from tests.conftest import make_spec, write_real_grid
+
+TRIVIAL = "harness.trivial"
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+def _cells(store: ResultStore):
+    return connect_duckdb(store).execute("select * from cells").df()
+
+
+def _files(root: Path, top: str) -> list[Path]:
+    return sorted((root / top).rglob("*.parquet"))
+
+
+@pytest.mark.timeout(120)
+def test_runs_resumes_and_never_duplicates(tmp_path: Path) -> None:
+    spec = make_spec(methods=("none", "ga", "ssd"), eval_shots=(None, 16, 128), seeds=(0, 1))
+    store = ResultStore(str(tmp_path))
+    s1 = run_grid(spec, store, impl=TRIVIAL, workers=2)
+    assert (s1.cells_ok, s1.cells_failed, s1.cells_skipped) == (18, 0, 0)
+    # 2 originals; 2 seeds x 3 methods unlearned; 2 seeds x 3 eval shots attacks; one evaluation per cell
+    assert dict(s1.stages_run) == {"train": 2, "unlearn": 6, "attack": 6, "evaluate": 18}
+    df = _cells(store)
+    assert len(df) == 18 and df.cell_id.is_unique and set(df.status) == {"ok"}
+    assert df.eval_shots.isna().sum() == 6  # exact stored as NULL
+    assert set(df.cell_id) == {cell_id("t", c) for c in spec.cells(__import__(TRIVIAL, fromlist=["x"]).CellConfig)}
+    assert len(_files(tmp_path, "cells")) == 18 and len(_files(tmp_path, "artifacts")) == 0
+    assert len(list((tmp_path / "artifacts").glob("*.safetensors"))) == 2 + 6 + 6
+
+    s2 = run_grid(spec, store, impl=TRIVIAL, workers=2)
+    assert (s2.cells_ok, s2.cells_skipped) == (0, 18) and sum(s2.stages_run.values()) == 0
+    df2 = _cells(store)
+    assert len(df2) == 18 and df2.cell_id.is_unique
+    assert sorted(df2.finished_at) == sorted(df.finished_at)  # untouched, not rewritten
+
+
+@pytest.mark.timeout(120)
+def test_extending_an_axis_runs_only_new_stages(tmp_path: Path) -> None:
+    store = ResultStore(str(tmp_path))
+    run_grid(make_spec(methods=("none", "ga"), eval_shots=(None,)), store, impl=TRIVIAL, workers=2)
+    s = run_grid(make_spec(methods=("none", "ga"), eval_shots=(None, 16)), store, impl=TRIVIAL, workers=2)
+    # the original model and both unlearned models are reused; only the new attack and evaluations run
+    assert dict(s.stages_run) == {"attack": 1, "evaluate": 2}
+    assert s.stages_reused["train"] == 1 and s.stages_reused["unlearn"] == 2 and s.cells_skipped == 2
+    # a different grid that needs the same stages reuses them too (artifacts are keyed by content)
+    s3 = run_grid(make_spec("other", methods=("ga",), eval_shots=(16,)), store, impl=TRIVIAL, workers=2)
+    assert dict(s3.stages_run) == {"evaluate": 1}
+    df = _cells(store)
+    assert len(df) == 5 and df.cell_id.is_unique and sorted(df.grid.unique()) == ["other", "t"]
+
+
+@pytest.mark.timeout(120)
+def test_failed_stage_fails_its_cells_and_rerun_retries(tmp_path: Path) -> None:
+    flag = tmp_path / "broken"
+    flag.touch()
+    spec = make_spec(methods=("none", "ga"), eval_shots=(None, 16), params={"trivial": {"fail_if_exists": str(flag)}})
+    store = ResultStore(str(tmp_path / "r"))
+    s = run_grid(spec, store, impl=TRIVIAL, workers=2)
+    assert (s.cells_ok, s.cells_failed) == (2, 2)
+    df = _cells(store)
+    failed = df[df.status == "failed"]
+    assert set(failed.method) == {"ga"} and all("trivial failure of method ga" in e for e in failed.error)
+    assert df[df.status == "ok"].error.isna().all()
+    ex = connect_duckdb(store).execute("select count(*) from examples where cell_id in "
+                                       "(select cell_id from cells where status='failed')").fetchone()[0]
+    assert ex == 0
+    flag.unlink()  # the cause goes away: a re-run retries only the failed cells
+    s2 = run_grid(spec, store, impl=TRIVIAL, workers=2)
+    assert (s2.cells_ok, s2.cells_failed, s2.cells_skipped) == (2, 0, 2)
+    assert dict(s2.stages_run) == {"unlearn": 1, "evaluate": 2}
+    df2 = _cells(store)
+    assert len(df2) == 4 and df2.cell_id.is_unique and set(df2.status) == {"ok"}
+
+
+class _KillNth(Progress):
+    """Kills (SIGKILL) the worker process of the n-th started stage, a little after it started."""
+
+    def __init__(self, n: int, delay: float) -> None:
+        self.n, self.delay, self.seen, self.killed = n, delay, 0, []
+
+    def stage_started(self, node: Any, worker: dict[str, Any]) -> None:
+        self.seen += 1
+        if self.seen == self.n:
+            pid = worker["pid"]
+            self.killed.append((node.kind, pid))
+            threading.Timer(self.delay, os.kill, (pid, signal.SIGKILL)).start()
+
+
+@pytest.mark.timeout(180)
+def test_killed_worker_is_replaced_and_result_complete(tmp_path: Path) -> None:
+    spec = make_spec(methods=("none", "ga", "ssd"), eval_shots=(None, 16), seeds=(0, 1),
+                     params={"trivial": {"sleep": 0.4}})
+    store = ResultStore(str(tmp_path))
+    killer = _KillNth(n=4, delay=0.15)
+    s = run_grid(spec, store, impl=TRIVIAL, workers=2, progress=killer)
+    assert killer.killed and s.retries >= 1
+    assert (s.cells_ok, s.cells_failed) == (12, 0)
+    df = _cells(store)
+    assert len(df) == 12 and df.cell_id.is_unique and set(df.status) == {"ok"}
+    ex = connect_duckdb(store).execute("select cell_id, count(*) n from examples group by 1").df()
+    assert len(ex) == 12 and set(ex.n) == {4}
+
+
+@pytest.mark.timeout(180)
+def test_stage_that_keeps_crashing_fails_after_bounded_retries(tmp_path: Path) -> None:
+    spec = make_spec(methods=("none", "ga"), eval_shots=(None,), params={"trivial": {"crash_method": "ga"}})
+    store = ResultStore(str(tmp_path))
+    s = run_grid(spec, store, impl=TRIVIAL, workers=2, max_retries=1)
+    assert (s.cells_ok, s.cells_failed) == (1, 1) and s.retries == 2
+    row = _cells(store).set_index("method").loc["ga"]
+    assert row.status == "failed" and "after 2 attempts" in row.error
+
+
+@pytest.mark.timeout(240)
+def test_real_cells_end_to_end(tmp_path: Path) -> None:
+    spec = load_grid(write_real_grid(tmp_path / "g.yaml", methods="none, retrain, ga", eval_shots="exact, 16"))
+    store = ResultStore(str(tmp_path / "r"))
+    t0 = time.time()
+    s = run_grid(spec, store, workers=2)
+    assert (s.cells_ok, s.cells_failed) == (6, 0), s.failures
+    assert dict(s.stages_run) == {"train": 1, "unlearn": 3, "attack": 2, "evaluate": 6}
+    con = connect_duckdb(store)
+    df = con.execute("select * from cells order by method, eval_shots").df()
+    for col in ("mia_success", "mia_success_lo", "mia_success_hi", "mia_auc", "acc_train_retain",
+                "acc_test_retain", "train_seconds", "eval_seconds", "circuit_executions"):
+        assert df[col].notna().all(), col
+    assert ((df.mia_success_lo <= df.mia_success) & (df.mia_success <= df.mia_success_hi)).all()
+    assert (df.shots_total[df.eval_shots == 16] > 0).all() and set(df.dataset) == {"digits"}
+    assert df.code_version.str.startswith("0.").all() and df.host.notna().all() and df.train_node.notna().all()
+    # the shared original model: every cell reports the same training cost and train stage key
+    assert df.train_key.nunique() == 1 and df.train_seconds.nunique() == 1
+    ex = con.execute("select cell_id, split, count(*) n from examples group by 1, 2").df()
+    assert set(ex.groupby("cell_id").n.sum()) == {300}
+    assert time.time() - t0 < 120
