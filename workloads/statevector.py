@@ -54,12 +54,18 @@ def layer_unitary(w_layer: torch.Tensor) -> torch.Tensor:
 
 def u3_kron(gates: torch.Tensor) -> torch.Tensor:
     """(8, 2, 2) single-qubit gates -> their tensor product, qubit 7 most significant."""
+    hi, lo = half_krons(gates)
+    return torch.kron(hi, lo)
+
+
+def half_krons(gates: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """16x16 tensor products of qubits 7..4 (high) and 3..0 (low)."""
     hi, lo = gates[7], gates[3]
     for q in (6, 5, 4):
         hi = torch.kron(hi, gates[q])
     for q in (2, 1, 0):
         lo = torch.kron(lo, gates[q])
-    return torch.kron(hi, lo)
+    return hi, lo
 
 
 def ring(states: torch.Tensor) -> torch.Tensor:
@@ -70,13 +76,17 @@ def ring(states: torch.Tensor) -> torch.Tensor:
 def apply_layers(states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Apply the ansatz (weights (L, 8, 3)) to states (rows, 256).
 
-    Small batches multiply layer by layer; large ones first build the whole 256x256 unitary.
+    Large batches first build the whole 256x256 unitary. Small ones (training) apply each layer
+    as hi (x) lo on the (16, 16)-reshaped state, which skips building the 256x256 Kronecker
+    product and is about 3x faster with autograd.
     """
-    units = [layer_unitary(w) for w in weights]
     if states.shape[0] > DIM:
-        return states @ product(units).T
-    for u in units:
-        states = states @ u.T
+        return states @ product([layer_unitary(w) for w in weights]).T
+    rows = states.shape[0]
+    perm = ring_permutation()
+    for w in weights:
+        hi, lo = half_krons(u3_matrices(w))
+        states = (hi @ states.reshape(rows, 16, 16) @ lo.T).reshape(rows, DIM)[:, perm]
     return states
 
 
