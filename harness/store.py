@@ -47,6 +47,8 @@ EXAMPLE_SCHEMA = pa.schema([
 ])
 STATUSES = ("ok", "failed", "budget_skipped")
 TMP_PREFIX = ".tmp-"
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: mkstemp creates 0600 files, published files should follow the umask
 
 
 def open_fs(root: str) -> tuple[pafs.FileSystem, str, bool]:
@@ -135,6 +137,7 @@ class ResultStore:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

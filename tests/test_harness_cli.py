@@ -1,0 +1,133 @@
+"""`qmu` end to end: SIGKILL of the driver then resume, status, query formats, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
+from tests.conftest import write_real_grid
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+runner = CliRunner()
+
+
+def qmu(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _reap(pids: list[int]) -> None:
+    """Ray's local agents can outlive a SIGKILLed driver; end exactly the ones that driver started."""
+    import psutil
+
+    for pid in pids:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_driver_midway_then_resume_equals_clean_run(tmp_path: Path) -> None:
+    grid = write_real_grid(tmp_path / "g.yaml", methods="none, retrain, finetune, ga, ssd, rga",
+                           eval_shots="exact, 16", seeds="0")
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    res = qmu("run", str(grid), "--results", str(clean))
+    assert res.exit_code == 0, res.output
+
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(grid), "--results", str(killed),
+                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cells_dir = killed / "cells" / "grid=real"
+    children: list[int] = []
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            children = sorted(set(children) | set(_descendants(proc.pid)))
+            if cells_dir.exists() and len(list(cells_dir.glob("*.parquet"))) >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "driver finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        time.sleep(1)
+        _reap(children)
+
+    n_before = len(list(cells_dir.glob("*.parquet")))
+    assert 3 <= n_before < 12
+    for f in (killed / "cells").rglob("*.parquet"):  # whatever the kill left is readable
+        pq.read_table(f)
+    status = qmu("status", "--results", str(killed))
+    assert status.exit_code == 0
+    line = next(ln for ln in status.output.splitlines() if "real" in ln)
+    assert [c.strip() for c in line.split("│")[1:-1]] == ["real", "12", str(n_before), "0", "0", str(12 - n_before)]
+
+    res = qmu("run", str(grid), "--results", str(killed))
+    assert res.exit_code == 0, res.output
+    assert f"{12 - n_before} ok, 0 failed, {n_before} already done of 12 cells" in res.output
+
+    def ids(root: Path) -> list[str]:
+        out = qmu("query", "select cell_id from cells order by cell_id", "--results", str(root), "--format", "json")
+        return [r["cell_id"] for r in json.loads(out.output)]
+
+    assert ids(killed) == ids(clean) and len(set(ids(killed))) == 12
+    q = "select count(*) n, count(distinct cell_id || split || sample_index) d from examples"
+    out = json.loads(qmu("query", q, "--results", str(killed), "-f", "json").output)[0]
+    assert out["n"] == out["d"] == 12 * 300
+    # deterministic science: the resumed store has the same numbers as the clean one
+    q = "select cell_id, mia_success, acc_test_retain from cells order by cell_id"
+    assert qmu("query", q, "--results", str(killed), "-f", "csv").output == \
+        qmu("query", q, "--results", str(clean), "-f", "csv").output
+
+
+@pytest.mark.timeout(120)
+def test_failed_cells_exit_1_rest_stored_and_query_formats(tmp_path: Path) -> None:
+    grid = tmp_path / "g.yaml"
+    write_real_grid(grid, name="fails", methods="none, ga", eval_shots="exact")
+    text = grid.read_text().replace("params:\n", "params:\n  trivial: {fail_method: ga}\n")
+    grid.write_text(text)
+    results = tmp_path / "r"
+    res = qmu("run", str(grid), "--results", str(results), "--impl", "harness.trivial")
+    assert res.exit_code == 1, res.output
+    assert "1 ok, 1 failed" in res.output and "trivial failure of method ga" in res.output
+
+    csv = qmu("query", "select method, status, eval_shots from cells order by method", "--results", str(results),
+              "--format", "csv")
+    assert csv.exit_code == 0 and csv.output.splitlines() == ["method,status,eval_shots", "ga,failed,", "none,ok,"]
+    js = json.loads(qmu("query", "select method, error from cells order by method", "--results", str(results),
+                        "-f", "json").output)
+    assert js[1]["error"] is None and "trivial failure" in js[0]["error"]
+    table = qmu("query", "select method, status from cells order by method", "--results", str(results))
+    assert table.exit_code == 0 and "failed" in table.output and "(2 rows)" in table.output
+    status = qmu("status", "--results", str(results))
+    line = next(ln for ln in status.output.splitlines() if "fails" in ln)
+    assert [c.strip() for c in line.split("│")[1:-1]] == ["fails", "2", "1", "1", "0", "0"]
+
+
+def test_query_errors_exit_2(tmp_path: Path) -> None:
+    assert qmu("query", "select nope from cells", "--results", str(tmp_path)).exit_code == 2
+    assert qmu("query", "select 1", "--results", str(tmp_path), "-f", "xml").exit_code == 2
+    empty = qmu("query", "select count(*) n from cells", "--results", str(tmp_path), "-f", "csv")
+    assert empty.exit_code == 0 and empty.output.splitlines() == ["n", "0"]
+    assert "no results" in qmu("status", "--results", str(tmp_path)).output
+    assert not any(tmp_path.iterdir())
