@@ -11,9 +11,10 @@ from typing import Any
 from .identity import Plan
 
 # Seconds per sample-pass on one core with the torch executor, exact gradients (forward + backward),
-# measured on this machine's class of CPU for n_train 1000 MNIST; qnn cost scales with layers.
-_SEC_PER_SAMPLE_STEP = {"hqnn": 1.0e-3, "qnn": 0.1e-3}
-_SEC_PER_CIRCUIT_SHOTS = 4e-6  # one shifted circuit sampled with S shots, batched (multinomial dominates)
+# measured on the 2-core dev VM (one epoch, MNIST n_train 1000); the qnn cost scales with layers.
+_SEC_PER_SAMPLE_STEP = {"hqnn": 0.6e-3, "qnn": 0.04e-3}
+# One parameter-shift circuit sampled with shots, batched: about a + b*L seconds (measured at L=1 and 10).
+_SEC_PER_CIRCUIT_SHOTS = (3.2e-5, 3.3e-6)
 _SEC_ATTACK_FIT = 1.5  # the 13-64-64-1 MLP, 1000 full-batch epochs
 _TREE_SHIFTS = 2 * 255  # amplitude-embedding input gradient (HQNN front end), DESIGN.md section 5
 _EST_UNLEARN_EPOCHS = 3  # GA/RGA stop early; their bound (max_epochs) is far above the usual
@@ -44,11 +45,12 @@ def _passes(model: str, samples: float, shots: int | None) -> StageCost:
     if spec.family == "hqnn":
         circuits_per += _TREE_SHIFTS if spec.encoding == "amplitude" else 2 * 8
     circuits = samples * circuits_per
-    return StageCost(samples * per + circuits * _SEC_PER_CIRCUIT_SHOTS, circuits, circuits * shots)
+    a, b = _SEC_PER_CIRCUIT_SHOTS
+    return StageCost(samples * per + circuits * (a + b * spec.n_layers), circuits, circuits * shots)
 
 
 def _forward(samples: float, shots: int | None) -> StageCost:
-    return StageCost(samples * 2e-5 + (samples * _SEC_PER_CIRCUIT_SHOTS if shots else 0.0), samples,
+    return StageCost(samples * 2e-5 + (samples * _SEC_PER_CIRCUIT_SHOTS[0] if shots else 0.0), samples,
                      samples * (shots or 0))
 
 
