@@ -46,3 +46,16 @@ def test_grid_runs_on_more_than_one_node(cluster: object, tmp_path: Path) -> Non
     nodes = set(df.train_node) | set(df.unlearn_node) | set(df.attack_node) | set(df.evaluate_node)
     assert len(nodes) > 1 and nodes <= {n["NodeID"] for n in ray.nodes()}
     assert len(df) == 12 and df.cell_id.is_unique
+
+
+def test_cluster_yaml_is_a_valid_ray_up_config() -> None:
+    """cluster.yaml passes the Ray cluster launcher's own schema and installs the project on every node."""
+    import yaml
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    raw = yaml.safe_load((Path(__file__).resolve().parent.parent / "cluster.yaml").read_text())
+    cfg = prepare_config(raw)
+    validate_config(cfg)
+    assert cfg["available_node_types"]["cpu_worker"]["min_workers"] >= 2
+    assert any("pip install" in c and "-e ." in c for c in cfg["setup_commands"])
+    assert "~/qmu-bench" in cfg["file_mounts"]
