@@ -1,0 +1,105 @@
+"""Result store and stage identity, without Ray: atomic files, stable schemas, DuckDB views, URIs, keys."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.grid_spec import load_grid
+from harness.identity import build_plan, cell_id, stage_keys
+from harness.store import ResultStore, connect_duckdb
+
+GRIDS = Path(__file__).resolve().parent.parent / "grids"
+EXAMPLES = pd.DataFrame({"split": ["train_forget", "test"], "sample_index": [3, 7], "label": [4, 1],
+                         "prediction": [4, 2], "loss": [0.1, 2.0], "attack_score": [0.9, 0.2]})
+
+
+def _row(method: str, eval_shots: int | None, **extra) -> dict:
+    return {"model": "hqnn-l1", "forget": "class:4", "method": method, "train_shots": None,
+            "unlearn_shots": None, "eval_shots": eval_shots, "seed": 0, "backend": "torch", **extra}
+
+
+def test_rows_of_any_shape_read_back_as_one_typed_table(tmp_path: Path) -> None:
+    store = ResultStore(str(tmp_path))
+    store.write_cell("g", "a", {**_row("none", None), "status": "ok", "mia_success": 0.9,
+                                "circuit_executions": 12.0, "unlearn_steps": 5.0}, EXAMPLES)
+    store.write_cell("g", "b", {**_row("ga", 16), "status": "failed", "error": "boom"}, None)
+    store.write_cell("h", "c", {**_row("ssd", 1024), "status": "ok", "mia_success": 0.1,
+                                "job_ids": ["j1", "j2"]}, EXAMPLES)
+    con = connect_duckdb(store)
+    df = con.execute("select * from cells order by cell_id").df()
+    assert list(df.cell_id) == ["a", "b", "c"] and list(df.grid) == ["g", "g", "h"]
+    assert pd.isna(df.eval_shots[0]) and list(df.eval_shots[1:]) == [16, 1024]
+    assert df.circuit_executions[0] == 12 and pd.isna(df.mia_success[1]) and df.error[1] == "boom"
+    assert df.unlearn_steps[0] == 5.0 and pd.isna(df.unlearn_steps[2]) and df.job_ids[2] == '["j1", "j2"]'
+    types = dict(con.execute("select column_name, column_type from (describe cells)").fetchall())
+    assert types["eval_shots"] == "BIGINT" and types["mia_success"] == "DOUBLE" and types["seed"] == "BIGINT"
+    assert types["finished_at"].startswith("TIMESTAMP")
+    ex = con.execute("select cell_id, split, sample_index from examples order by 1, 3").fetchall()
+    assert ex == [("a", "train_forget", 3), ("a", "test", 7), ("c", "train_forget", 3), ("c", "test", 7)]
+    assert (tmp_path / "cells" / "grid=g" / "a.parquet").exists()
+    assert (tmp_path / "examples" / "grid=h" / "c.parquet").exists()
+    assert store.grids() == ["g", "h"] and store.cell_statuses("g") == {"a": "ok", "b": "failed"}
+
+
+def test_rewriting_a_cell_replaces_it(tmp_path: Path) -> None:
+    store = ResultStore(str(tmp_path))
+    store.write_cell("g", "a", {**_row("ga", 16), "status": "failed", "error": "x"}, None)
+    store.write_cell("g", "a", {**_row("ga", 16), "status": "ok"}, EXAMPLES)
+    con = connect_duckdb(store)
+    assert con.execute("select count(*), any_value(status) from cells").fetchone() == (1, "ok")
+    assert con.execute("select count(*) from examples").fetchone() == (2,)
+
+
+def test_interrupted_write_leaves_old_file_and_no_visible_temp(tmp_path: Path, monkeypatch) -> None:
+    store = ResultStore(str(tmp_path))
+    store.write_cell("g", "a", {**_row("none", None), "status": "ok", "mia_success": 0.5}, EXAMPLES)
+
+    def crash(src, dst):  # the process dies between writing the temp file and publishing it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        store.write_cell("g", "a", {**_row("none", None), "status": "ok", "mia_success": 0.7}, EXAMPLES)
+    monkeypatch.undo()
+    assert connect_duckdb(store).execute("select mia_success from cells").fetchall() == [(0.5,)]
+    # a SIGKILL leaves the temp file behind: readers ignore it and the next run removes it
+    (tmp_path / "cells" / "grid=g" / ".tmp-dead").write_bytes(b"PAR1 half a file")
+    assert connect_duckdb(store).execute("select count(*) from cells").fetchone() == (1,)
+    assert store.cell_statuses("g") == {"a": "ok"}
+    assert store.clean_temp() == 1 and not (tmp_path / "cells" / "grid=g" / ".tmp-dead").exists()
+
+
+def test_pyarrow_filesystem_uri(tmp_path: Path) -> None:
+    """A non-local pyarrow filesystem (the in-memory mock one) goes through the same paths as S3/GCS."""
+    store = ResultStore("mock:///results")
+    assert not store.local
+    store.write_cell("g", "a", {**_row("none", None), "status": "ok", "mia_success": 0.25}, EXAMPLES)
+    store.write_artifact("k1", b"bytes")
+    assert store.has_artifact("k1") and store.read_artifact("k1") == b"bytes" and not store.has_artifact("k2")
+    con = connect_duckdb(store)
+    assert con.execute("select cell_id, mia_success from cells").fetchall() == [("a", 0.25)]
+    assert con.execute("select count(*) from examples").fetchone() == (2,)
+    local = ResultStore(f"file://{tmp_path}")  # a local URI is the plain local store
+    assert local.local and local.base == str(tmp_path)
+
+
+def test_stage_identity_shares_work_and_tracks_code() -> None:
+    from workloads.cell import stage_specs
+
+    spec = load_grid(GRIDS / "smoke.yaml")
+    cells = spec.cells()
+    plan = build_plan("smoke", cells, stage_specs, "v1")
+    counts = {k: plan.count(k) for k in ("train", "unlearn", "attack", "evaluate")}
+    assert counts == {"train": 1, "unlearn": 6, "attack": 3, "evaluate": 18}
+    k1 = stage_keys(stage_specs(cells[0]), "v1")
+    k2 = stage_keys(stage_specs(cells[0]), "v2")
+    assert all(k1[s] != k2[s] for s in k1)  # new code, new keys: no stale artifact is reused
+    assert cell_id("smoke", cells[0]) == cell_id("smoke", spec.cells()[0]) != cell_id("other", cells[0])
+    assert len({cell_id("smoke", c) for c in cells}) == 18
+    # paper.yaml: originals are per (model, seed); retrain depends on the forget set
+    paper = build_plan("paper", load_grid(GRIDS / "paper.yaml").cells(), stage_specs, "v1")
+    assert paper.count("train") == 6 and paper.count("attack") == 2 * 3 * 5
