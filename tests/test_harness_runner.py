@@ -151,3 +151,28 @@ def test_real_cells_end_to_end(tmp_path: Path) -> None:
     ex = con.execute("select cell_id, split, count(*) n from examples group by 1, 2").df()
     assert set(ex.groupby("cell_id").n.sum()) == {300}
     assert time.time() - t0 < 120
+
+
+@pytest.mark.timeout(120)
+def test_progress_rich_on_terminal_plain_in_logs(tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    from harness.progress import PlainProgress, RichProgress, make_progress
+
+    spec = make_spec(methods=("none", "ga"), eval_shots=(None, 16), params={"trivial": {"fail_method": "ga"}})
+    log = io.StringIO()
+    s = run_grid(spec, ResultStore(str(tmp_path / "a")), impl=TRIVIAL, workers=2, progress=PlainProgress(log))
+    lines = log.getvalue().splitlines()
+    assert "4 cells, 0 already done" in lines[0]
+    assert sum(" ok | " in ln for ln in lines) == 2 and sum(" failed | " in ln for ln in lines) == 2
+    assert "cells 4/4 (failed 2)" in lines[-1] and "running 0" in lines[-1] and s.cells_failed == 2
+    assert all("\x1b" not in ln for ln in lines)  # no terminal control codes in CI logs
+
+    term = io.StringIO()
+    run_grid(spec, ResultStore(str(tmp_path / "b")), impl=TRIVIAL, workers=2,
+             progress=RichProgress(Console(file=term, force_terminal=True, width=120)))
+    out = term.getvalue()
+    assert "cells" in out and "stages" in out and "4/4" in out and "failed 2" in out
+    assert isinstance(make_progress(io.StringIO()), PlainProgress)
