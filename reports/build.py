@@ -1,0 +1,466 @@
+"""`qmu report`: report.html (self-contained, figures embedded), report.md and figures/*.png + .svg.
+
+    build_report(results, out, grid=None, compare=None) -> Path of report.html
+    main(["--results", DIR, "--out", DIR, "--grid", NAME, "--compare", A, B]) -> exit code (0 ok, 2 bad input)
+
+Everything is read through `reports.queries` (DuckDB SQL over the store); this module only lays it out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from . import queries as q
+
+
+class ReportError(ValueError):
+    """Bad input to the report (unknown grid, unknown compare side)."""
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+def _isnull(v: Any) -> bool:
+    try:
+        return v is None or bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    return "—" if _isnull(v) else f"{v:.{digits}f}"
+
+
+def fmt_ci(r: pd.Series | dict, m: str, digits: int = 3) -> str:
+    v, lo, hi = r.get(m), r.get(f"{m}_lo"), r.get(f"{m}_hi")
+    if _isnull(v):
+        return "—"
+    s = f"{v:+.{digits}f}" if m.startswith("gap_") else f"{v:.{digits}f}"
+    if not _isnull(lo) and not _isnull(hi):
+        s += f" [{lo:.{digits - 1}f}, {hi:.{digits - 1}f}]"
+    return s
+
+
+def fmt_count(v: Any) -> str:
+    if _isnull(v):
+        return "—"
+    v = float(v)
+    for div, suf in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{suf}"
+    return f"{v:.3g}" if v != int(v) else f"{int(v)}"
+
+
+def fmt_s(v: Any) -> str:
+    return "—" if _isnull(v) else (f"{v:.2f} s" if v < 10 else f"{v:.1f} s" if v < 1000 else f"{v / 60:.1f} min")
+
+
+def shots(v: Any) -> str:
+    return "exact" if _isnull(v) else f"{int(v)}"
+
+
+def describe_slice(ref: dict[str, Any]) -> str:
+    parts = [f"forget {ref.get('forget')}"] if "forget" in ref else []
+    parts += [f"{a.replace('_', ' ')} {shots(ref[a])}" for a in q.SHOT_AXES if a in ref]
+    if ref.get("backend"):
+        parts.append(f"backend {ref['backend']}")
+    return ", ".join(parts)
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    note: str = ""
+    collapsed: bool = False
+
+    def markdown(self) -> str:
+        head = "| " + " | ".join(self.columns) + " |\n|" + "|".join("---" for _ in self.columns) + "|\n"
+        body = "".join("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |\n" for r in self.rows)
+        out = head + body
+        if self.collapsed:
+            out = f"<details><summary>{self.title} ({len(self.rows)} rows)</summary>\n\n{out}\n</details>\n"
+        else:
+            out = f"**{self.title}**\n\n{out}"
+        return out + (f"\n{self.note}\n" if self.note else "")
+
+    def html(self) -> str:
+        th = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.rows)
+        t = f'<div class="tw"><table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
+        note = f'<p class="note">{html.escape(self.note)}</p>' if self.note else ""
+        if self.collapsed:
+            return f"<details><summary>{html.escape(self.title)} ({len(self.rows)} rows)</summary>{t}{note}</details>"
+        return f"<h4>{html.escape(self.title)}</h4>{t}{note}"
+
+
+@dataclass
+class Section:
+    title: str
+    paragraphs: list[str] = field(default_factory=list)  # plain text (markdown-ish backticks allowed)
+    bullets: list[str] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Any] = field(default_factory=list)  # (Figure meta dict) or Skipped
+    code: str = ""
+
+
+# ------------------------------------------------------------------------------------------------ tables
+METRIC_COLS = [
+    ("MIA success [95% CI]", lambda r: fmt_ci(r, "mia_success")),
+    ("AUC [95% CI]", lambda r: fmt_ci(r, "mia_auc")),
+    ("TPR@1%FPR", lambda r: fmt(r.get("mia_tpr_at_1pct_fpr"))),
+    ("loss AUC", lambda r: fmt(r.get("loss_auc"))),
+    ("acc train retain", lambda r: fmt_ci(r, "acc_train_retain")),
+    ("acc train forget", lambda r: fmt_ci(r, "acc_train_forget")),
+    ("acc test retain", lambda r: fmt_ci(r, "acc_test_retain")),
+    ("acc test forget", lambda r: fmt_ci(r, "acc_test_forget")),
+    ("Δ MIA vs retrain", lambda r: fmt_ci(r, "gap_mia_success")),
+    ("Δ acc test retain vs retrain", lambda r: fmt_ci(r, "gap_acc_test_retain")),
+    ("Δ acc train forget vs retrain", lambda r: fmt_ci(r, "gap_acc_train_forget")),
+    ("unlearn s", lambda r: fmt_s(r.get("unlearn_seconds"))),
+    ("unlearn circuits", lambda r: fmt_count(r.get("unlearn_circuits"))),
+    ("shots total", lambda r: fmt_count(r.get("shots_total"))),
+]
+
+
+def metric_table(df: pd.DataFrame, keys: Sequence[str], title: str, note: str = "", collapsed: bool = False) -> Table:
+    cols = [k.replace("_", " ") for k in keys] + ["seeds"] + [c for c, _ in METRIC_COLS]
+    rows = []
+    for _, r in df.iterrows():
+        kv = [shots(r[k]) if k in q.SHOT_AXES else str(r[k]) for k in keys]
+        rows.append(kv + [str(int(r["n_seeds"]))] + [f(r) for _, f in METRIC_COLS])
+    return Table(title, cols, rows, note, collapsed)
+
+
+# ------------------------------------------------------------------------------------------------ one grid
+@dataclass
+class GridReport:
+    grid: str
+    sections: list[Section]
+    headline: pd.DataFrame
+    counts: dict[str, int]
+
+
+def _note_seeds(df: pd.DataFrame) -> str:
+    if df.empty:
+        return ""
+    n = sorted(set(int(x) for x in df["n_seeds"]))
+    return f"Seeds per point: {', '.join(map(str, n))}."
+
+
+def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list[dict]) -> GridReport:
+    from . import figures as F
+
+    counts = q.status_counts(s, grid)
+    vals = q.axis_values(s, grid)
+    all_vals = q.axis_values(s, grid, ok_only=False)
+    ref = q.reference_slice(s, grid)
+    prov = q.provenance(s, grid)
+    g = {"grid": grid}
+    secs: list[Section] = []
+
+    # ---- status and what is missing
+    st = Section(f"Grid `{grid}`: status")
+    st.tables.append(Table("Cells", ["total", "ok", "failed", "budget_skipped", "pending"],
+                           [[str(counts["total"]), str(counts["ok"]), str(counts["failed"]),
+                             str(counts["budget_skipped"]), str(counts["pending"])]],
+                           "pending = listed in the grid's latest run manifest but without a stored row"
+                           + ("" if s.has_manifests else " (no manifest in this store: pending unknown)") + "."))
+    axes_txt = "; ".join(f"{a}: {', '.join(shots(v) if a in q.SHOT_AXES else str(v) for v in all_vals[a])}"
+                         for a in q.AXES)
+    st.paragraphs.append(f"Axes seen: {axes_txt}.")
+    st.paragraphs.append(f"Code {prov['code_version']}; hosts {prov['hosts']}; cells finished {prov['first']} to "
+                         f"{prov['last']}.")
+    miss = []
+    if counts["ok"] == 0:
+        miss.append("No cell of this grid finished ok: there is nothing to plot.")
+    if counts["pending"]:
+        miss.append(f"{counts['pending']} cell(s) pending (not yet run or interrupted): numbers below use the "
+                    f"{counts['ok']} ok cell(s) only.")
+    if counts["failed"] or counts["budget_skipped"]:
+        miss.append(f"{counts['failed']} failed and {counts['budget_skipped']} budget-skipped cell(s) are excluded; "
+                    "their errors are listed below.")
+    absent = [m for m in q.METHODS if m not in vals["method"]]
+    if absent:
+        miss.append(f"Methods with no ok cell: {', '.join(absent)}.")
+    if "retrain" not in vals["method"]:
+        miss.append("No ok `retrain` cell: gaps to retrain are not available.")
+    holes = q.missing_combinations(s, grid)
+    if holes and counts["ok"]:
+        miss.append(f"{holes} combination(s) of the axis values above have no ok cell.")
+    single = [a for a in q.AXES if len(vals[a]) <= 1]
+    if single:
+        miss.append("Single-valued axes (no figure against them): " + ", ".join(
+            f"{a} = {shots(vals[a][0]) if a in q.SHOT_AXES else vals[a][0]}" if vals[a] else a for a in single) + ".")
+    st.bullets = miss or ["Nothing missing: every cell of the latest run is stored and ok."]
+    fails = q.failures(s, grid)
+    if not fails.empty:
+        st.tables.append(Table("Failed / skipped cells by error", ["status", "error (first line)", "cells", "methods",
+                                                                   "models"],
+                               [[str(x) for x in r] for r in fails.itertuples(index=False)]))
+    secs.append(st)
+    if counts["ok"] == 0:
+        return GridReport(grid, secs, pd.DataFrame(), counts)
+
+    # ---- headline table
+    head = q.headline_table(s, grid, ref)
+    ts = Section(f"Grid `{grid}`: results per method × model")
+    ts.paragraphs.append(f"Reference slice: {describe_slice(ref)}. Means over seeds with 95% intervals "
+                         "(t over seeds with 2 or more, else the cell's own Wilson / Hanley-McNeil interval). Δ = "
+                         "difference to `retrain` with the same model, forget set, shots, seed and backend.")
+    ts.tables.append(metric_table(head, ["model", "method"], "Per method × model at the reference slice",
+                                  _note_seeds(head)))
+    allg = q.aggregate(s, list(q.GROUP_AXES), g)
+    if len(allg) > len(head):
+        ts.tables.append(metric_table(allg, list(q.GROUP_AXES), "Every combination of axes (all slices)",
+                                      collapsed=True))
+    secs.append(ts)
+
+    # ---- figures
+    fs = Section(f"Grid `{grid}`: figures")
+    F.setup()
+    rest = {k: v for k, v in ref.items()}
+    out: list[Any] = []
+    d = q.aggregate(s, ["forget", "model", "method"], {**g, **{k: v for k, v in rest.items() if k != "forget"}})
+    out.append(F.fig_leakage(d, _note_seeds(d) + f" Slice: {describe_slice({k: v for k, v in ref.items() if k != 'forget'})}."))
+    for axis, name, title, mets in (
+        ("eval_shots", "shot_shield", "Shot shield: leakage and accuracy against inference shots",
+         ("mia_success", "mia_auc", "acc_test_retain")),
+        ("unlearn_shots", "unlearn_shots", "Unlearning under shot noise",
+         ("mia_success", "acc_train_forget", "acc_test_retain", "gap_mia_success")),
+        ("train_shots", "train_shots", "Training under shot noise", ("mia_success", "mia_auc", "acc_test_retain")),
+    ):
+        filt = {**g, **{k: v for k, v in rest.items() if k != axis}}
+        d = q.aggregate(s, ["model", "method", axis], filt)
+        f = F.fig_shots(d, axis, mets, name, title, _note_seeds(d) + f" Slice: "
+                        f"{describe_slice({k: v for k, v in ref.items() if k != axis})}.")
+        if axis == "train_shots" and isinstance(f, F.Skipped):
+            continue  # not a requested figure; only shown when the grid varies it
+        out.append(f)
+    d = q.aggregate(s, ["forget", "model", "method"], {**g, **{k: v for k, v in rest.items() if k != "forget"}})
+    out.append(F.fig_forget(d, ("mia_success", "mia_auc", "acc_test_retain", "gap_mia_success"), _note_seeds(d)))
+    r = q.roc(s, ["model", "method"], {**g, **ref})
+    out.append(F.fig_roc(r, f"Slice: {describe_slice(ref)}."))
+    c = q.aggregate(s, ["model", "method"], {**g, **ref})
+    out.append(F.fig_cost(c, _note_seeds(c)))
+    for f in out:
+        if isinstance(f, F.Figure):
+            f.name = prefix + f.name
+            paths = F.save(f, figdir)
+            meta = {"name": f.name, "title": f.title, "caption": f.caption, **paths}
+            fig_meta.append(meta)
+            fs.figures.append(meta)
+        else:
+            fs.figures.append(f)
+    secs.append(fs)
+    return GridReport(grid, secs, head, counts)
+
+
+def compare_section(s: q.Store, a: str, b: str, grid: str | None, figdir: Path, fig_meta: list[dict]) -> Section:
+    from . import figures as F
+
+    try:
+        df, da, db = q.compare(s, a, b, grid)
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+    sec = Section(f"Comparison: {da} against {db}")
+    both = df.dropna(subset=["mia_success_a", "mia_success_b"])
+    only_a = int(df["mia_success_b"].isna().sum()) if not df.empty else 0
+    only_b = int(df["mia_success_a"].isna().sum()) if not df.empty else 0
+    sec.paragraphs.append(f"Matched on model, forget, method and shot counts, averaged over seeds: {len(both)} "
+                          f"combination(s) on both sides, {only_a} only in {da}, {only_b} only in {db}.")
+    keys = list(q.COMPARE_KEYS)
+    cols = [k.replace("_", " ") for k in keys] + ["seeds A/B"]
+    mets = [("MIA success", "mia_success"), ("AUC", "mia_auc"), ("acc test retain", "acc_test_retain"),
+            ("Δ MIA vs retrain", "gap_mia_success")]
+    for lab, _ in mets:
+        cols += [f"{lab} A", f"{lab} B", f"{lab} B−A"]
+    rows = []
+    for _, r in df.iterrows():
+        row = [shots(r[k]) if k in q.SHOT_AXES else str(r[k]) for k in keys]
+        row.append(f"{'—' if _isnull(r['n_seeds_a']) else int(r['n_seeds_a'])}/"
+                   f"{'—' if _isnull(r['n_seeds_b']) else int(r['n_seeds_b'])}")
+        for _, m in mets:
+            ra = {m: r[f"{m}_a"], f"{m}_lo": r[f"{m}_lo_a"], f"{m}_hi": r[f"{m}_hi_a"]}
+            rb = {m: r[f"{m}_b"], f"{m}_lo": r[f"{m}_lo_b"], f"{m}_hi": r[f"{m}_hi_b"]}
+            row += [fmt_ci(ra, m), fmt_ci(rb, m), "—" if _isnull(r[f"{m}_delta"]) else f"{r[f'{m}_delta']:+.3f}"]
+        rows.append(row)
+    sec.tables.append(Table(f"A = {da}, B = {db}", cols, rows))
+    F.setup()
+    f = F.fig_compare(df, da, db)
+    if isinstance(f, F.Figure):
+        paths = F.save(f, figdir)
+        meta = {"name": f.name, "title": f.title, "caption": f.caption, **paths}
+        fig_meta.append(meta)
+        sec.figures.append(meta)
+    else:
+        sec.figures.append(f)
+    return sec
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+NOTES = [
+    "MIA success is the fraction of forget-set training samples that the paper's attack (MLP on 13 output "
+    "features, threshold 0.5) flags as member: a recall, blind to false positives. Read it with the AUC and TPR "
+    "at low FPR, computed between forget-set members and test non-members of the same class(es).",
+    "TPR@1%FPR with few same-class non-members (about 50 for one digit of 500 test samples) is the TPR at zero "
+    "false positives: the smallest non-zero FPR is 1/(number of non-members).",
+    "Intervals are 95%: across seeds, mean ± t·sd/√n; for a single cell, Wilson for rates (counts from the "
+    "examples table) and Hanley-McNeil for AUC; a single cell's gap to retrain combines both cells' standard "
+    "errors. Costs of a single cell have no interval.",
+    "The loss attack thresholds the per-example cross-entropy (no training). The KL divergence to retrain "
+    "(DESIGN.md 7) needs output distributions, which the store does not keep; it is not reported.",
+]
+
+
+def _inline_md(t: str) -> str:
+    return t
+
+
+def _inline_html(t: str) -> str:
+    import re
+
+    t = html.escape(t)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+
+
+def render_md(title: str, meta: list[str], sections: list[Section], out: Path) -> str:
+    lines = [f"# {title}", "", *[f"- {m}" for m in meta], ""]
+    for sec in sections:
+        lines += [f"## {sec.title}", ""]
+        for p in sec.paragraphs:
+            lines += [p, ""]
+        if sec.bullets:
+            lines += [f"- {b}" for b in sec.bullets] + [""]
+        for t in sec.tables:
+            lines += [t.markdown(), ""]
+        for f in sec.figures:
+            if isinstance(f, dict):
+                rel = Path(f["png"]).relative_to(out).as_posix()
+                lines += [f"### {f['title']}", "", f"![{f['title']}]({rel})", "",
+                          f"{f['caption']} ([svg]({Path(f['svg']).relative_to(out).as_posix()}))", ""]
+            else:
+                lines += [f"### {f.title}", "", f"*Not drawn:* {f.reason}.", ""]
+        if sec.code:
+            lines += ["<details><summary>SQL</summary>", "", "```sql", sec.code.strip(), "```", "", "</details>", ""]
+    return "\n".join(lines)
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1320px;
+padding:0 20px;color:#1d1d1f;line-height:1.45;font-size:14px}
+h1{font-size:24px;margin-bottom:4px}h2{font-size:19px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:34px}
+h3{font-size:16px;margin:22px 0 6px}h4{font-size:14px;margin:14px 0 6px}
+.meta{color:#555;font-size:13px;margin:0;padding-left:18px}
+.tw{overflow-x:auto;max-width:100%}
+table{border-collapse:collapse;font-size:12.5px;margin:4px 0}th,td{border:1px solid #d8d8d8;padding:3px 7px;
+text-align:right;white-space:nowrap}th{background:#f3f4f6;text-align:center}td:first-child,td:nth-child(2){text-align:left}
+tbody tr:nth-child(even){background:#fafafa}
+figure{margin:10px 0 26px}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{color:#444;font-size:13px;max-width:1100px}
+.note{color:#555;font-size:12.5px}.skip{color:#8a5300;background:#fff7e6;border:1px solid #f0d9a8;padding:6px 10px;
+border-radius:4px}
+ul.missing li{margin:2px 0}code{background:#f2f2f2;padding:0 3px;border-radius:3px}
+details{margin:8px 0}summary{cursor:pointer;color:#0b57d0}pre{background:#f6f8fa;padding:10px;overflow-x:auto;font-size:12px}
+"""
+
+
+def render_html(title: str, meta: list[str], sections: list[Section]) -> str:
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+             "<ul class='meta'>" + "".join(f"<li>{_inline_html(m)}</li>" for m in meta) + "</ul>"]
+    for sec in sections:
+        parts.append(f"<h2>{_inline_html(sec.title)}</h2>")
+        parts += [f"<p>{_inline_html(p)}</p>" for p in sec.paragraphs]
+        if sec.bullets:
+            parts.append("<ul class='missing'>" + "".join(f"<li>{_inline_html(b)}</li>" for b in sec.bullets) + "</ul>")
+        parts += [t.html() for t in sec.tables]
+        for f in sec.figures:
+            if isinstance(f, dict):
+                b64 = base64.b64encode(Path(f["png"]).read_bytes()).decode()
+                parts.append(f"<h3>{html.escape(f['title'])}</h3><figure><img alt='{html.escape(f['title'])}' "
+                             f"src='data:image/png;base64,{b64}'><figcaption>{_inline_html(f['caption'])}"
+                             "</figcaption></figure>")
+            else:
+                parts.append(f"<h3>{html.escape(f.title)}</h3><p class='skip'>Not drawn: {_inline_html(f.reason)}.</p>")
+        if sec.code:
+            parts.append(f"<details><summary>SQL</summary><pre>{html.escape(sec.code.strip())}</pre></details>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ entry points
+def build_report(results: str, out: str, grid: str | None = None, compare: tuple[str, str] | None = None,
+                 title: str | None = None) -> Path:
+    """Write report.html, report.md, figures/*.png|svg and tables/*.csv under `out`; return report.html."""
+    t0 = time.perf_counter()
+    outp = Path(out)
+    figdir = outp / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    (outp / "tables").mkdir(exist_ok=True)
+    for old in list(figdir.glob("*.png")) + list(figdir.glob("*.svg")):
+        old.unlink()  # figures of an earlier build that this one may skip
+    s = q.connect(results)
+    try:
+        known = q.grids(s)
+        if grid is not None and grid not in known:
+            raise ReportError(f"--grid: no grid {grid!r} under {results} (grids: {', '.join(known) or 'none'})")
+        names = [grid] if grid else known
+        sections: list[Section] = []
+        fig_meta: list[dict] = []
+        heads = []
+        if not names:
+            sections.append(Section("No results", [f"No cells under {results}: run `qmu run GRID.yaml --results "
+                                                   f"{results}` first."]))
+        for gname in names:
+            gr = grid_report(s, gname, figdir, f"{gname}_" if len(names) > 1 else "", fig_meta)
+            sections += gr.sections
+            if not gr.headline.empty:
+                gr.headline.to_csv(outp / "tables" / f"{gname}_per_method_model.csv", index=False)
+                heads.append(gname)
+        if compare:
+            sections.append(compare_section(s, compare[0], compare[1], grid, figdir, fig_meta))
+        sections.append(Section("Definitions and intervals", bullets=list(NOTES),
+                                code=q.table_sql(names[0], q.reference_slice(s, names[0])) if heads else ""))
+    finally:
+        s.close()
+    title = title or ("qmu-bench report: " + (", ".join(names) if names else "empty store")
+                      + (f" (compare {compare[0]} vs {compare[1]})" if compare else ""))
+    meta = [f"results: `{results}`", f"generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}",
+            f"figures: `figures/*.png` and `.svg`; tables: `tables/*.csv`"]
+    (outp / "report.md").write_text(render_md(title, meta, sections, outp))
+    meta.append(f"built in {time.perf_counter() - t0:.1f} s")
+    html_path = outp / "report.html"
+    html_path.write_text(render_html(title, meta, sections))
+    return html_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="qmu report", description=__doc__.splitlines()[0])
+    p.add_argument("--results", default="results", help="results root")
+    p.add_argument("--out", default="report", help="output directory")
+    p.add_argument("--grid", default=None, help="only this grid (default: every grid in the store)")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+                   help="two grids (or backends) side by side")
+    a = p.parse_args(argv)
+    try:
+        path = build_report(a.results, a.out, a.grid, tuple(a.compare) if a.compare else None)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

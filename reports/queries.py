@@ -1,0 +1,481 @@
+"""Every number of the report comes from the SQL in this module (DuckDB over the result store's Parquet).
+
+The store is read only here, and only through DuckDB: `cells/grid=NAME/*.parquet` (one row per cell),
+`examples/grid=NAME/*.parquet` (per-example rows) and `manifests/grid=NAME.json` (the cell ids of a grid's
+latest run, for pending counts). Tables and figures both call `aggregate()` / `roc()` / `compare()`, so a number
+in a table and the point drawn for it are the same query result.
+
+Intervals (95%):
+- per cell: mia_success uses the Wilson interval stored in the row; other rates (accuracies, TPR, flag rate)
+  a Wilson interval on the counts recovered from the examples table; AUCs the Hanley-McNeil standard error;
+- across seeds (2 or more cells in a group): mean +/- t(0.975, n-1) * sd / sqrt(n);
+- a group with one cell keeps that cell's own interval;
+- a gap to `retrain` of one cell: difference +/- 1.96 * sqrt(se_cell^2 + se_retrain^2), se from the intervals.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import duckdb
+import pandas as pd
+
+AXES = ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots", "seed", "backend")
+GROUP_AXES = tuple(a for a in AXES if a != "seed")
+SHOT_AXES = ("train_shots", "unlearn_shots", "eval_shots")
+STATUSES = ("ok", "failed", "budget_skipped")
+METHODS = ("none", "retrain", "finetune", "ga", "ssd", "rga")  # DESIGN.md 6, in display order
+Z = 1.959963984540054
+
+# metric -> (display label, per-cell interval kind, count column for Wilson / first count for AUC)
+METRICS: dict[str, tuple[str, str, str | None]] = {
+    "mia_success": ("MIA success (forget set)", "row", None),
+    "mia_auc": ("attack AUC", "auc", None),
+    "mia_tpr_at_1pct_fpr": ("TPR@1%FPR", "wilson", "n_members"),
+    "mia_tpr_at_01pct_fpr": ("TPR@0.1%FPR", "wilson", "n_members"),
+    "mia_nonmember_flag_rate": ("flag rate, same-class non-members", "wilson", "n_nonmembers"),
+    "loss_auc": ("loss-attack AUC", "auc", None),
+    "loss_tpr_at_1pct_fpr": ("loss-attack TPR@1%FPR", "wilson", "n_members"),
+    "acc_train_retain": ("acc. train retain", "wilson", "n_train_retain"),
+    "acc_train_forget": ("acc. train forget", "wilson", "n_members"),
+    "acc_test_retain": ("acc. test (retained classes)", "wilson", "n_test_retain"),
+    "acc_test_forget": ("acc. test (forgotten class)", "wilson", "n_test_forget"),
+    "train_seconds": ("train s", "none", None),
+    "unlearn_seconds": ("unlearn s", "none", None),
+    "attack_seconds": ("attack s", "none", None),
+    "eval_seconds": ("eval s", "none", None),
+    "circuit_executions": ("circuit executions", "none", None),
+    "unlearn_circuits": ("unlearn circuit executions", "none", None),
+    "shots_total": ("shots (total)", "none", None),
+    "unlearn_shots_total": ("unlearn shots", "none", None),
+    "qpu_seconds": ("QPU s", "none", None),
+    "unlearn_steps": ("unlearn steps", "none", None),
+    "ssd_dampened_fraction": ("SSD dampened fraction", "none", None),
+    "n_forget": ("forget-set size", "none", None),
+}
+BOUNDED = {m for m, (_, kind, _) in METRICS.items() if kind != "none"}
+# gaps to retrain (same model, forget, shots, seed, backend)
+GAP_METRICS = ("mia_success", "mia_auc", "acc_train_retain", "acc_train_forget", "acc_test_retain", "acc_test_forget")
+
+# types of the columns reports rely on, so older or partial stores (and an empty one) still give every column
+_COLUMN_TYPES = {
+    "cell_id": "VARCHAR", "grid": "VARCHAR", "model": "VARCHAR", "forget": "VARCHAR", "method": "VARCHAR",
+    "train_shots": "BIGINT", "unlearn_shots": "BIGINT", "eval_shots": "BIGINT", "seed": "BIGINT",
+    "backend": "VARCHAR", "status": "VARCHAR", "error": "VARCHAR", "mia_success_lo": "DOUBLE",
+    "mia_success_hi": "DOUBLE", "code_version": "VARCHAR", "host": "VARCHAR",
+    "finished_at": "TIMESTAMP WITH TIME ZONE",
+    **{m: "DOUBLE" for m in METRICS},
+}
+_EXAMPLE_TYPES = {"cell_id": "VARCHAR", "split": "VARCHAR", "sample_index": "BIGINT", "label": "BIGINT",
+                  "prediction": "BIGINT", "loss": "DOUBLE", "attack_score": "DOUBLE"}
+
+# two-sided 95% t quantiles by degrees of freedom (beyond 30: normal)
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
+         29: 2.045, 30: 2.042}
+
+
+def lit(v: Any) -> str:
+    """A SQL literal (None -> NULL)."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "NULL"
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+def where_clause(filters: dict[str, Any] | None, alias: str = "") -> str:
+    """AND of `axis IS NOT DISTINCT FROM value` (None matches exact/NULL); a list value means IN."""
+    p = f"{alias}." if alias else ""
+    parts = []
+    for k, v in (filters or {}).items():
+        if isinstance(v, (list, tuple, set)):
+            vals = list(v)
+            ors = [f"{p}{k} IS NOT DISTINCT FROM {lit(x)}" for x in vals]
+            parts.append("(" + (" OR ".join(ors) if ors else "FALSE") + ")")
+        else:
+            parts.append(f"{p}{k} IS NOT DISTINCT FROM {lit(v)}")
+    return " AND ".join(parts) if parts else "TRUE"
+
+
+# ------------------------------------------------------------------------------------------------ connection
+_MACROS = f"""
+CREATE MACRO wilson_lo(p, n) AS CASE WHEN n IS NULL OR n <= 0 OR p IS NULL OR isnan(p) THEN NULL ELSE
+  greatest(0.0, (p + {Z}^2/(2*n) - {Z} * sqrt(p*(1-p)/n + {Z}^2/(4*n*n))) / (1 + {Z}^2/n)) END;
+CREATE MACRO wilson_hi(p, n) AS CASE WHEN n IS NULL OR n <= 0 OR p IS NULL OR isnan(p) THEN NULL ELSE
+  least(1.0, (p + {Z}^2/(2*n) + {Z} * sqrt(p*(1-p)/n + {Z}^2/(4*n*n))) / (1 + {Z}^2/n)) END;
+CREATE MACRO hanley_se(a, n1, n2) AS CASE WHEN n1 IS NULL OR n2 IS NULL OR n1 <= 0 OR n2 <= 0 OR a IS NULL
+  OR isnan(a) THEN NULL ELSE sqrt(greatest(0.0, (a*(1-a) + (n1-1)*(a/(2-a) - a*a) + (n2-1)*(2*a*a/(1+a) - a*a))
+  / (n1*n2))) END;
+CREATE MACRO t975(df) AS CASE {' '.join(f'WHEN df = {k} THEN {v}' for k, v in _T975.items())} ELSE {Z} END;
+CREATE MACRO clip_lo(x, a) AS CASE WHEN x IS NULL THEN NULL ELSE greatest(x, a) END;
+CREATE MACRO clip_hi(x, a) AS CASE WHEN x IS NULL THEN NULL ELSE least(x, a) END;
+CREATE MACRO nan_null(x) AS CASE WHEN x IS NULL OR isnan(x) THEN NULL ELSE x END;
+"""
+
+
+@dataclass
+class Store:
+    """A DuckDB connection with views over one results root."""
+
+    root: str
+    con: duckdb.DuckDBPyConnection
+    has_cells: bool
+    has_examples: bool
+    has_manifests: bool
+    extra_columns: list[str] = field(default_factory=list)
+
+    def df(self, sql: str) -> pd.DataFrame:
+        return self.con.execute(sql).df()
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _files(root: str, top: str, pattern: str) -> str | None:
+    g = os.path.join(root, top, "*", pattern)
+    return g if glob.glob(g) else None
+
+
+def connect(root: str) -> Store:
+    """Views `cells`, `examples`, `manifest_cells`, and the derived views `cell_n`, `cell_ci`, `cell_all`."""
+    root = os.path.abspath(root) if "://" not in root else root.rstrip("/")
+    con = duckdb.connect()
+    con.execute("SET threads TO 2")
+    con.execute(_MACROS)
+    cglob, eglob = _files(root, "cells", "*.parquet"), _files(root, "examples", "*.parquet")
+    mglob = os.path.join(root, "manifests", "*.json") if glob.glob(os.path.join(root, "manifests", "*.json")) else None
+
+    def src(g: str) -> str:
+        g = g.replace("'", "''")
+        return f"read_parquet('{g}', hive_partitioning = true, union_by_name = true)"
+
+    def empty(types: dict[str, str]) -> str:
+        return "SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in types.items()) + " WHERE FALSE"
+
+    extra: list[str] = []
+    if cglob:
+        con.execute(f"CREATE VIEW cells_raw AS SELECT * FROM {src(cglob)}")
+        have = {r[0] for r in con.execute("DESCRIBE cells_raw").fetchall()}
+        missing = [c for c in _COLUMN_TYPES if c not in have]
+        extra = sorted(have - set(_COLUMN_TYPES))
+        adds = "".join(f", NULL::{_COLUMN_TYPES[c]} AS {c}" for c in missing)
+        # NaN metrics (e.g. acc_test_forget of a random forget set) read as NULL: aggregates skip them
+        nan_fix = [m for m in METRICS if m not in missing]
+        repl = ", ".join(f"nan_null({m}::DOUBLE) AS {m}" for m in nan_fix)
+        con.execute(f"CREATE VIEW cells AS SELECT * REPLACE ({repl}){adds} FROM cells_raw")
+    else:
+        con.execute(f"CREATE VIEW cells AS {empty(_COLUMN_TYPES)}")
+    if eglob:
+        con.execute(f"CREATE VIEW examples AS SELECT * FROM {src(eglob)} WHERE cell_id IN (SELECT cell_id FROM cells)")
+    else:
+        con.execute(f"CREATE VIEW examples AS {empty(_EXAMPLE_TYPES)}")
+    if mglob:
+        m = mglob.replace("'", "''")
+        con.execute(f"""CREATE VIEW manifest_cells AS SELECT grid, unnest(cells) AS cell_id
+                        FROM read_json('{m}', columns = {{grid: 'VARCHAR', cells: 'VARCHAR[]'}})""")
+    else:
+        con.execute("CREATE VIEW manifest_cells AS SELECT NULL::VARCHAR AS grid, NULL::VARCHAR AS cell_id WHERE FALSE")
+    _derived_views(con)
+    return Store(root, con, bool(cglob), bool(eglob), bool(mglob), extra)
+
+
+def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
+    # per-cell sample counts (from examples; falls back to n_forget for the member count)
+    con.execute("""
+    CREATE VIEW forget_labels AS
+      SELECT cell_id, list_distinct(list(label)) AS labels FROM examples WHERE split = 'train_forget' GROUP BY cell_id;
+    CREATE VIEW cell_n AS
+      SELECT c.cell_id,
+        coalesce(nullif(count(e.cell_id) FILTER (WHERE e.split = 'train_forget'), 0), c.n_forget::BIGINT) AS n_members,
+        count(e.cell_id) FILTER (WHERE e.split = 'test' AND list_contains(f.labels, e.label)) AS n_nonmembers,
+        count(e.cell_id) FILTER (WHERE e.split = 'train_retain') AS n_train_retain,
+        count(e.cell_id) FILTER (WHERE e.split = 'test' AND c.forget LIKE 'class:%'
+                                 AND e.label = TRY_CAST(split_part(c.forget, ':', 2) AS BIGINT)) AS n_test_forget,
+        count(e.cell_id) FILTER (WHERE e.split = 'test' AND NOT (c.forget LIKE 'class:%'
+                                 AND e.label = TRY_CAST(split_part(c.forget, ':', 2) AS BIGINT))) AS n_test_retain
+      FROM cells c LEFT JOIN examples e ON e.cell_id = c.cell_id LEFT JOIN forget_labels f ON f.cell_id = c.cell_id
+      WHERE c.status = 'ok'
+      GROUP BY c.cell_id, c.n_forget
+    """)
+    cols = []
+    for m, (_, kind, ncol) in METRICS.items():
+        if kind == "row":
+            lo, hi = f"c.{m}_lo", f"c.{m}_hi"
+        elif kind == "wilson":
+            n = f"nullif(n.{ncol}, 0)"
+            lo, hi = f"wilson_lo(c.{m}, {n})", f"wilson_hi(c.{m}, {n})"
+        elif kind == "auc":
+            se = f"hanley_se(c.{m}, nullif(n.n_members, 0), nullif(n.n_nonmembers, 0))"
+            lo, hi = f"clip_lo(c.{m} - {Z} * {se}, 0.0)", f"clip_hi(c.{m} + {Z} * {se}, 1.0)"
+        else:
+            lo = hi = "NULL::DOUBLE"
+        cols.append(f"{lo} AS {m}_lo, {hi} AS {m}_hi")
+    con.execute(f"""
+    CREATE VIEW cell_ci AS
+      SELECT c.* EXCLUDE (mia_success_lo, mia_success_hi), n.n_members, n.n_nonmembers, n.n_train_retain,
+             n.n_test_forget, n.n_test_retain, {', '.join(cols)}
+      FROM cells c JOIN cell_n n USING (cell_id) WHERE c.status = 'ok'
+    """)
+    gaps = []
+    for m in GAP_METRICS:
+        se = f"(({{a}}.{m}_hi - {{a}}.{m}_lo) / (2 * {Z}))"
+        comb = f"sqrt(coalesce({se.format(a='c')}^2, 0) + coalesce({se.format(a='r')}^2, 0))"
+        d = f"(c.{m} - r.{m})"
+        gaps.append(f"{d} AS gap_{m}, CASE WHEN {comb} > 0 THEN clip_lo({d} - {Z} * {comb}, -1.0) END AS gap_{m}_lo, "
+                    f"CASE WHEN {comb} > 0 THEN clip_hi({d} + {Z} * {comb}, 1.0) END AS gap_{m}_hi")
+    on = " AND ".join(f"r.{a} IS NOT DISTINCT FROM c.{a}" for a in AXES if a != "method")
+    con.execute(f"""
+    CREATE VIEW cell_all AS
+      SELECT c.*, r.cell_id AS retrain_cell_id, {', '.join(gaps)}
+      FROM cell_ci c LEFT JOIN (SELECT * FROM cell_ci WHERE method = 'retrain') r ON r.grid = c.grid AND {on}
+    """)
+
+
+# ------------------------------------------------------------------------------------------------ status
+def grids(s: Store) -> list[str]:
+    rows = s.con.execute("SELECT DISTINCT grid FROM cells UNION SELECT DISTINCT grid FROM manifest_cells "
+                         "ORDER BY 1").fetchall()
+    return [r[0] for r in rows if r[0] is not None]
+
+
+def status_counts(s: Store, grid: str) -> dict[str, int]:
+    """ok / failed / budget_skipped / pending / total. Pending = manifest cells without a stored row."""
+    g = lit(grid)
+    row = s.con.execute(f"""
+      WITH st AS (SELECT cell_id, status FROM cells WHERE grid = {g}),
+           man AS (SELECT cell_id FROM manifest_cells WHERE grid = {g})
+      SELECT count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status = 'failed'),
+             count(*) FILTER (WHERE status = 'budget_skipped'),
+             count(*) FILTER (WHERE status NOT IN ('ok', 'failed', 'budget_skipped') OR status IS NULL),
+             (SELECT count(*) FROM man WHERE cell_id NOT IN (SELECT cell_id FROM st)),
+             (SELECT count(*) FROM man), count(*)
+      FROM st""").fetchone()
+    ok, failed, skipped, other, pending, n_manifest, n_stored = row
+    return {"ok": ok, "failed": failed, "budget_skipped": skipped, "other": other, "pending": pending,
+            "in_manifest": n_manifest, "stored": n_stored, "total": n_stored + pending}
+
+
+def failures(s: Store, grid: str, limit: int = 12) -> pd.DataFrame:
+    """Failed / skipped cells grouped by the first line of their error."""
+    return s.df(f"""
+      SELECT status, coalesce(split_part(error, chr(10), 1), '(no error text)') AS error, count(*) AS cells,
+             string_agg(DISTINCT method, ', ' ORDER BY method) AS methods,
+             string_agg(DISTINCT model, ', ' ORDER BY model) AS models
+      FROM cells WHERE grid = {lit(grid)} AND status <> 'ok'
+      GROUP BY ALL ORDER BY cells DESC, error LIMIT {int(limit)}""")
+
+
+def axis_values(s: Store, grid: str, ok_only: bool = True) -> dict[str, list[Any]]:
+    """Distinct values of each axis (None = exact) among the grid's cells."""
+    cond = " AND status = 'ok'" if ok_only else ""
+    out: dict[str, list[Any]] = {}
+    for a in AXES:
+        rows = s.con.execute(f"SELECT DISTINCT {a} FROM cells WHERE grid = {lit(grid)}{cond}").fetchall()
+        out[a] = sort_axis(a, [r[0] for r in rows])
+    return out
+
+
+def sort_axis(axis: str, values: Iterable[Any]) -> list[Any]:
+    vals = list(values)
+    if axis in SHOT_AXES:  # exact (NULL) last, shots ascending
+        return sorted(vals, key=lambda v: (v is None, v if v is not None else 0))
+    if axis == "method":
+        return sorted(vals, key=lambda v: (METHODS.index(v) if v in METHODS else len(METHODS), str(v)))
+    if axis == "forget":
+        return sorted(vals, key=forget_key)
+    return sorted(vals, key=lambda v: (v is None, v))
+
+
+def forget_key(v: Any) -> tuple:
+    kind, _, arg = str(v).partition(":")
+    n = int(arg) if arg.isdigit() else 0
+    return ({"random": 0, "class": 1}.get(kind, 2), n, str(v))
+
+
+def missing_combinations(s: Store, grid: str) -> int:
+    """Axis combinations (of values that appear among the grid's cells) that have no ok cell."""
+    vals = axis_values(s, grid, ok_only=False)
+    total = 1
+    for v in vals.values():
+        total *= max(len(v), 1)
+    (ok,) = s.con.execute(f"SELECT count(DISTINCT ({', '.join(AXES)})) FROM cells "
+                          f"WHERE grid = {lit(grid)} AND status = 'ok'").fetchone()
+    return total - ok if ok else total
+
+
+def provenance(s: Store, grid: str) -> dict[str, Any]:
+    row = s.con.execute(f"""SELECT string_agg(DISTINCT code_version, ', '), string_agg(DISTINCT host, ', '),
+                                   min(finished_at), max(finished_at), string_agg(DISTINCT backend, ', ')
+                            FROM cells WHERE grid = {lit(grid)}""").fetchone()
+    return dict(zip(("code_version", "hosts", "first", "last", "backends"), row))
+
+
+def reference_slice(s: Store, grid: str) -> dict[str, Any]:
+    """The values other axes are held at when a figure varies one axis: exact shots where present (else the
+    most shots), the first `class:` forget set (else the largest), the most common backend."""
+    vals = axis_values(s, grid)
+    ref: dict[str, Any] = {}
+    for a in SHOT_AXES:
+        v = vals[a]
+        ref[a] = None if (None in v or not v) else max(v)
+    forgets = vals["forget"]
+    classes = [f for f in forgets if str(f).startswith("class:")]
+    ref["forget"] = classes[0] if classes else (forgets[-1] if forgets else None)
+    row = s.con.execute(f"SELECT backend FROM cells WHERE grid = {lit(grid)} AND status = 'ok' "
+                        f"GROUP BY backend ORDER BY count(*) DESC, backend LIMIT 1").fetchone()
+    ref["backend"] = row[0] if row else None
+    return ref
+
+
+# ------------------------------------------------------------------------------------------------ aggregates
+def aggregate_sql(by: Iterable[str], where: str = "TRUE", metrics: Iterable[str] | None = None) -> str:
+    """Mean and 95% interval of each metric (and gap to retrain) over the cells of each `by` group."""
+    by = list(by)
+    names = list(metrics or METRICS) + [f"gap_{m}" for m in GAP_METRICS]
+    sel = []
+    for m in names:
+        base = m.removeprefix("gap_")
+        bounded = base in BOUNDED
+        lo_clip, hi_clip = ((-1.0, 1.0) if m.startswith("gap_") else (0.0, 1.0)) if bounded else (None, None)
+        half = f"t975(count({m}) - 1) * stddev_samp({m}) / sqrt(count({m}))"
+        has_cell_ci = m.startswith("gap_") or METRICS[base][1] != "none"
+        one_lo, one_hi = (f"min({m}_lo)", f"max({m}_hi)") if has_cell_ci else ("NULL", "NULL")
+        lo = f"CASE WHEN count({m}) >= 2 THEN avg({m}) - {half} ELSE {one_lo} END"
+        hi = f"CASE WHEN count({m}) >= 2 THEN avg({m}) + {half} ELSE {one_hi} END"
+        if lo_clip is not None:
+            lo, hi = f"clip_lo({lo}, {lo_clip})", f"clip_hi({hi}, {hi_clip})"
+        elif not m.startswith("gap_"):
+            lo = f"clip_lo({lo}, 0.0)"
+        sel.append(f"avg({m}) AS {m}, {lo} AS {m}_lo, {hi} AS {m}_hi")
+    keys = ", ".join(by)
+    return f"""
+      SELECT {keys + ',' if by else ''} count(*) AS n_cells, count(DISTINCT seed) AS n_seeds,
+             string_agg(DISTINCT seed::VARCHAR, ',' ORDER BY seed::VARCHAR) AS seeds,
+             count(retrain_cell_id) AS n_with_retrain, {', '.join(sel)}
+      FROM cell_all WHERE {where}
+      {'GROUP BY ' + keys if by else ''}
+      {'ORDER BY ' + keys if by else ''}"""
+
+
+def aggregate(s: Store, by: Iterable[str], filters: dict[str, Any] | None = None,
+              metrics: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per `by` group of ok cells matching `filters` (axis -> value; None = exact)."""
+    df = s.df(aggregate_sql(by, where_clause(filters), metrics))
+    return _order(df, list(by))
+
+
+def _order(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Sort groups in display order (exact shots last, methods in DESIGN order); NULL shots become None."""
+    for a in SHOT_AXES + ("seed",):
+        if a in df:
+            df[a] = [None if pd.isna(v) else int(v) for v in df[a]]
+    if df.empty:
+        return df
+    keys = []
+    for a in by:
+        if a in AXES:
+            order = {v: i for i, v in enumerate(sort_axis(a, df[a].dropna().unique().tolist()))}
+            keys.append(df[a].map(lambda v: len(order) if v is None or pd.isna(v) else order.get(v, len(order))))
+        else:
+            keys.append(df[a])
+    idx = sorted(range(len(df)), key=lambda i: tuple(k.iloc[i] for k in keys))
+    return df.iloc[idx].reset_index(drop=True)
+
+
+def table_sql(grid: str, ref: dict[str, Any]) -> str:
+    """The headline table: per method x model at the reference slice (the SQL shown in the report)."""
+    return aggregate_sql(["model", "method"], where_clause({"grid": grid, **ref}))
+
+
+def headline_table(s: Store, grid: str, ref: dict[str, Any]) -> pd.DataFrame:
+    return _order(s.df(table_sql(grid, ref)), ["model", "method"])
+
+
+# ------------------------------------------------------------------------------------------------ ROC
+FPR_GRID_SQL = "SELECT pow(10, -3 + i * 3.0 / 48) AS fpr FROM range(0, 49) t(i)"
+
+
+def roc(s: Store, by: Iterable[str], filters: dict[str, Any] | None = None) -> pd.DataFrame:
+    """TPR at a log-spaced FPR grid (1e-3..1) between forget-set members and same-class test non-members,
+    for the paper attack's score and the loss attack (score = -loss), averaged over the cells of each group.
+    Per cell, TPR(f) = the largest TPR of a threshold whose FPR <= f (the empirical ROC step function)."""
+    by = list(by)
+    keys = ", ".join(f"c.{a}" for a in by)
+    where = where_clause(filters, "c")
+    return _order(s.df(f"""
+      WITH sel AS (SELECT * FROM cell_ci c WHERE {where}),
+      ex AS (
+        SELECT e.cell_id, e.split = 'train_forget' AS member, a.attack, a.score
+        FROM examples e JOIN sel ON sel.cell_id = e.cell_id JOIN forget_labels f ON f.cell_id = e.cell_id,
+             LATERAL (VALUES ('paper-mlp', e.attack_score), ('loss', -e.loss)) a(attack, score)
+        WHERE e.split = 'train_forget' OR (e.split = 'test' AND list_contains(f.labels, e.label))),
+      tot AS (SELECT cell_id, attack, count(*) FILTER (WHERE member) AS np, count(*) FILTER (WHERE NOT member) AS nn
+              FROM ex GROUP BY ALL),
+      thr AS (SELECT cell_id, attack, score, count(*) FILTER (WHERE member) AS tp, count(*) FILTER (WHERE NOT member) AS fp
+              FROM ex WHERE score IS NOT NULL AND NOT isnan(score) GROUP BY ALL),
+      pts AS (
+        SELECT t.cell_id, t.attack,
+               sum(tp) OVER w / nullif(tot.np, 0) AS tpr, sum(fp) OVER w / nullif(tot.nn, 0) AS fpr
+        FROM thr t JOIN tot USING (cell_id, attack)
+        WINDOW w AS (PARTITION BY t.cell_id, t.attack ORDER BY t.score DESC ROWS UNBOUNDED PRECEDING)),
+      curve AS (
+        SELECT p.cell_id, p.attack, g.fpr AS fpr_grid, coalesce(max(p.tpr) FILTER (WHERE p.fpr <= g.fpr + 1e-12), 0.0) AS tpr
+        FROM pts p, ({FPR_GRID_SQL}) g GROUP BY ALL)
+      SELECT {keys + ',' if by else ''} cu.attack, cu.fpr_grid AS fpr, count(*) AS n_cells, avg(cu.tpr) AS tpr,
+             CASE WHEN count(*) >= 2 THEN clip_lo(avg(cu.tpr) - t975(count(*) - 1) * stddev_samp(cu.tpr) / sqrt(count(*)), 0.0)
+                  ELSE wilson_lo(avg(cu.tpr), min(c.n_members)) END AS tpr_lo,
+             CASE WHEN count(*) >= 2 THEN clip_hi(avg(cu.tpr) + t975(count(*) - 1) * stddev_samp(cu.tpr) / sqrt(count(*)), 1.0)
+                  ELSE wilson_hi(avg(cu.tpr), min(c.n_members)) END AS tpr_hi,
+             min(c.n_nonmembers) AS min_nonmembers
+      FROM curve cu JOIN sel c ON c.cell_id = cu.cell_id
+      GROUP BY ALL ORDER BY ALL"""), by + ["attack", "fpr"])
+
+
+# ------------------------------------------------------------------------------------------------ compare
+def side_filter(s: Store, name: str, grid: str | None = None) -> tuple[str, str]:
+    """(SQL condition, description) selecting side `name`: a grid if one has that name, else a backend."""
+    if name in grids(s):
+        return f"grid = {lit(name)}", f"grid {name}"
+    (n,) = s.con.execute(f"SELECT count(*) FROM cells WHERE backend = {lit(name)}").fetchone()
+    if n:
+        cond = f"backend = {lit(name)}" + (f" AND grid = {lit(grid)}" if grid else "")
+        return cond, f"backend {name}" + (f" (grid {grid})" if grid else "")
+    raise ValueError(f"--compare: {name!r} is neither a grid nor a backend in the store "
+                     f"(grids: {', '.join(grids(s)) or 'none'})")
+
+
+COMPARE_KEYS = ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots")
+COMPARE_METRICS = ("mia_success", "mia_auc", "mia_tpr_at_1pct_fpr", "acc_test_retain", "acc_test_forget",
+                   "acc_train_forget", "gap_mia_success", "gap_acc_test_retain")
+
+
+def compare(s: Store, a: str, b: str, grid: str | None = None) -> tuple[pd.DataFrame, str, str]:
+    """Side-by-side aggregates of two grids or backends, matched on model, forget, method and shot counts."""
+    ca, da = side_filter(s, a, grid)
+    cb, db = side_filter(s, b, grid)
+    keys = list(COMPARE_KEYS)
+    mets = [m for m in COMPARE_METRICS if not m.startswith("gap_")]
+    qa, qb = aggregate_sql(keys, ca, mets), aggregate_sql(keys, cb, mets)
+    cols = []
+    for m in COMPARE_METRICS:
+        for side in ("a", "b"):
+            cols.append(f"{side}.{m} AS {m}_{side}, {side}.{m}_lo AS {m}_lo_{side}, {side}.{m}_hi AS {m}_hi_{side}")
+        cols.append(f"b.{m} - a.{m} AS {m}_delta")
+    on = " AND ".join(f"a.{k} IS NOT DISTINCT FROM b.{k}" for k in keys)
+    df = s.df(f"""
+      WITH a AS ({qa}), b AS ({qb})
+      SELECT {', '.join(f'coalesce(a.{k}, b.{k}) AS {k}' for k in keys)},
+             a.n_seeds AS n_seeds_a, b.n_seeds AS n_seeds_b, {', '.join(cols)}
+      FROM a FULL OUTER JOIN b ON {on}""")
+    return _order(df, keys), da, db
+
+
+def ok_cell_count(s: Store, cond: str) -> int:
+    return s.con.execute(f"SELECT count(*) FROM cell_ci WHERE {cond}").fetchone()[0]
