@@ -131,3 +131,16 @@ def test_query_errors_exit_2(tmp_path: Path) -> None:
     assert empty.exit_code == 0 and empty.output.splitlines() == ["n", "0"]
     assert "no results" in qmu("status", "--results", str(tmp_path)).output
     assert not any(tmp_path.iterdir())
+
+
+def test_bench_report_hw_commands_are_mounted(tmp_path: Path) -> None:
+    assert qmu("bench", "nope").exit_code == 2
+    hw = qmu("hw", "--help")
+    assert hw.exit_code == 0 and all(c in hw.output for c in ("estimate", "submit", "collect", "status"))
+    top = qmu("--help").output
+    assert all(c in top for c in ("run", "status", "query", "report", "hw", "bench"))
+    rep = runner.invoke(app, ["report", "--results", str(tmp_path), "--out", str(tmp_path / "out")])
+    try:
+        import reports.build  # noqa: F401
+    except ImportError:  # until the reports package provides its builder: a clear message, exit 1
+        assert rep.exit_code == 1 and "reports.build" in rep.output
