@@ -1,0 +1,11 @@
+"""The qmu-bench harness: grid specs, stage identity, the Ray runner, the result store and the `qmu` CLI.
+
+    grid_spec  YAML grid -> validated GridSpec -> cell configs (errors name file, key and problem)
+    identity   cell ids, content-hashed stage keys, the deduplicated stage DAG
+    estimate   rough stage costs for --dry-run and for scheduling priorities
+    store      Parquet cells/examples and safetensors artifacts, atomic writes, DuckDB views
+    runner     Ray actor pool and the dependency-driven driver loop (the only module that knows Ray)
+    progress   rich bars on a terminal, plain lines in logs
+    cli        `qmu run|status|query|report|hw|bench`
+    trivial    a do-nothing workload with the workloads.cell interface, for tests and benchmarks
+"""
