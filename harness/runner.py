@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayError, RayTaskError
+from ray.exceptions import RayError, RayTaskError
 
 from .estimate import stage_estimate
 from .grid_spec import GridSpec
@@ -98,24 +98,42 @@ class RunSummary:
 
 
 class _Pool:
-    """The actor pool; a slot whose actor died gets a fresh actor."""
+    """The actor pool. Actors join when they are up (an autoscaling cluster may take minutes to add nodes);
+    a slot whose actor died gets a fresh actor, which joins the same way."""
 
-    def __init__(self, n: int, impl: str, start_timeout: float = 120.0) -> None:
+    def __init__(self, n: int, impl: str, start_timeout: float = 600.0) -> None:
         self.impl, self.start_timeout = impl, start_timeout
-        self.actors: list[Any] = [StageWorker.remote(impl) for _ in range(n)]
-        self.infos: list[dict[str, Any]] = ray.get([a.info.remote() for a in self.actors], timeout=start_timeout)
+        self.actors: list[Any] = [None] * n
+        self.infos: list[dict[str, Any] | None] = [None] * n
+        self.starting: dict[ray.ObjectRef, tuple[int, float]] = {}  # info ref -> (slot, start time)
+        for slot in range(n):
+            self._spawn(slot)
 
-    def replace(self, slot: int) -> bool:
-        """New actor in `slot`; False when none can start (e.g. its node is gone and nothing is free)."""
+    def _spawn(self, slot: int) -> None:
+        self.actors[slot], self.infos[slot] = StageWorker.remote(self.impl), None
+        self.starting[self.actors[slot].info.remote()] = (slot, time.time())
+
+    def replace(self, slot: int) -> None:
         ray.kill(self.actors[slot], no_restart=True)
-        actor = StageWorker.remote(self.impl)
-        try:
-            info = ray.get(actor.info.remote(), timeout=self.start_timeout)
-        except (GetTimeoutError, RayError):
-            ray.kill(actor, no_restart=True)
-            return False
-        self.actors[slot], self.infos[slot] = actor, info
-        return True
+        self._spawn(slot)
+
+    def joined(self, ready: list[ray.ObjectRef]) -> tuple[list[int], list[str]]:
+        """(slots now up, errors of slots that failed or timed out starting) among the starting actors."""
+        up, errors = [], []
+        for ref in ready:
+            slot, _ = self.starting.pop(ref)
+            try:
+                self.infos[slot] = ray.get(ref)
+                up.append(slot)
+            except RayError as e:  # e.g. the workload module does not import on that node
+                errors.append(f"worker failed to start: {_short_error(e)}")
+                ray.kill(self.actors[slot], no_restart=True)
+        for ref, (slot, t0) in list(self.starting.items()):
+            if time.time() - t0 > self.start_timeout:
+                del self.starting[ref]
+                errors.append(f"worker did not start within {self.start_timeout:.0f} s")
+                ray.kill(self.actors[slot], no_restart=True)
+        return up, errors
 
     def shutdown(self) -> None:
         for a in self.actors:
@@ -144,10 +162,9 @@ class _Driver:
     """Dispatches a plan's stages over the pool as their dependencies finish; writes every result."""
 
     def __init__(self, spec: GridSpec, plan: Plan, store: ResultStore, code_version: str,
-                 workers: int, progress: Progress, max_retries: int, summary: RunSummary) -> None:
+                 progress: Progress, max_retries: int, summary: RunSummary) -> None:
         self.spec, self.plan, self.store, self.code_version = spec, plan, store, code_version
         self.progress, self.max_retries, self.summary = progress, max_retries, summary
-        self.workers = workers
         self.run_id = uuid.uuid4().hex[:12]
         self.dependents = plan.dependents()
         self.done: dict[str, dict[str, Any]] = {}  # key -> meta of finished stage
@@ -159,6 +176,7 @@ class _Driver:
         self.seq = 0
         self.rank = self._upward_rank()
         self.cells = {c.cell_id: c for c in plan.cells}
+        self.start_errors: list[str] = []
 
     # planning -------------------------------------------------------------------------------------
     def _upward_rank(self) -> dict[str, float]:
@@ -200,7 +218,7 @@ class _Driver:
     # running --------------------------------------------------------------------------------------
     def run(self, pool: _Pool) -> None:
         self._reuse_stored()
-        free = list(range(len(pool.actors)))
+        free: list[int] = []
         inflight: dict[ray.ObjectRef, tuple[str, int, ray.ObjectRef]] = {}  # meta ref -> (key, slot, payload)
         while self.ready or inflight:
             while self.ready and free:
@@ -212,41 +230,43 @@ class _Driver:
                 payload, meta = pool.actors[slot].run.options(num_returns=2).remote(node.kind, node.cfg, costs, *args)
                 inflight[meta] = (key, slot, payload)
                 self.progress.stage_started(node, pool.infos[slot])
-            if not inflight:
+            if not inflight and not pool.starting:
+                self._fail_all_pending(f"no worker available: {'; '.join(self.start_errors[-3:]) or 'none started'}")
                 break
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+            ready, _ = ray.wait([*inflight, *pool.starting], num_returns=1, timeout=1.0)
             self.progress.tick()
+            up, errors = pool.joined([r for r in ready if r in pool.starting])
+            free += up
+            self.start_errors += errors
             for ref in ready:
-                key, slot, payload = inflight.pop(ref)
-                node = self.plan.stages[key]
-                try:
-                    meta = ray.get(ref)
-                    data = ray.get(payload)
-                except Exception as e:  # noqa: BLE001 -- every failure is classified below
-                    if _system_failure(e):
-                        self.attempts[key] += 1
-                        self.summary.retries += 1
-                        for d in node.deps:  # lost inputs are re-put from the store on retry
-                            self.refs.pop(d, None)
-                        if not pool.replace(slot):
-                            self.workers -= 1
-                            if self.workers <= 0:
-                                self._fail(node, f"no worker could be started after: {_short_error(e)}")
-                                self._fail_all_pending("no worker available")
-                                continue
-                        else:
-                            free.append(slot)
-                        if self.attempts[key] > self.max_retries:
-                            self._fail(node, f"{node.kind} stage failed after {self.attempts[key]} attempts; "
-                                             f"last error: {_short_error(e)}")
-                        else:
-                            self._push(key)
-                        continue
-                    free.append(slot)
-                    self._fail(node, f"{node.kind} stage raised {_short_error(e)}")
-                    continue
+                if ref in inflight:
+                    self._collect(pool, free, ref, *inflight.pop(ref))
+
+    def _collect(self, pool: _Pool, free: list[int], ref: ray.ObjectRef, key: str, slot: int,
+                 payload: ray.ObjectRef) -> None:
+        """Handle one finished stage: store it, or retry it on a fresh actor, or fail it."""
+        node = self.plan.stages[key]
+        try:
+            meta = ray.get(ref)
+            data = ray.get(payload)
+        except Exception as e:  # noqa: BLE001 -- every failure is classified below
+            if not _system_failure(e):
                 free.append(slot)
-                self._finish(node, meta, data, payload)
+                self._fail(node, f"{node.kind} stage raised {_short_error(e)}")
+                return
+            self.attempts[key] += 1
+            self.summary.retries += 1
+            for d in node.deps:  # inputs lost with a node are re-put from the store on retry
+                self.refs.pop(d, None)
+            pool.replace(slot)  # the slot is free again once the new actor is up
+            if self.attempts[key] > self.max_retries:
+                self._fail(node, f"{node.kind} stage failed after {self.attempts[key]} attempts; "
+                                 f"last error: {_short_error(e)}")
+            else:
+                self._push(key)
+            return
+        free.append(slot)
+        self._finish(node, meta, data, payload)
 
     def _finish(self, node: StageNode, meta: dict[str, Any], data: Any, payload_ref: ray.ObjectRef) -> None:
         self.summary.stages_run[node.kind] += 1
@@ -369,7 +389,7 @@ def run_grid(spec: GridSpec, store: ResultStore, *, workers: int | None = None, 
         connect(address, workers)
         n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         pool = _Pool(min(n, len(plan.stages)), impl)
-        driver = _Driver(spec, plan, store, cv, len(pool.actors), progress, max_retries, summary)
+        driver = _Driver(spec, plan, store, cv, progress, max_retries, summary)
         try:
             driver.run(pool)
         finally:
