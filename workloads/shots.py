@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .statevector import DIM, z_signs
@@ -10,21 +11,14 @@ from .statevector import DIM, z_signs
 def sample_counts(probs: torch.Tensor, shots: int, generator: torch.Generator) -> torch.Tensor:
     """Multinomial counts (rows, 256) of `shots` draws from each row of `probs`.
 
-    Drawn exactly as a chain of conditional binomials down the qubit tree, which is several
-    times faster than per-shot sampling and costs the same for any S.
+    numpy's vectorised multinomial is about 5x faster than torch's samplers here; its stream is
+    seeded from `generator`, so the draw stays a pure function of the cell's seed.
     """
-    rows = probs.shape[0]
-    counts = torch.full((rows, 1), float(shots), dtype=torch.float64)
-    p = probs.detach().to(torch.float64).clamp_min(0.0)
-    level = 1
-    while level < DIM:
-        blocks = p.reshape(rows, level, 2, -1).sum(-1)
-        parent = blocks.sum(-1)
-        q = torch.where(parent > 0, blocks[..., 0] / parent.clamp_min(1e-300), 0.0).clamp(0.0, 1.0)
-        left = torch.binomial(counts, q, generator=generator)
-        counts = torch.stack([left, counts - left], dim=-1).reshape(rows, -1)
-        level *= 2
-    return counts
+    p = probs.detach().to(torch.float64).clamp_min(0.0).numpy()
+    p = p / p.sum(axis=1, keepdims=True)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    counts = np.random.default_rng(seed).multinomial(shots, p)
+    return torch.from_numpy(counts.astype(np.float64))
 
 
 def sample_expectations(probs: torch.Tensor, shots: int, generator: torch.Generator) -> torch.Tensor:

@@ -64,7 +64,7 @@ def _ascent(model, data, params, shots, seed, relative: bool) -> Outcome:
     with shots_mode(model, shots, shot_gen) as log:
         for _ in range(params["max_epochs"]):
             for idx in batches(len(data.y_forget), params["batch_size"], gen):
-                if _forget_acc(model, data, shots, shot_gen) <= data.stop_acc:
+                if _forget_acc(model, data) <= data.stop_acc:
                     stop = "target"
                     break
                 model.train()
@@ -79,12 +79,12 @@ def _ascent(model, data, params, shots, seed, relative: bool) -> Outcome:
             else:
                 continue
             break
-        final = _forget_acc(model, data, shots, shot_gen)
+        final = _forget_acc(model, data)
     cost = Cost(time.perf_counter() - start, log.circuits, log.shots)
     return Outcome(model, cost, {"unlearn_steps": steps, "unlearn_stop": stop, "forget_acc_at_stop": final})
 
 
-def _forget_acc(model, data, shots, gen) -> float:
+def _forget_acc(model: nn.Module, data: UnlearnData) -> float:
     model.eval()
     with torch.no_grad():
         return float((model(data.x_forget).argmax(1) == data.y_forget).double().mean())
@@ -113,7 +113,8 @@ def fisher_diagonal(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_si
         model.zero_grad()
         F.cross_entropy(model(x[idx]), y[idx]).backward()
         for a, p in zip(acc, model.parameters()):
-            a += p.grad.detach() ** 2
+            if p.grad is not None:  # frozen parameters get no importance
+                a += p.grad.detach() ** 2
     model.zero_grad()
     return [a / len(parts) for a in acc]
 
@@ -124,17 +125,22 @@ def _ssd(model, data, recipe, params, shots, seed, fresh) -> Outcome:
     shot_gen = torch.Generator().manual_seed(seed + 5)
     x_all = torch.cat([data.x_retain, data.x_forget])
     y_all = torch.cat([data.y_retain, data.y_forget])
+    # Frozen angles cost no parameter-shift circuits when they are not to be dampened.
+    model.quantum.weight.requires_grad_(params["dampen_quantum"])
     with shots_mode(model, shots, shot_gen) as log:
         i_d = fisher_diagonal(model, x_all, y_all, params["batch_size"], seed + 6)
         i_f = fisher_diagonal(model, data.x_forget, data.y_forget, params["batch_size"], seed + 7)
+    model.quantum.weight.requires_grad_(True)
     dampened, total = 0, 0
     with torch.no_grad():
-        for p, d, f in zip(model.parameters(), i_d, i_f):
+        for (name, p), d, f in zip(model.named_parameters(), i_d, i_f):
+            total += p.numel()
+            if name.startswith("quantum.") and not params["dampen_quantum"]:
+                continue
             mask = f > params["alpha"] * d
             beta = torch.clamp(params["lam"] * d / f.clamp_min(1e-30), max=1.0)
             p[mask] *= beta[mask]
             dampened += int(mask.sum())
-            total += p.numel()
     cost = Cost(time.perf_counter() - start, log.circuits, log.shots)
     return Outcome(model, cost, {"ssd_dampened_fraction": dampened / total})
 
