@@ -244,6 +244,7 @@ def evaluate_stage(
         "shots_total": sum(shots.values()) + c_tr["shots"] + c_te["shots"],
         "qpu_seconds": stage("attack").get("qpu_seconds", 0.0) + c_tr.get("qpu_seconds", 0.0) + c_te.get("qpu_seconds", 0.0),
         "unlearn_steps": stage("unlearn").get("unlearn_steps", math.nan),
+        "unlearn_reached_target": stage("unlearn").get("unlearn_reached_target", math.nan),
         "ssd_dampened_fraction": stage("unlearn").get("ssd_dampened_fraction", math.nan),
     }
     for key in ("transpiled_depth", "two_qubit_gates", "calibration_time", "job_ids", "backend_version"):

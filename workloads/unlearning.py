@@ -81,7 +81,8 @@ def _ascent(model, data, params, shots, seed, relative: bool) -> Outcome:
             break
         final = _forget_acc(model, data)
     cost = Cost(time.perf_counter() - start, log.circuits, log.shots)
-    return Outcome(model, cost, {"unlearn_steps": steps, "unlearn_stop": stop, "forget_acc_at_stop": final})
+    return Outcome(model, cost, {"unlearn_steps": steps, "unlearn_reached_target": float(stop == "target"),
+                                     "forget_acc_at_stop": final})
 
 
 def _forget_acc(model: nn.Module, data: UnlearnData) -> float:

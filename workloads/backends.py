@@ -1,0 +1,467 @@
+"""Evaluation of a model's quantum layer on qiskit backends (DESIGN.md section 5).
+
+Backends: `aer` (qiskit-aer SamplerV2, seeded), `aer-noise` (depolarizing p1=5e-4, p2=5e-3 and readout
+bit-flip 1e-2), `fake:<Name>` (a qiskit-ibm-runtime fake backend run locally with its noise model) and
+`ibm:<name>` (a real device through `QiskitRuntimeService`).
+
+Per (circuit, backend) the circuit is transpiled once per process with a seeded preset pass manager to the
+backend's ISA; per-sample parameter rows are bound as one sampler PUB (isa, values[n, P]); the 8 <Z_j> are
+estimated from the measured bits (qubit j is bit j, Z_j = mean of 1 - 2*bit_j), and the classical head maps
+them to logits. Fake and IBM backends go through the client-side `qiskit_ibm_runtime.executor_sampler.Sampler`
+(the one qiskit-ibm-runtime 0.50+ recommends; its server-side `SamplerV2` is deprecated).
+
+A *query hook* (`query_hook`) lets a caller intercept every backend query: the hardware ledger uses it to
+capture the PUBs a stage needs (submit, without waiting) and to replay them from finished jobs (collect).
+
+Secrets: the IBM token is read from QISKIT_IBM_TOKEN or qiskit's saved account, handed only to
+`QiskitRuntimeService`, and scrubbed from every message this module raises (`scrub`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from .circuits import model_circuit, parameter_values
+
+DEFAULT_OPTIMIZATION_LEVEL = 1
+DEFAULT_SEED_TRANSPILER = 0
+# aer-noise (DESIGN.md section 5)
+AER_NOISE = {"p1": 5e-4, "p2": 5e-3, "readout": 1e-2}
+# QPU-time model for estimates: per-job overhead plus, per shot of every circuit, the repetition delay and
+# the circuit's scheduled duration (IBM executes circuits column-wise over shots; usage is QPU-locked time).
+JOB_OVERHEAD_S = 2.5
+DEFAULT_REP_DELAY_S = 250e-6
+DEFAULT_CIRCUIT_S = 20e-6
+TWO_QUBIT = ("cx", "cz", "ecr", "rzz", "swap", "iswap", "rxx", "ryy", "rzx")
+TOKEN_ENV = "QISKIT_IBM_TOKEN"
+OPT_LEVEL_ENV = "QMU_HW_OPTIMIZATION_LEVEL"
+
+
+class BackendError(RuntimeError):
+    """A backend could not be reached or used; the message never contains a secret."""
+
+
+class MissingCredentials(BackendError):
+    """An `ibm:` backend was asked for without IBM Quantum credentials (the CLI exits 2)."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# secrets
+
+
+def _saved_account() -> dict[str, Any] | None:
+    """qiskit's saved default account (reads ~/.qiskit/qiskit-ibm.json; no network)."""
+    try:
+        from qiskit_ibm_runtime import QiskitRuntimeService
+
+        accounts = QiskitRuntimeService.saved_accounts()
+    except Exception:  # noqa: BLE001 -- a broken config file means "no saved account"
+        return None
+    if not accounts:
+        return None
+    for acc in accounts.values():
+        if acc.get("is_default_account"):
+            return acc
+    return next(iter(accounts.values()))
+
+
+def _known_secrets() -> list[str]:
+    out = []
+    tok = os.environ.get(TOKEN_ENV)
+    if tok:
+        out.append(tok)
+    acc = _saved_account()
+    if acc and acc.get("token"):
+        out.append(str(acc["token"]))
+    return [s for s in out if len(s) >= 4]
+
+
+def scrub(text: str) -> str:
+    """`text` with every known token (environment or saved account) replaced by ***."""
+    for s in _known_secrets():
+        text = text.replace(s, "***")
+    return text
+
+
+def credentials_source() -> str | None:
+    """Where IBM credentials would come from ('environment' or 'saved account'), or None."""
+    if os.environ.get(TOKEN_ENV):
+        return "environment"
+    if _saved_account() is not None:
+        return "saved account"
+    return None
+
+
+def require_credentials(backend: str) -> None:
+    """Raise MissingCredentials for an `ibm:` backend when no token is configured; no network."""
+    if backend.startswith("ibm:") and credentials_source() is None:
+        raise MissingCredentials(
+            f"backend {backend!r} needs IBM Quantum credentials: set {TOKEN_ENV} (and QISKIT_IBM_INSTANCE, "
+            "optionally QISKIT_IBM_CHANNEL), or save an account once with "
+            "QiskitRuntimeService.save_account(token=..., set_as_default=True)"
+        )
+
+
+_SERVICE: Any = None
+_LOCK = threading.RLock()
+
+
+def runtime_service() -> Any:
+    """The process's QiskitRuntimeService (token from the environment, else the saved account)."""
+    global _SERVICE
+    with _LOCK:
+        if _SERVICE is not None:
+            return _SERVICE
+        require_credentials("ibm:any")
+        from qiskit_ibm_runtime import QiskitRuntimeService
+
+        kw: dict[str, Any] = {}
+        if os.environ.get(TOKEN_ENV):
+            kw["token"] = os.environ[TOKEN_ENV]
+            kw["channel"] = os.environ.get("QISKIT_IBM_CHANNEL", "ibm_quantum_platform")
+            if os.environ.get("QISKIT_IBM_INSTANCE"):
+                kw["instance"] = os.environ["QISKIT_IBM_INSTANCE"]
+        try:
+            _SERVICE = QiskitRuntimeService(**kw)
+        except Exception as e:  # noqa: BLE001 -- re-raised without the chained original (it may hold the token)
+            raise BackendError(f"cannot connect to IBM Quantum: {scrub(f'{type(e).__name__}: {e}')}") from None
+        return _SERVICE
+
+
+# ----------------------------------------------------------------------------------------------------------
+# backends and transpilation (cached per process)
+
+
+def parse(backend: str) -> tuple[str, str]:
+    """('aer' | 'aer-noise' | 'fake' | 'ibm', name)."""
+    if backend in ("aer", "aer-noise"):
+        return backend, backend
+    kind, sep, name = backend.partition(":")
+    if not sep or kind not in ("fake", "ibm") or not name:
+        raise ValueError(f"unknown backend {backend!r}; choose aer, aer-noise, fake:<FakeBackend> or ibm:<backend>")
+    return kind, name
+
+
+def is_local(backend: str) -> bool:
+    """Whether jobs on `backend` run in this process (every backend but ibm:)."""
+    return parse(backend)[0] != "ibm"
+
+
+def aer_noise_model() -> Any:
+    from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
+
+    nm = NoiseModel(basis_gates=["u", "cx", "ry", "rz", "sx", "x"])
+    nm.add_all_qubit_quantum_error(depolarizing_error(AER_NOISE["p1"], 1), ["u", "ry", "rz", "sx", "x"])
+    nm.add_all_qubit_quantum_error(depolarizing_error(AER_NOISE["p2"], 2), ["cx"])
+    p = AER_NOISE["readout"]
+    nm.add_all_qubit_readout_error(ReadoutError([[1 - p, p], [p, 1 - p]]))
+    return nm
+
+
+_BACKENDS: dict[str, Any] = {}
+_SIMULATORS: dict[tuple[str, str], Any] = {}
+_TRANSPILED: dict[tuple, "Transpiled"] = {}
+
+
+def get_backend(backend: str) -> Any:
+    """The qiskit BackendV2 behind a backend name (created once per process)."""
+    with _LOCK:
+        if backend in _BACKENDS:
+            return _BACKENDS[backend]
+        kind, name = parse(backend)
+        if kind in ("aer", "aer-noise"):
+            from qiskit_aer import AerSimulator
+
+            obj = AerSimulator(noise_model=aer_noise_model()) if kind == "aer-noise" else AerSimulator()
+        elif kind == "fake":
+            from qiskit_ibm_runtime import fake_provider
+
+            cls = getattr(fake_provider, name, None)
+            if cls is None:
+                raise ValueError(f"unknown fake backend {name!r}; try e.g. fake:FakeTorino or fake:FakeFez")
+            obj = cls()
+        else:
+            service = runtime_service()
+            try:
+                obj = service.backend(name)
+            except Exception as e:  # noqa: BLE001
+                raise BackendError(f"IBM backend {name!r} unavailable: {scrub(f'{type(e).__name__}: {e}')}") from None
+        _BACKENDS[backend] = obj
+        return obj
+
+
+def local_simulator(backend: str, method: str) -> Any:
+    """An AerSimulator carrying a fake backend's noise model, built once per (backend, method).
+
+    Passing it (rather than the fake backend) to the runtime's local mode avoids rebuilding the noise model
+    for every job; density-matrix simulation gives the exact noisy distribution when few qubits are active.
+    """
+    with _LOCK:
+        key = (backend, method)
+        if key not in _SIMULATORS:
+            from qiskit_aer import AerSimulator
+
+            _SIMULATORS[key] = AerSimulator.from_backend(get_backend(backend), method=method)
+        return _SIMULATORS[key]
+
+
+def optimization_level(level: int | None = None) -> int:
+    if level is None:
+        level = int(os.environ.get(OPT_LEVEL_ENV, DEFAULT_OPTIMIZATION_LEVEL))
+    if level not in (0, 1, 2, 3):
+        raise ValueError(f"optimization level must be 0, 1, 2 or 3, got {level!r}")
+    return level
+
+
+@dataclass(frozen=True)
+class Transpiled:
+    """An ISA circuit and its statistics."""
+
+    isa: Any
+    depth: int
+    two_qubit_gates: int
+    active_qubits: int
+    duration_s: float | None
+    optimization_level: int
+    seed_transpiler: int
+
+
+def _active_qubits(qc: Any) -> int:
+    from qiskit.converters import circuit_to_dag
+
+    dag = circuit_to_dag(qc)
+    idle = set(dag.idle_wires())
+    return sum(1 for q in dag.qubits if q not in idle)
+
+
+def transpiled(encoding: str, n_layers: int, backend: str, level: int | None = None,
+               seed_transpiler: int = DEFAULT_SEED_TRANSPILER) -> Transpiled:
+    """The measured model circuit transpiled to `backend`'s ISA; cached per process."""
+    level = optimization_level(level)
+    key = (encoding, n_layers, backend, level, seed_transpiler)
+    with _LOCK:
+        hit = _TRANSPILED.get(key)
+    if hit is not None:
+        return hit
+    from qiskit.transpiler import generate_preset_pass_manager
+
+    target_backend = get_backend(backend)
+    pm = generate_preset_pass_manager(optimization_level=level, backend=target_backend, seed_transpiler=seed_transpiler)
+    isa = pm.run(model_circuit(encoding, n_layers, measure=True))
+    ops = isa.count_ops()
+    duration = None
+    try:
+        if getattr(target_backend, "target", None) is not None and parse(backend)[0] in ("fake", "ibm"):
+            duration = float(isa.estimate_duration(target_backend.target, unit="s"))
+    except Exception:  # noqa: BLE001 -- durations are optional (simulators have none)
+        duration = None
+    out = Transpiled(isa, int(isa.depth()), int(sum(ops.get(g, 0) for g in TWO_QUBIT)), _active_qubits(isa),
+                     duration, level, seed_transpiler)
+    with _LOCK:
+        _TRANSPILED[key] = out
+    return out
+
+
+def calibration_time(backend: str) -> str | None:
+    """ISO timestamp of the backend's calibration (properties), or None when it has none."""
+    if parse(backend)[0] not in ("fake", "ibm"):
+        return None
+    try:
+        props = get_backend(backend).properties()
+    except Exception:  # noqa: BLE001 -- some backends have no properties at all
+        return None
+    when = getattr(props, "last_update_date", None) if props is not None else None
+    return when.isoformat() if hasattr(when, "isoformat") else (str(when) if when else None)
+
+
+def device_info(backend: str) -> dict[str, Any]:
+    """Provenance of the backend (its name and version, the runtime version, the calibration time)."""
+    import qiskit
+    import qiskit_ibm_runtime
+
+    obj = get_backend(backend)
+    return {
+        "backend_name": str(getattr(obj, "name", backend)),
+        "backend_version": str(getattr(obj, "backend_version", "") or ""),
+        "calibration_time": calibration_time(backend),
+        "qiskit_ibm_runtime_version": qiskit_ibm_runtime.__version__,
+        "qiskit_version": qiskit.__version__,
+    }
+
+
+def rep_delay_s(backend: str) -> float:
+    if parse(backend)[0] in ("aer", "aer-noise"):
+        return DEFAULT_REP_DELAY_S
+    try:
+        cfg = get_backend(backend).configuration()
+        return float(getattr(cfg, "default_rep_delay", None) or DEFAULT_REP_DELAY_S)
+    except Exception:  # noqa: BLE001
+        return DEFAULT_REP_DELAY_S
+
+
+def qpu_seconds_estimate(backend: str, circuits: float, shots: int, jobs: float, t: Transpiled | None = None) -> float:
+    """Estimated QPU-locked seconds: per job overhead + circuits * shots * (rep delay + circuit duration)."""
+    per_shot = rep_delay_s(backend) + ((t.duration_s if t and t.duration_s else None) or DEFAULT_CIRCUIT_S)
+    return jobs * JOB_OVERHEAD_S + circuits * shots * per_shot
+
+
+# ----------------------------------------------------------------------------------------------------------
+# queries, sampling and the hook
+
+
+@dataclass
+class Query:
+    """One backend query of a stage: `values` rows bound into the circuit, each sampled with `shots`."""
+
+    backend: str
+    encoding: str
+    n_layers: int
+    shots: int
+    seed: int
+    values: np.ndarray
+
+
+@dataclass
+class QueryResult:
+    z: np.ndarray  # (n, 8) estimated <Z_j>
+    cost: dict[str, Any] = field(default_factory=dict)
+
+
+Hook = Callable[[Query], "QueryResult | None"]
+_HOOK: contextvars.ContextVar[Hook | None] = contextvars.ContextVar("qmu_backend_hook", default=None)
+
+
+@contextmanager
+def query_hook(fn: Hook) -> Iterator[None]:
+    """Route every backend query made inside the block through `fn` (returning None runs it normally)."""
+    token = _HOOK.set(fn)
+    try:
+        yield
+    finally:
+        _HOOK.reset(token)
+
+
+def z_from_bits(packed: np.ndarray, num_bits: int) -> np.ndarray:
+    """<Z_j> per row from packed measured bits (a BitArray's array, shape (n, shots, bytes))."""
+    from qiskit.primitives import BitArray
+
+    bits = BitArray(np.asarray(packed, dtype=np.uint8), num_bits).to_bool_array(order="little")
+    return 1.0 - 2.0 * bits[..., :8].mean(axis=-2)
+
+
+def pub_bits(pub_result: Any) -> tuple[np.ndarray, int]:
+    """(packed array, num_bits) of the `meas` register of one PUB result."""
+    ba = pub_result.data.meas
+    return np.asarray(ba.array), int(ba.num_bits)
+
+
+def aer_method(backend: str, t: Transpiled, shots: int) -> str:
+    """Density matrix (exact noisy distribution, cost 4^n per circuit) when it beats shot trajectories."""
+    if parse(backend)[0] == "fake" and 2 ** t.active_qubits <= max(shots, 256):
+        return "density_matrix"
+    return "automatic"
+
+
+def make_sampler(backend: str, shots: int, seed: int | None, t: Transpiled, mode: Any = None) -> Any:
+    """A sampler for `backend`: aer's SamplerV2 for the aer backends, else the client-side runtime Sampler
+    (in `mode`, a Batch, when given)."""
+    kind = parse(backend)[0]
+    if kind in ("aer", "aer-noise"):
+        from qiskit_aer.primitives import SamplerV2 as AerSampler
+
+        opts: dict[str, Any] = {"backend_options": {}}
+        if kind == "aer-noise":
+            opts["backend_options"]["noise_model"] = aer_noise_model()
+        return AerSampler(default_shots=shots, seed=None if seed is None else seed % 2**31, options=opts)
+    from qiskit_ibm_runtime.executor_sampler import Sampler
+
+    if mode is None:
+        mode = local_simulator(backend, aer_method(backend, t, shots)) if kind == "fake" else get_backend(backend)
+    sampler = Sampler(mode=mode)
+    sampler.options.default_shots = shots
+    if kind == "fake" and seed is not None:
+        sampler.options.simulator.seed_simulator = seed % 2**31
+    return sampler
+
+
+def mode_backend(backend: str, t: Transpiled, shots: int) -> Any:
+    """What a Batch for `backend` is opened on: the device, or the fake backend's local simulator."""
+    kind = parse(backend)[0]
+    return local_simulator(backend, aer_method(backend, t, shots)) if kind == "fake" else get_backend(backend)
+
+
+def job_usage_seconds(job: Any) -> float | None:
+    """QPU seconds the service reports for a finished job (None when it reports none, as in local mode)."""
+    try:
+        u = job.usage()
+    except Exception:  # noqa: BLE001
+        return None
+    return float(u) if u else None
+
+
+def run_query(q: Query, level: int | None = None) -> QueryResult:
+    """Execute one query synchronously on its backend."""
+    t = transpiled(q.encoding, q.n_layers, q.backend, level)
+    sampler = make_sampler(q.backend, q.shots, q.seed, t)
+    try:
+        job = sampler.run([(t.isa, q.values)], shots=q.shots)
+        result = job.result()
+    except Exception as e:  # noqa: BLE001 -- scrubbed and re-raised without the original chain
+        raise BackendError(f"{q.backend}: job failed: {scrub(f'{type(e).__name__}: {e}')}") from None
+    packed, nb = pub_bits(result[0])
+    usage = job_usage_seconds(job) if parse(q.backend)[0] == "ibm" else None
+    cost = query_cost(q, t, [str(job.job_id())], usage)
+    return QueryResult(z_from_bits(packed, nb), cost)
+
+
+def query_cost(q: Query, t: Transpiled, job_ids: list[str], usage: float | None, jobs: float = 1.0) -> dict[str, Any]:
+    """The cost dict of one query (keys that `workloads.cell.evaluate_stage` copies into the row)."""
+    n = len(q.values)
+    info = device_info(q.backend)
+    return {
+        "circuits": float(n), "shots": float(n * q.shots),
+        "qpu_seconds": float(usage or 0.0),
+        "qpu_seconds_est": qpu_seconds_estimate(q.backend, n, q.shots, jobs, t),
+        "transpiled_depth": t.depth, "two_qubit_gates": t.two_qubit_gates,
+        "optimization_level": t.optimization_level,
+        "calibration_time": info["calibration_time"],
+        "job_ids": list(job_ids),
+        "backend_version": info["backend_version"],
+        "backend_name": info["backend_name"],
+        "qiskit_ibm_runtime_version": info["qiskit_ibm_runtime_version"],
+    }
+
+
+def make_query(model: torch.nn.Module, x: torch.Tensor, shots: int, backend: str, seed: int) -> Query:
+    """The per-sample parameter rows of `model`'s circuit on inputs x."""
+    q = model.quantum
+    with torch.no_grad():
+        feats = torch.cat([model.encoded(x[i : i + 1000]) for i in range(0, len(x), 1000)]) if len(x) else x
+    weights = q.weight.detach().cpu().numpy()
+    values = parameter_values(q.encoding, feats.detach().cpu().numpy().astype(np.float64), weights)
+    return Query(backend, q.encoding, int(q.weight.shape[0]), int(shots), int(seed), values)
+
+
+def backend_logits(model: torch.nn.Module, x: torch.Tensor, shots: int | None, backend: str,
+                   seed: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    """(logits, cost) of `model` on x with its quantum layer sampled on `backend` with `shots` per sample."""
+    if shots is None:
+        raise ValueError(f"backend {backend!r} measures shots; eval_shots 'exact' needs backend torch")
+    parse(backend)
+    q = make_query(model, x, shots, backend, seed)
+    hook = _HOOK.get()
+    res = hook(q) if hook is not None else None
+    if res is None:
+        res = run_query(q)
+    z = torch.as_tensor(np.asarray(res.z, dtype=np.float64))
+    with torch.no_grad():
+        logits = model.head(z.to(model.head.weight.dtype))
+    return logits, dict(res.cost)
