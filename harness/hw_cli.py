@@ -1,39 +1,194 @@
-"""`qmu hw ...`: hardware jobs through a ledger (estimate, submit, collect, status).
+"""`qmu hw ...`: evaluation on IBM Quantum hardware (or fake/aer backends) through a job ledger.
 
-Placeholder sub-app mounted by `harness.cli`; the hardware issue fills in these commands.
+    qmu hw estimate GRID.yaml        circuits, shots and estimated QPU seconds per cell and in total
+    qmu hw submit GRID.yaml          simulator stages, then submit the evaluation jobs (Batch mode), record
+                                     every job id in the ledger before waiting; refuses past --max-qpu-seconds
+    qmu hw collect                   fetch finished jobs (also after a killed driver, another day), store rows
+    qmu hw status                    pending / done / failed jobs, with reasons
+
+Exit codes: 0 ok, 1 some cells failed, 2 bad input (grid, credentials, budget). Missing credentials for an
+`ibm:` backend fail with exit 2 before any work. The token never appears in output or the ledger.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import List, Optional
+
 import typer
+from rich.console import Console
+from rich.table import Table
 
 app = typer.Typer(name="hw", no_args_is_help=True, help="Hardware jobs through a ledger (QPU budget).")
+err = Console(stderr=True)
+RESULTS_HELP = "results root: a local directory or a pyarrow filesystem URI"
+LEVEL_HELP = "preset pass manager optimization level (0-3; default 1 or $QMU_HW_OPTIMIZATION_LEVEL)"
 
 
-def _todo(cmd: str) -> None:
-    typer.echo(f"qmu hw {cmd}: not implemented yet", err=True)
-    raise typer.Exit(1)
+def _fail(msg: str, code: int = 2) -> typer.Exit:
+    from workloads.backends import scrub
+
+    err.print(f"[bold red]error:[/] {scrub(msg)}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _load(grid: Path):
+    from .grid_spec import GridError, load_grid
+
+    try:
+        spec = load_grid(grid)
+    except GridError as e:
+        raise _fail(str(e)) from None
+    bad = [b for b in spec.axes["backend"] if b == "torch"]
+    if bad:
+        raise _fail(f"{grid}: backend: 'torch' is not a hardware backend; use fake:<Name>, ibm:<name>, aer or "
+                    "aer-noise (run simulator grids with `qmu run`)")
+    return spec
+
+
+def _level(level: Optional[int]) -> Optional[int]:
+    if level is not None and level not in (0, 1, 2, 3):
+        raise _fail(f"--optimization-level: expected 0, 1, 2 or 3, got {level}")
+    return level
 
 
 @app.command()
-def estimate() -> None:
-    """Estimate QPU seconds of a hardware grid."""
-    _todo("estimate")
+def estimate(
+    grid: Path = typer.Argument(..., help="grid spec YAML"),
+    results: str = typer.Option("results", help=RESULTS_HELP),
+    optimization_level: Optional[int] = typer.Option(None, help=LEVEL_HELP),
+) -> None:
+    """Circuits, shots and estimated QPU seconds per cell and in total (cells already stored excluded)."""
+    from workloads.backends import BackendError
+
+    from .hardware import Ledger, estimate as est_cells, plan_cells
+    from .store import ResultStore
+
+    spec = _load(grid)
+    store = ResultStore(results)
+    plans = plan_cells(spec, store, Ledger(store))
+    todo = [p for p in plans if p.state in ("submit", "resubmit")]
+    try:
+        ests = est_cells(todo, _level(optimization_level))
+    except BackendError as e:
+        raise _fail(str(e)) from None
+    t = Table(title=f"{spec.name}: hardware estimate")
+    for col in ("cell", "model", "method", "shots", "backend", "2q gates", "depth", "circuits", "total shots",
+                "jobs", "QPU s (est)"):
+        t.add_column(col, justify="right" if col not in ("cell", "model", "method", "backend") else "left")
+    for e in ests:
+        c = e.cfg
+        t.add_row(e.cell_id, c.model, c.method, str(c.eval_shots), c.backend, str(e.two_qubit_gates), str(e.depth),
+                  f"{e.circuits:,}", f"{e.shots:,}", str(e.jobs), f"{e.qpu_seconds:.1f}")
+    Console(width=160).print(t)
+    total = sum(e.qpu_seconds for e in ests)
+    print(f"total: {len(ests)} cells to submit, {sum(e.circuits for e in ests):,} circuits, "
+          f"{sum(e.shots for e in ests):,} shots, estimated {total:.0f} QPU seconds ({total / 60:.1f} min); "
+          f"{sum(p.state == 'ok' for p in plans)} cells stored, {sum(p.state == 'pending' for p in plans)} in flight")
 
 
 @app.command()
-def submit() -> None:
-    """Submit hardware jobs within the QPU budget."""
-    _todo("submit")
+def submit(
+    grid: Path = typer.Argument(..., help="grid spec YAML"),
+    results: str = typer.Option("results", help=RESULTS_HELP),
+    max_qpu_seconds: float = typer.Option(60.0, help="refuse to submit more than this estimated QPU time"),
+    optimization_level: Optional[int] = typer.Option(None, help=LEVEL_HELP),
+    tag: List[str] = typer.Option([], "--tag", help="extra job tag (repeatable)"),
+    wait: bool = typer.Option(False, "--wait/--no-wait", help="wait for the jobs and collect the rows"),
+) -> None:
+    """Submit the evaluation jobs of a grid's cells (those neither stored nor in flight)."""
+    import os
+    import time
+
+    from workloads.backends import BackendError, MissingCredentials
+
+    from .hardware import PAUSE_ENV, BudgetExceeded, collect as collect_cells, submit as submit_cells
+    from .store import ResultStore
+
+    spec = _load(grid)
+    level = _level(optimization_level)
+    store = ResultStore(results)
+    try:
+        s = submit_cells(spec, store, max_qpu_seconds=max_qpu_seconds, level=level, tags=tuple(tag), wait=wait)
+    except (MissingCredentials, BudgetExceeded) as e:
+        raise _fail(str(e)) from None
+    except BackendError as e:
+        raise _fail(str(e), 1) from None
+    print(f"{spec.name}: submitted {len(s.submitted_jobs)} jobs for {s.cells_submitted} cells "
+          f"(estimated {s.qpu_seconds_est:.1f} QPU s); {s.cells_skipped_ok} cells already stored, "
+          f"{s.cells_pending} in flight; ledger: {results}/hw", flush=True)
+    pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
+    if pause:
+        time.sleep(pause)
+    if wait:
+        _collect_loop(store, spec.name, poll=30.0)
+
+
+def _collect_loop(store, grid: Optional[str], poll: float, once: bool = False) -> None:
+    import time
+
+    from workloads.backends import BackendError, MissingCredentials
+
+    from .hardware import collect as collect_cells
+
+    failed = 0
+    while True:
+        try:
+            c = collect_cells(store, grid)
+        except MissingCredentials as e:
+            raise _fail(str(e)) from None
+        except BackendError as e:
+            raise _fail(str(e), 1) from None
+        failed += len(c.failed)
+        print(f"collected: {len(c.stored)} stored, {len(c.failed)} failed, {len(c.pending)} pending", flush=True)
+        if once or not c.pending:
+            break
+        time.sleep(poll)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
-def collect() -> None:
-    """Collect finished hardware jobs into the result store."""
-    _todo("collect")
+def collect(
+    results: str = typer.Option("results", help=RESULTS_HELP),
+    grid: Optional[str] = typer.Option(None, help="only this grid"),
+    wait: bool = typer.Option(False, "--wait/--no-wait", help="poll until no job is pending"),
+    poll: float = typer.Option(30.0, help="seconds between polls with --wait"),
+) -> None:
+    """Fetch finished jobs and store their cells' rows (exit 1 if a cell failed)."""
+    from .store import ResultStore
+
+    _collect_loop(ResultStore(results), grid, poll, once=not wait)
 
 
 @app.command()
-def status() -> None:
-    """Show the ledger of hardware jobs."""
-    _todo("status")
+def status(
+    results: str = typer.Option("results", help=RESULTS_HELP),
+    grid: Optional[str] = typer.Option(None, help="only this grid"),
+    refresh: bool = typer.Option(True, "--refresh/--no-refresh", help="ask the service about pending jobs"),
+) -> None:
+    """Pending, done and failed jobs of the ledger, with reasons and QPU seconds."""
+    from workloads.backends import BackendError
+
+    from .hardware import job_table
+    from .store import ResultStore
+
+    try:
+        rows = job_table(ResultStore(results), grid, refresh=refresh)
+    except BackendError as e:
+        raise _fail(str(e), 1) from None
+    if not rows:
+        print(f"no hardware jobs under {results}")
+        return
+    t = Table(title=f"hardware jobs: {results}")
+    for col in ("job id", "grid", "stage", "backend", "cells", "circuits", "shots", "status", "QPU s", "est s",
+                "submitted", "reason"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        q = r.get("qpu_seconds")
+        t.add_row(r["job_id"], r["grid"], r["stage"], r["backend"], str(len(r["cells"])), str(sum(r["circuits"])),
+                  str(r["shots"]), r["status"], "-" if q is None else f"{q:.1f}", f"{r['qpu_seconds_est']:.1f}",
+                  r["submitted_at"][:19], r.get("reason") or "")
+    Console(width=200).print(t)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("pending", "done", "failed")}
+    print(", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -1,0 +1,631 @@
+"""Hardware evaluation through a job ledger (DESIGN.md section 9, `qmu hw ...`).
+
+Training and unlearning always run on the simulator (torch, the same stages and artifacts as `qmu run`).
+What goes to the device is evaluation: the attack's queries of the original model and the evaluation
+outputs of the unlearned model. `submit` runs the simulator stages, captures the backend queries that the
+attack and evaluate stages make (`workloads.backends.query_hook`), submits them as sampler jobs in Batch
+mode and records every job id in the ledger *before* waiting. `collect` (any later process, any day)
+fetches finished jobs, replays the attack and evaluate stages on the measured bits and stores the cell
+rows through the result store.
+
+Ledger layout under the results root (JSON and npz, written atomically through the store):
+
+    hw/jobs/<job_id>.json                 job: backend, stage, cells, shots, circuits, tags, status, reason, usage
+    hw/results/<job_id>.npz               measured bits per PUB: the service's retained result (for local
+                                          fake/aer jobs, written when the job finishes inside `submit`)
+    hw/cells/grid=<name>/<cell_id>.json   cell: config, stage keys, its attack and evaluate job ids, state
+    hw/stages/<attack_key>.json           the job that serves a shared attack stage
+
+The token never reaches the ledger: only names, ids, counts and scrubbed error texts are written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow.fs as pafs
+
+from .grid_spec import GridSpec
+from .identity import cell_id, config_dict, stage_keys
+from .store import ResultStore
+
+ROOT = "hw"
+DEFAULT_MAX_QPU_SECONDS = 60.0
+PENDING, DONE, FAILED = "pending", "done", "failed"
+PAUSE_ENV = "QMU_HW_PAUSE_AFTER_SUBMIT"  # test hook: seconds to sleep after the last job is recorded
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Ledger:
+    """JSON records and result arrays under `<results>/hw`, through the store's filesystem."""
+
+    def __init__(self, store: ResultStore) -> None:
+        self.store = store
+
+    def _p(self, *parts: str) -> str:
+        return self.store._p(ROOT, *parts)
+
+    def _write_json(self, path: str, obj: dict[str, Any]) -> None:
+        self.store._write(path, json.dumps(obj, sort_keys=True, indent=1, default=str).encode())
+
+    def _read_json(self, path: str) -> dict[str, Any] | None:
+        if not self.store.exists(path):
+            return None
+        with self.store.fs.open_input_stream(path) as f:
+            return json.loads(f.read())
+
+    def _list(self, *parts: str, suffix: str = ".json") -> list[str]:
+        sel = pafs.FileSelector(self._p(*parts), allow_not_found=True, recursive=True)
+        return sorted(i.path for i in self.store.fs.get_file_info(sel)
+                      if i.type == pafs.FileType.File and i.base_name.endswith(suffix)
+                      and not i.base_name.startswith(".tmp-"))
+
+    # jobs ----------------------------------------------------------------------------------------
+    def put_job(self, rec: dict[str, Any]) -> None:
+        self._write_json(self._p("jobs", f"{rec['job_id']}.json"), rec)
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        return self._read_json(self._p("jobs", f"{job_id}.json"))
+
+    def jobs(self) -> list[dict[str, Any]]:
+        out = []
+        for p in self._list("jobs"):
+            with self.store.fs.open_input_stream(p) as f:
+                out.append(json.loads(f.read()))
+        return sorted(out, key=lambda r: r.get("submitted_at", ""))
+
+    def put_result(self, job_id: str, pubs: list[tuple[np.ndarray, int]]) -> None:
+        buf = io.BytesIO()
+        arrays = {f"bits_{i}": a for i, (a, _) in enumerate(pubs)}
+        np.savez_compressed(buf, num_bits=np.array([nb for _, nb in pubs], dtype=np.int64), **arrays)
+        self.store._write(self._p("results", f"{job_id}.npz"), buf.getvalue())
+
+    def has_result(self, job_id: str) -> bool:
+        return self.store.exists(self._p("results", f"{job_id}.npz"))
+
+    def result(self, job_id: str) -> list[tuple[np.ndarray, int]]:
+        with self.store.fs.open_input_stream(self._p("results", f"{job_id}.npz")) as f:
+            data = np.load(io.BytesIO(f.read()))
+            nbits = data["num_bits"]
+            return [(data[f"bits_{i}"], int(nb)) for i, nb in enumerate(nbits)]
+
+    # cells and shared stages ---------------------------------------------------------------------
+    def put_cell(self, rec: dict[str, Any]) -> None:
+        self._write_json(self._p("cells", f"grid={rec['grid']}", f"{rec['cell_id']}.json"), rec)
+
+    def cell(self, grid: str, cid: str) -> dict[str, Any] | None:
+        return self._read_json(self._p("cells", f"grid={grid}", f"{cid}.json"))
+
+    def cells(self, grid: str | None = None) -> list[dict[str, Any]]:
+        parts = ("cells", f"grid={grid}") if grid else ("cells",)
+        out = []
+        for p in self._list(*parts):
+            with self.store.fs.open_input_stream(p) as f:
+                out.append(json.loads(f.read()))
+        return out
+
+    def put_stage(self, key: str, rec: dict[str, Any]) -> None:
+        self._write_json(self._p("stages", f"{key}.json"), rec)
+
+    def stage(self, key: str) -> dict[str, Any] | None:
+        return self._read_json(self._p("stages", f"{key}.json"))
+
+
+# ------------------------------------------------------------------------------------------------------
+# planning and estimates
+
+
+def _workload():
+    import workloads
+    from workloads import cell as wc
+
+    return wc, workloads.code_version()
+
+
+@dataclass
+class CellPlan:
+    cell_id: str
+    cfg: Any
+    keys: dict[str, str]
+    state: str  # "ok" (stored), "pending" (jobs in flight), "submit" (to submit), "resubmit" (failed before)
+    reason: str | None = None
+
+
+def plan_cells(spec: GridSpec, store: ResultStore, ledger: Ledger) -> list[CellPlan]:
+    """Every cell of the grid with what submit would do with it."""
+    wc, cv = _workload()
+    statuses = store.cell_statuses(spec.name)
+    out = []
+    for cfg in spec.cells(wc.CellConfig):
+        cid = cell_id(spec.name, cfg)
+        keys = stage_keys(wc.stage_specs(cfg), cv)
+        if statuses.get(cid) == "ok":
+            out.append(CellPlan(cid, cfg, keys, "ok"))
+            continue
+        rec = ledger.cell(spec.name, cid)
+        if rec is None:
+            out.append(CellPlan(cid, cfg, keys, "submit"))
+        elif rec["state"] == FAILED:
+            out.append(CellPlan(cid, cfg, keys, "resubmit", rec.get("reason")))
+        elif rec["state"] == DONE:  # collected but the row is gone (store cleared): submit again
+            out.append(CellPlan(cid, cfg, keys, "submit"))
+        else:
+            out.append(CellPlan(cid, cfg, keys, "pending"))
+    return out
+
+
+def attack_circuits(cfg: Any) -> int:
+    from workloads.hparams import merged
+
+    p = merged("attack", cfg.params_dict().get("attack"))
+    return min(p["n_members"], cfg.n_train) + min(p["n_nonmembers"], cfg.n_test)
+
+
+def evaluate_circuits(cfg: Any) -> int:
+    return cfg.n_train + cfg.n_test
+
+
+@dataclass
+class CellEstimate:
+    cell_id: str
+    cfg: Any
+    circuits: int
+    shots: int
+    jobs: int
+    qpu_seconds: float
+    two_qubit_gates: int
+    depth: int
+
+
+def estimate(plans: list[CellPlan], level: int | None = None) -> list[CellEstimate]:
+    """Circuits, shots and estimated QPU seconds per cell; a shared attack stage is counted once, on the
+    first cell that needs it."""
+    from workloads import backends as wb
+    from workloads.registry import model_spec
+
+    seen_attacks: set[str] = set()
+    out = []
+    for p in plans:
+        cfg = p.cfg
+        spec = model_spec(cfg.model)
+        t = wb.transpiled(spec.encoding, spec.n_layers, _estimate_backend(cfg.backend), level)
+        n, jobs = evaluate_circuits(cfg), 1
+        if p.keys["attack"] not in seen_attacks:
+            seen_attacks.add(p.keys["attack"])
+            n, jobs = n + attack_circuits(cfg), 2
+        shots = int(cfg.eval_shots or 0)
+        qpu = wb.qpu_seconds_estimate(_estimate_backend(cfg.backend), n, shots, jobs, t)
+        out.append(CellEstimate(p.cell_id, cfg, n, n * shots, jobs, qpu, t.two_qubit_gates, t.depth))
+    return out
+
+
+def _estimate_backend(backend: str) -> str:
+    """The backend to transpile against for an estimate: an ibm: device without credentials is stood in
+    for by the fake backend of the same device, when qiskit-ibm-runtime ships one."""
+    from workloads import backends as wb
+
+    if not backend.startswith("ibm:") or wb.credentials_source() is not None:
+        return backend
+    from qiskit_ibm_runtime import fake_provider
+
+    name = backend.split(":", 1)[1].removeprefix("ibm_")
+    fake = "Fake" + name[:1].upper() + name[1:]
+    if hasattr(fake_provider, fake):
+        return f"fake:{fake}"
+    raise wb.MissingCredentials(
+        f"estimating {backend!r} needs its target: set QISKIT_IBM_TOKEN or save an account "
+        f"(no local fake backend {fake!r} to stand in)")
+
+
+# ------------------------------------------------------------------------------------------------------
+# simulator stages (train, unlearn) with artifacts shared with `qmu run`
+
+
+def _stage_state(store: ResultStore, key: str, run: Callable[[], Any], kind: str) -> tuple[dict, dict]:
+    """(state, cost) of a simulator stage: the stored artifact, else run it and store it like the runner."""
+    from workloads.serialize import dumps, loads
+
+    if store.has_artifact(key):
+        state, meta = loads(store.read_artifact(key))
+        return state, json.loads(meta.get("qmu", "{}")).get("cost", {})
+    t0 = time.time()
+    res = run()
+    cost = {k: float(v) for k, v in res.cost.items() if v is not None}
+    meta = {"kind": kind, "cost": cost, "host": socket.gethostname(), "pid": os.getpid(), "node": "hw-driver",
+            "started": t0, "wall": time.time() - t0}
+    store.write_artifact(key, dumps(res.state, {"qmu": json.dumps(meta, sort_keys=True)}))
+    return res.state, cost
+
+
+# ------------------------------------------------------------------------------------------------------
+# submit
+
+
+@dataclass
+class _Captured:
+    queries: list[Any] = field(default_factory=list)
+
+    def __call__(self, q: Any) -> Any:
+        from workloads.backends import QueryResult
+
+        self.queries.append(q)
+        n = len(q.values)
+        return QueryResult(np.zeros((n, 8)), {"circuits": float(n), "shots": float(n * q.shots)})
+
+
+@dataclass
+class SubmitSummary:
+    submitted_jobs: list[str] = field(default_factory=list)
+    cells_submitted: int = 0
+    cells_skipped_ok: int = 0
+    cells_pending: int = 0
+    qpu_seconds_est: float = 0.0
+
+
+class BudgetExceeded(ValueError):
+    pass
+
+
+def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAULT_MAX_QPU_SECONDS,
+           level: int | None = None, tags: tuple[str, ...] = (), wait: bool = False,
+           echo: Callable[[str], None] = print) -> SubmitSummary:
+    """Submit the grid's cells that are neither stored nor in flight; returns after recording every job."""
+    from workloads import backends as wb
+    from workloads.registry import model_spec
+
+    wc, cv = _workload()
+    ledger = Ledger(store)
+    plans = plan_cells(spec, store, ledger)
+    summary = SubmitSummary(cells_skipped_ok=sum(p.state == "ok" for p in plans),
+                            cells_pending=sum(p.state == "pending" for p in plans))
+    todo = [p for p in plans if p.state in ("submit", "resubmit")]
+    if not todo:
+        echo(f"{spec.name}: nothing to submit ({summary.cells_skipped_ok} stored, {summary.cells_pending} in flight)")
+        return summary
+    for b in sorted({p.cfg.backend for p in todo}):
+        wb.require_credentials(b)  # before any work
+    est = sum(e.qpu_seconds for e in estimate(todo, level))
+    if est > max_qpu_seconds:
+        raise BudgetExceeded(f"{len(todo)} cells need an estimated {est:.0f} QPU seconds, more than "
+                             f"--max-qpu-seconds {max_qpu_seconds:g}; raise the limit to submit (nothing was submitted)")
+
+    # 1. simulator stages and captured queries, for every cell, before anything is submitted
+    work = []  # (plan, attack queries to submit with this cell or None, evaluate queries)
+    attacks: dict[str, Any] = {}  # attack key -> captured attack stage (its state lets evaluate run)
+    for p in todo:
+        cfg = p.cfg
+        original, c_train = _stage_state(store, p.keys["train"], lambda: wc.train_stage(cfg), "train")
+        unlearned, c_unl = _stage_state(store, p.keys["unlearn"], lambda: wc.unlearn_stage(cfg, original), "unlearn")
+        akey = p.keys["attack"]
+        aq = None
+        if akey not in attacks:
+            cap = _Captured()
+            with wb.query_hook(cap):
+                attacks[akey] = wc.attack_stage(cfg, original)
+            prev = ledger.stage(akey)
+            prev_job = ledger.job(prev["job_id"]) if prev else None
+            if prev_job is None or _job_state(ledger, prev_job) == FAILED:
+                aq = cap.queries  # the first cell that needs this attack carries its job
+        att = attacks[akey]
+        cap_e = _Captured()
+        with wb.query_hook(cap_e):
+            wc.evaluate_stage(cfg, original, unlearned, att.state,
+                              {"train": c_train, "unlearn": c_unl, "attack": att.cost})
+        work.append((p, aq, cap_e.queries))
+    # exact budget check from the captured queries
+    exact = 0.0
+    for p, aq, eq in work:
+        spec_m = model_spec(p.cfg.model)
+        t = wb.transpiled(spec_m.encoding, spec_m.n_layers, p.cfg.backend, level)
+        for qs in (aq, eq):
+            if qs:
+                exact += wb.qpu_seconds_estimate(p.cfg.backend, sum(len(q.values) for q in qs), qs[0].shots, 1, t)
+    if exact > max_qpu_seconds:
+        raise BudgetExceeded(f"the captured queries need an estimated {exact:.0f} QPU seconds, more than "
+                             f"--max-qpu-seconds {max_qpu_seconds:g} (nothing was submitted)")
+    summary.qpu_seconds_est = exact
+
+    # 2. submit, one job per stage (its queries are the job's PUBs), Batch mode per backend
+    batches: dict[Any, Any] = {}
+    attack_jobs: dict[str, str] = {}
+    try:
+        for p, aq, eq in work:
+            cfg = p.cfg
+            spec_m = model_spec(cfg.model)
+            t = wb.transpiled(spec_m.encoding, spec_m.n_layers, cfg.backend, level)
+            base_tags = ("qmu", f"grid:{spec.name}", *tags)
+            akey = p.keys["attack"]
+            if aq:
+                attack_jobs[akey] = _submit_job(ledger, batches, spec.name, cfg, t, aq, "attack", akey,
+                                                [c.cell_id for c in todo if c.keys["attack"] == akey],
+                                                base_tags, wait)
+                ledger.put_stage(akey, {"job_id": attack_jobs[akey], "backend": cfg.backend})
+                summary.submitted_jobs.append(attack_jobs[akey])
+            a_job = attack_jobs.get(akey) or ledger.stage(akey)["job_id"]
+            e_job = _submit_job(ledger, batches, spec.name, cfg, t, eq, "evaluate", p.keys["evaluate"], [p.cell_id],
+                                base_tags, wait)
+            summary.submitted_jobs.append(e_job)
+            ledger.put_cell({
+                "grid": spec.name, "cell_id": p.cell_id, "cfg": config_dict(cfg), "keys": p.keys, "code_version": cv,
+                "backend": cfg.backend, "state": PENDING, "reason": None, "attack_job": a_job, "evaluate_job": e_job,
+                "optimization_level": t.optimization_level, "submitted_at": _now(),
+                "attempts": (ledger.cell(spec.name, p.cell_id) or {}).get("attempts", 0) + 1,
+            })
+            summary.cells_submitted += 1
+            echo(f"submitted {p.cell_id} ({cfg.model} {cfg.method} shots={cfg.eval_shots} {cfg.backend}): "
+                 f"jobs {a_job} {e_job}")
+    finally:
+        for b in batches.values():
+            try:
+                b.close()
+            except Exception:  # noqa: BLE001 -- a local batch has nothing to close
+                pass
+    store.write_manifest(spec.name, {"grid": spec.name, "path": spec.path, "cells": [p.cell_id for p in plans],
+                                     "code_version": cv, "written_at": _now(), "hardware": True})
+    return summary
+
+
+def _submit_job(ledger: Ledger, batches: dict, grid: str, cfg: Any, t: Any, queries: list[Any], kind: str,
+                key: str, cells: list[str], tags: tuple[str, ...], wait: bool) -> str:
+    """Submit one stage's queries as one sampler job; record it; for local backends, retain its result."""
+    from workloads import backends as wb
+
+    shots = queries[0].shots
+    backend = cfg.backend
+    local = wb.is_local(backend)
+    est = wb.qpu_seconds_estimate(backend, sum(len(q.values) for q in queries), shots, 1, t)
+    job_tags = [*tags, f"stage:{kind}"]
+    mode = None
+    if wb.parse(backend)[0] != "aer" and wb.parse(backend)[0] != "aer-noise":
+        from qiskit_ibm_runtime import Batch
+
+        target = wb.mode_backend(backend, t, shots)
+        bkey = id(target)
+        if bkey not in batches:
+            try:
+                batches[bkey] = Batch(backend=target)
+            except Exception as e:  # noqa: BLE001
+                raise wb.BackendError(f"{backend}: cannot open a batch: {wb.scrub(f'{type(e).__name__}: {e}')}") from None
+        mode = batches[bkey]
+    sampler = wb.make_sampler(backend, shots, queries[0].seed, t, mode=mode)
+    if not local:
+        sampler.options.environment.job_tags = job_tags
+    try:
+        job = sampler.run([(t.isa, q.values) for q in queries], shots=shots)
+        job_id = str(job.job_id())
+    except Exception as e:  # noqa: BLE001
+        raise wb.BackendError(f"{backend}: submit failed: {wb.scrub(f'{type(e).__name__}: {e}')}") from None
+    rec = {
+        "job_id": job_id, "grid": grid, "backend": backend, "stage": kind, "stage_key": key, "cells": cells,
+        "shots": shots, "circuits": [len(q.values) for q in queries], "seeds": [q.seed for q in queries],
+        "values_sums": [float(np.sum(q.values)) for q in queries], "tags": job_tags, "local": local,
+        "pid": os.getpid(), "host": socket.gethostname(), "submitted_at": _now(), "status": PENDING,
+        "reason": None, "qpu_seconds": None, "qpu_seconds_est": est,
+        "transpile": {"depth": t.depth, "two_qubit_gates": t.two_qubit_gates, "active_qubits": t.active_qubits,
+                      "optimization_level": t.optimization_level, "seed_transpiler": t.seed_transpiler,
+                      "duration_s": t.duration_s},
+        "device": wb.device_info(backend),
+    }
+    ledger.put_job(rec)  # recorded before waiting
+    if local or wait:
+        _finish_job(ledger, rec, job)
+    return job_id
+
+
+def _finish_job(ledger: Ledger, rec: dict[str, Any], job: Any) -> None:
+    """Wait for `job`, retain its bits in the ledger and mark it done, or failed with the reason."""
+    from workloads import backends as wb
+
+    try:
+        result = job.result()
+        pubs = [wb.pub_bits(r) for r in result]
+    except Exception as e:  # noqa: BLE001
+        rec.update(status=FAILED, reason=wb.scrub(f"{type(e).__name__}: {e}")[:2000], finished_at=_now())
+        ledger.put_job(rec)
+        return
+    ledger.put_result(rec["job_id"], pubs)
+    usage = None if rec["local"] else wb.job_usage_seconds(job)
+    rec.update(status=DONE, reason=None, finished_at=_now(), qpu_seconds=usage if usage is not None else (0.0 if rec["local"] else None))
+    ledger.put_job(rec)
+
+
+# ------------------------------------------------------------------------------------------------------
+# job state, collect
+
+
+def _job_state(ledger: Ledger, rec: dict[str, Any], refresh: bool = True) -> str:
+    """pending | done | failed, refreshing from the service (ibm) or the retained result (local)."""
+    from workloads import backends as wb
+
+    if rec["status"] in (DONE, FAILED):
+        if rec["status"] == DONE and not ledger.has_result(rec["job_id"]) and rec["local"]:
+            rec.update(status=FAILED, reason="retained result missing from the ledger")
+            ledger.put_job(rec)
+        return rec["status"]
+    if rec["local"]:
+        if ledger.has_result(rec["job_id"]):
+            rec.update(status=DONE, finished_at=_now(), qpu_seconds=0.0)
+            ledger.put_job(rec)
+            return DONE
+        if rec.get("host") == socket.gethostname() and rec["pid"] != os.getpid() and _pid_alive(rec["pid"]):
+            return PENDING
+        rec.update(status=FAILED, reason="lost: the local job ended with its driver before it finished; resubmit")
+        ledger.put_job(rec)
+        return FAILED
+    if not refresh:
+        return PENDING
+    service = wb.runtime_service()
+    try:
+        job = service.job(rec["job_id"])
+        st = job.status()
+        st = getattr(st, "name", str(st)).upper()
+    except Exception as e:  # noqa: BLE001
+        raise wb.BackendError(f"cannot query job {rec['job_id']}: {wb.scrub(f'{type(e).__name__}: {e}')}") from None
+    if st in ("DONE", "COMPLETED"):
+        _finish_job(ledger, rec, job)
+        return rec["status"]
+    if st in ("ERROR", "CANCELLED", "FAILED"):
+        try:
+            msg = job.error_message() or st.lower()
+        except Exception:  # noqa: BLE001
+            msg = st.lower()
+        rec.update(status=FAILED, reason=f"{st.lower()}: {wb.scrub(str(msg))}"[:2000], finished_at=_now())
+        try:
+            rec["qpu_seconds"] = wb.job_usage_seconds(job)
+        except Exception:  # noqa: BLE001
+            pass
+        ledger.put_job(rec)
+        return FAILED
+    return PENDING
+
+
+class _Replay:
+    """Query hook that answers a stage's queries, in order, from one finished job's retained bits."""
+
+    def __init__(self, rec: dict[str, Any], pubs: list[tuple[np.ndarray, int]]) -> None:
+        self.rec, self.pubs, self.i = rec, pubs, 0
+
+    def __call__(self, q: Any) -> Any:
+        from workloads import backends as wb
+
+        i = self.i
+        self.i += 1
+        if i >= len(self.pubs) or len(q.values) != self.rec["circuits"][i]:
+            raise RuntimeError(f"job {self.rec['job_id']} does not match the stage's query {i} "
+                               f"({len(q.values)} circuits); was the code changed between submit and collect?")
+        ref = self.rec["values_sums"][i]
+        if not math.isclose(float(np.sum(q.values)), ref, rel_tol=1e-6, abs_tol=1e-6):
+            raise RuntimeError(f"job {self.rec['job_id']}: parameters of query {i} differ from the submitted ones")
+        packed, nb = self.pubs[i]
+        z = wb.z_from_bits(packed, nb)
+        usage = (self.rec.get("qpu_seconds") or 0.0) if i == 0 else 0.0
+        est = self.rec.get("qpu_seconds_est", 0.0) if i == 0 else 0.0
+        tr = self.rec["transpile"]
+        dev = self.rec["device"]
+        cost = {"circuits": float(len(q.values)), "shots": float(len(q.values) * q.shots), "qpu_seconds": usage,
+                "qpu_seconds_est": est, "transpiled_depth": tr["depth"], "two_qubit_gates": tr["two_qubit_gates"],
+                "calibration_time": dev["calibration_time"], "job_ids": [self.rec["job_id"]],
+                "backend_version": dev["backend_version"]}
+        return wb.QueryResult(z, cost)
+
+
+@dataclass
+class CollectSummary:
+    stored: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+
+
+def collect(store: ResultStore, grid: str | None = None, echo: Callable[[str], None] = print) -> CollectSummary:
+    """Store the rows of every submitted cell whose jobs have finished; mark cells of failed jobs failed."""
+    from workloads import backends as wb
+    from workloads.serialize import loads
+
+    wc, _ = _workload()
+    ledger = Ledger(store)
+    out = CollectSummary()
+    for rec in ledger.cells(grid):
+        if rec["state"] != PENDING:
+            continue
+        a = ledger.job(rec["attack_job"])
+        e = ledger.job(rec["evaluate_job"])
+        states = [_job_state(ledger, j) if j else FAILED for j in (a, e)]
+        if FAILED in states:
+            bad = a if states[0] == FAILED else e
+            reason = f"job {bad['job_id'] if bad else '?'} failed: {(bad or {}).get('reason') or 'missing from ledger'}"
+            rec.update(state=FAILED, reason=reason)
+            ledger.put_cell(rec)
+            store.write_cell(rec["grid"], rec["cell_id"], {**_base_row(rec), "status": "failed", "error": reason}, None)
+            out.failed.append((rec["cell_id"], reason))
+            echo(f"failed {rec['cell_id']}: {reason}")
+            continue
+        if PENDING in states:
+            out.pending.append(rec["cell_id"])
+            continue
+        cfg = _cfg(wc, rec["cfg"])
+        original, _ = loads(store.read_artifact(rec["keys"]["train"]))
+        unlearned, _ = loads(store.read_artifact(rec["keys"]["unlearn"]))
+        costs = {k: json.loads(store.artifact_metadata(rec["keys"][k]).get("qmu", "{}")).get("cost", {})
+                 for k in ("train", "unlearn")}
+        with wb.query_hook(_Replay(a, ledger.result(a["job_id"]))):
+            att = wc.attack_stage(cfg, original)
+        with wb.query_hook(_Replay(e, ledger.result(e["job_id"]))):
+            row, examples = wc.evaluate_stage(cfg, original, unlearned, att.state, {**costs, "attack": att.cost})
+        row = {**row, **_base_row(rec), **_provenance(a, e), "status": "ok", "error": None}
+        store.write_cell(rec["grid"], rec["cell_id"], row, examples)
+        rec.update(state=DONE, reason=None, collected_at=_now())
+        ledger.put_cell(rec)
+        out.stored.append(rec["cell_id"])
+        echo(f"stored {rec['cell_id']} ({cfg.model} {cfg.method} shots={cfg.eval_shots} {cfg.backend}): "
+             f"mia_success {row['mia_success']:.3f}, acc_test_retain {row['acc_test_retain']:.3f}")
+    return out
+
+
+def _cfg(wc: Any, d: dict[str, Any]) -> Any:
+    d = dict(d)
+    params = d.pop("params", None)
+    cfg = wc.CellConfig(**d)
+    return cfg.with_params(params) if params else cfg
+
+
+def _base_row(rec: dict[str, Any]) -> dict[str, Any]:
+    c = rec["cfg"]
+    row = {k: c.get(k) for k in ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots",
+                                 "seed", "backend", "dataset", "n_train", "n_test")}
+    row.update(params=json.dumps(c.get("params") or {}, sort_keys=True), code_version=rec["code_version"],
+               host=socket.gethostname(), finished_at=datetime.now(timezone.utc), hw_submitted_at=rec["submitted_at"],
+               optimization_level=rec.get("optimization_level"))
+    for kind, key in rec["keys"].items():
+        row[f"{kind}_key"] = key
+    return row
+
+
+def _provenance(a: dict[str, Any], e: dict[str, Any]) -> dict[str, Any]:
+    dev = e["device"]
+    used = [j.get("qpu_seconds") for j in (a, e)]
+    return {
+        "job_ids": [a["job_id"], e["job_id"]],
+        "backend_name": dev["backend_name"], "backend_version": dev["backend_version"],
+        "calibration_time": dev["calibration_time"], "qiskit_ibm_runtime_version": dev["qiskit_ibm_runtime_version"],
+        "transpiled_depth": e["transpile"]["depth"], "two_qubit_gates": e["transpile"]["two_qubit_gates"],
+        "qpu_seconds": float(sum(u or 0.0 for u in used)),
+        "qpu_seconds_reported": all(u is not None for u in used) and not e["local"],
+        "qpu_seconds_est": float(a.get("qpu_seconds_est", 0.0) + e.get("qpu_seconds_est", 0.0)),
+    }
+
+
+def job_table(store: ResultStore, grid: str | None = None, refresh: bool = True) -> list[dict[str, Any]]:
+    """Every ledger job with its (refreshed) state, for `qmu hw status`."""
+    from workloads import backends as wb
+
+    ledger = Ledger(store)
+    rows = []
+    for rec in ledger.jobs():
+        if grid and rec["grid"] != grid:
+            continue
+        can_refresh = refresh and (rec["local"] or wb.credentials_source() is not None)
+        state = _job_state(ledger, rec, refresh=can_refresh) if (rec["local"] or can_refresh) else rec["status"]
+        rows.append({**rec, "status": state})
+    return rows
