@@ -154,24 +154,23 @@ def _isnull(v: object) -> bool:
         return False
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def report(
+    ctx: typer.Context,
     results: str = typer.Option("results", help=RESULTS_HELP),
     out: str = typer.Option("report", help="output directory"),
 ) -> None:
-    """Build report.html, report.md and figures/*.png from the result store."""
+    """Build report.html, report.md and figures/*.png from the result store (extra options go to
+    `reports.build`, e.g. --grid NAME, --compare A B)."""
     try:
         from reports import build  # lazy: reports is optional for every other command
     except ImportError:
         err.print("qmu report: the reports package has no `reports.build` module yet")
         raise typer.Exit(1) from None
-    if hasattr(build, "build_report"):
-        rc = build.build_report(results=results, out=out)
-    elif hasattr(build, "main"):
-        rc = build.main(["--results", results, "--out", out])
-    else:
-        err.print("qmu report: reports.build provides neither build_report() nor main()")
+    if not hasattr(build, "main"):
+        err.print("qmu report: reports.build provides no main(argv)")
         raise typer.Exit(1)
+    rc = build.main(["--results", results, "--out", out, *ctx.args])
     raise typer.Exit(rc if isinstance(rc, int) else 0)
 
 
