@@ -124,21 +124,27 @@ METRIC_COLS = [
     ("acc train forget", lambda r: fmt_ci(r, "acc_train_forget")),
     ("acc test retain", lambda r: fmt_ci(r, "acc_test_retain")),
     ("acc test forget", lambda r: fmt_ci(r, "acc_test_forget")),
+]
+GAP_COST_COLS = [
     ("Δ MIA vs retrain", lambda r: fmt_ci(r, "gap_mia_success")),
+    ("Δ AUC vs retrain", lambda r: fmt_ci(r, "gap_mia_auc")),
     ("Δ acc test retain vs retrain", lambda r: fmt_ci(r, "gap_acc_test_retain")),
     ("Δ acc train forget vs retrain", lambda r: fmt_ci(r, "gap_acc_train_forget")),
     ("unlearn s", lambda r: fmt_s(r.get("unlearn_seconds"))),
     ("unlearn circuits", lambda r: fmt_count(r.get("unlearn_circuits"))),
     ("shots total", lambda r: fmt_count(r.get("shots_total"))),
+    ("train s", lambda r: fmt_s(r.get("train_seconds"))),
 ]
 
 
-def metric_table(df: pd.DataFrame, keys: Sequence[str], title: str, note: str = "", collapsed: bool = False) -> Table:
-    cols = [k.replace("_", " ") for k in keys] + ["seeds"] + [c for c, _ in METRIC_COLS]
+def metric_table(df: pd.DataFrame, keys: Sequence[str], title: str, note: str = "", collapsed: bool = False,
+                 columns: Sequence[tuple[str, Any]] | None = None) -> Table:
+    columns = list(columns) if columns is not None else METRIC_COLS + GAP_COST_COLS
+    cols = [k.replace("_", " ") for k in keys] + ["seeds"] + [c for c, _ in columns]
     rows = []
     for _, r in df.iterrows():
         kv = [shots(r[k]) if k in q.SHOT_AXES else str(r[k]) for k in keys]
-        rows.append(kv + [str(int(r["n_seeds"]))] + [f(r) for _, f in METRIC_COLS])
+        rows.append(kv + [str(int(r["n_seeds"]))] + [f(r) for _, f in columns])
     return Table(title, cols, rows, note, collapsed)
 
 
@@ -218,8 +224,11 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
     ts.paragraphs.append(f"Reference slice: {describe_slice(ref)}. Means over seeds with 95% intervals "
                          "(t over seeds with 2 or more, else the cell's own Wilson / Hanley-McNeil interval). Δ = "
                          "difference to `retrain` with the same model, forget set, shots, seed and backend.")
-    ts.tables.append(metric_table(head, ["model", "method"], "Per method × model at the reference slice",
-                                  _note_seeds(head)))
+    ts.tables.append(metric_table(head, ["model", "method"], "Leakage and utility per method × model",
+                                  columns=METRIC_COLS))
+    ts.tables.append(metric_table(head, ["model", "method"], "Closeness to retrain and cost per method × model",
+                                  _note_seeds(head) + " Costs are per cell (unlearn s of retrain = its training "
+                                  "from scratch).", columns=GAP_COST_COLS))
     allg = q.aggregate(s, list(q.GROUP_AXES), g)
     if len(allg) > len(head):
         ts.tables.append(metric_table(allg, list(q.GROUP_AXES), "Every combination of axes (all slices)",

@@ -76,6 +76,13 @@ def _col(df: pd.DataFrame, c: str) -> np.ndarray:
     return pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=float)
 
 
+PANEL_W, LEGEND_W = 4.3, 1.5
+
+
+def _subplots(nrows: int, ncols: int, **kw):
+    return plt.subplots(nrows, ncols, layout="constrained", **kw)
+
+
 def _legend(fig, colors: dict[str, Any], methods: Sequence[str], markers: dict[str, str] | None = None,
             extra: list[tuple[Any, str]] | None = None) -> None:
     from matplotlib.lines import Line2D
@@ -87,11 +94,11 @@ def _legend(fig, colors: dict[str, Any], methods: Sequence[str], markers: dict[s
         handles += [Line2D([], [], color="0.35", marker=mk, linestyle="", label=mo) for mo, mk in markers.items()]
     for h, lab in extra or []:
         handles.append(h)
-    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False, title="method")
+    fig.legend(handles=handles, loc="outside right center", frameon=False, title="method")
 
 
 def _finish(fig) -> None:
-    fig.tight_layout()
+    """Layout is constrained (set at creation), so nothing to do; kept as the one place to change it."""
 
 
 # ------------------------------------------------------------------------------------------------ leakage
@@ -104,12 +111,13 @@ def fig_leakage(df: pd.DataFrame, note: str) -> Figure | Skipped:
     methods = q.sort_axis("method", df["method"].unique())
     models = sorted(df["model"].unique())
     colors, markers = method_colors(methods), model_markers(models)
-    rows = [("mia_success", "MIA success on forget set"), ("mia_auc", "attack AUC (forget vs same-class test)")]
-    fig, axes = plt.subplots(len(rows), len(forgets), figsize=(3.9 * len(forgets) + 0.4, 3.0 * len(rows)),
-                             squeeze=False, sharex="col")
-    for j, fo in enumerate(forgets):
+    cols = [("mia_success", "MIA success on the forget set"), ("mia_auc", "attack AUC (forget vs same-class test)")]
+    fig, axes = _subplots(len(forgets), len(cols), figsize=(PANEL_W * len(cols) + LEGEND_W, 3.3 * len(forgets)),
+                          squeeze=False, sharex=True)
+    for i, fo in enumerate(forgets):
         sub = df[df["forget"] == fo]
-        for i, (m, ylab) in enumerate(rows):
+        n = sub["n_forget"].dropna()
+        for j, (m, ylab) in enumerate(cols):
             ax = axes[i][j]
             for _, r in sub.iterrows():
                 x, y = r["acc_test_retain"], r[m]
@@ -122,15 +130,14 @@ def fig_leakage(df: pd.DataFrame, note: str) -> Figure | Skipped:
                             color=colors[r["method"]], markersize=13 if is_rt else 7, capsize=2.5, elinewidth=1,
                             markeredgecolor="black" if is_rt else "white", markeredgewidth=0.6, zorder=4 if is_rt else 3)
                 if is_rt and len(models) > 1:
-                    ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7.5)
+                    ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(7, -11 if y > 0.85 else 5),
+                                fontsize=7.5)
             if m == "mia_auc":
                 ax.axhline(0.5, color="0.5", lw=0.8, ls=":")
             ax.set_ylim(-0.04, 1.04)
-            ax.set_ylabel(ylab if j == 0 else "")
-            if i == 0:
-                n = sub["n_forget"].dropna()
-                ax.set_title(f"forget {fo}" + (f" (n={n.iloc[0]:.0f})" if len(n) else ""))
-            if i == len(rows) - 1:
+            ax.set_ylabel(ylab)
+            ax.set_title(f"forget {fo}" + (f" (n={n.iloc[0]:.0f})" if len(n) else ""))
+            if i == len(forgets) - 1:
                 ax.set_xlabel("accuracy, test (retained classes)")
     _legend(fig, colors, methods, markers)
     _finish(fig)
@@ -165,12 +172,12 @@ def fig_shots(df: pd.DataFrame, axis: str, metrics: Sequence[str], name: str, ti
     methods = q.sort_axis("method", df["method"].unique())
     colors = method_colors(methods)
     pos, sep = _shot_positions(list(vals))
-    fig, axes = plt.subplots(len(metrics), len(models), figsize=(4.0 * len(models) + 0.4, 2.5 * len(metrics)),
-                             squeeze=False, sharex=True)
+    fig, axes = _subplots(len(models), len(metrics), figsize=(PANEL_W * len(metrics) + LEGEND_W, 3.0 * len(models)),
+                          squeeze=False, sharex=True)
     n_methods = max(len(methods), 1)
     for j, mo in enumerate(models):
         for i, m in enumerate(metrics):
-            ax = axes[i][j]
+            ax = axes[j][i]
             for k, me in enumerate(methods):
                 sub = df[(df["model"] == mo) & (df["method"] == me)].copy()
                 if sub.empty:
@@ -178,6 +185,8 @@ def fig_shots(df: pd.DataFrame, axis: str, metrics: Sequence[str], name: str, ti
                 sub["_x"] = [pos[_key(v)] for v in sub[axis]]
                 sub = sub.sort_values("_x")
                 y = _col(sub, m)
+                if np.all(np.isnan(y)):
+                    continue
                 # a small multiplicative dodge so overlapping methods stay readable
                 x = sub["_x"].to_numpy(float) * (1.0 + 0.06 * (k - (n_methods - 1) / 2) / n_methods * 2)
                 fin = np.array([not _isnull(v) for v in sub[axis]])
@@ -187,6 +196,9 @@ def fig_shots(df: pd.DataFrame, axis: str, metrics: Sequence[str], name: str, ti
                 if (~fin).any():
                     ax.errorbar(x[~fin], y[~fin], yerr=e[:, ~fin], color=colors[me], marker="D", markersize=5,
                                 linestyle="", capsize=2, elinewidth=0.9)
+            if df[df["model"] == mo][m].isna().all():
+                ax.text(0.5, 0.5, "no retrain cells: no gap" if m.startswith("gap_") else "not recorded",
+                        ha="center", va="center", transform=ax.transAxes, color="0.3")
             ax.set_xscale("log")
             ticks = sorted(pos.items(), key=lambda kv: kv[1])
             ax.set_xticks([p for _, p in ticks])
@@ -198,11 +210,10 @@ def fig_shots(df: pd.DataFrame, axis: str, metrics: Sequence[str], name: str, ti
             ax.set_xlim(lo / 1.6, hi * 1.6)
             if m in q.BOUNDED or m.startswith("gap_"):
                 ax.set_ylim((-1.04, 1.04) if m.startswith("gap_") else (-0.04, 1.04))
-            ax.set_ylabel(LABELS.get(m, m) if j == 0 else "")
-            if i == 0:
-                ax.set_title(mo)
-            if i == len(metrics) - 1:
-                ax.set_xlabel(axis.replace("_", " ") + " (log; exact right of the dashed line)")
+            ax.set_ylabel(LABELS.get(m, m))
+            ax.set_title(mo)
+            if j == len(models) - 1:
+                ax.set_xlabel(axis.replace("_", " ") + " (log; exact apart)")
     _legend(fig, colors, methods)
     _finish(fig)
     cap = f"Metrics against `{axis}` (log axis; `exact`, i.e. analytic, is drawn apart as a diamond). " \
@@ -223,11 +234,11 @@ def fig_forget(df: pd.DataFrame, metrics: Sequence[str], note: str) -> Figure | 
     xpos = {f: i for i, f in enumerate(forgets)}
     sizes = df.groupby("forget")["n_forget"].mean()
     labels = [f"{f}\n(n={sizes.get(f):.0f})" if not _isnull(sizes.get(f)) else f for f in forgets]
-    fig, axes = plt.subplots(len(metrics), len(models), figsize=(max(4.0, 1.2 * len(forgets) + 1.5) * len(models) + 0.4,
-                                                                 2.5 * len(metrics)), squeeze=False, sharex=True)
+    fig, axes = _subplots(len(models), len(metrics), figsize=(max(PANEL_W, 1.1 * len(forgets) + 1.5) * len(metrics)
+                                                              + LEGEND_W, 3.0 * len(models)), squeeze=False, sharex=True)
     for j, mo in enumerate(models):
         for i, m in enumerate(metrics):
-            ax = axes[i][j]
+            ax = axes[j][i]
             for k, me in enumerate(methods):
                 sub = df[(df["model"] == mo) & (df["method"] == me)]
                 if sub.empty:
@@ -236,16 +247,18 @@ def fig_forget(df: pd.DataFrame, metrics: Sequence[str], note: str) -> Figure | 
                 y = _col(sub, m)
                 ax.errorbar(x, y, yerr=_err(y, _col(sub, f"{m}_lo"), _col(sub, f"{m}_hi")), color=colors[me],
                             marker="o", markersize=4.5, lw=1.1, capsize=2, elinewidth=0.9)
+            if df[df["model"] == mo][m].isna().all():
+                ax.text(0.5, 0.5, "no retrain cells: no gap" if m.startswith("gap_") else "not recorded",
+                        ha="center", va="center", transform=ax.transAxes, color="0.3")
             ax.set_xticks(range(len(forgets)))
             ax.set_xticklabels(labels)
             ax.set_xlim(-0.5, len(forgets) - 0.5)
-            if m in q.BOUNDED:
-                ax.set_ylim(-0.04, 1.04)
-            ax.set_ylabel(LABELS.get(m, m) if j == 0 else "")
-            if i == 0:
-                ax.set_title(mo)
-            if i == len(metrics) - 1:
-                ax.set_xlabel("forget set (random:N by size, then whole class)")
+            if m in q.BOUNDED or m.startswith("gap_"):
+                ax.set_ylim((-1.04, 1.04) if m.startswith("gap_") else (-0.04, 1.04))
+            ax.set_ylabel(LABELS.get(m, m))
+            ax.set_title(mo)
+            if j == len(models) - 1:
+                ax.set_xlabel("forget set")
     _legend(fig, colors, methods)
     _finish(fig)
     cap = "Metrics per forget set (random:N ordered by N, then class:K; n = forget-set size). Bars are 95% " \
@@ -263,11 +276,11 @@ def fig_roc(df: pd.DataFrame, note: str) -> Figure | Skipped:
     attacks = [a for a in ("paper-mlp", "loss") if a in set(df["attack"])]
     colors = method_colors(methods)
     floor = 1e-3
-    fig, axes = plt.subplots(len(attacks), len(models), figsize=(3.9 * len(models) + 0.4, 3.3 * len(attacks)),
-                             squeeze=False)
+    fig, axes = _subplots(len(models), len(attacks), figsize=(PANEL_W * len(attacks) + LEGEND_W, 3.6 * len(models)),
+                          squeeze=False)
     for i, at in enumerate(attacks):
         for j, mo in enumerate(models):
-            ax = axes[i][j]
+            ax = axes[j][i]
             sub_all = df[(df["attack"] == at) & (df["model"] == mo)]
             for me in methods:
                 sub = sub_all[sub_all["method"] == me].sort_values("fpr")
@@ -290,8 +303,8 @@ def fig_roc(df: pd.DataFrame, note: str) -> Figure | Skipped:
             ax.set_xlim(floor, 1.05)
             ax.set_ylim(floor * 0.8, 1.2)
             ax.set_title(f"{mo}: {'paper MLP attack' if at == 'paper-mlp' else 'loss attack'}")
-            ax.set_xlabel("false positive rate (same-class test non-members)")
-            ax.set_ylabel("true positive rate (forget-set members)" if j == 0 else "")
+            ax.set_xlabel("FPR (same-class test non-members)")
+            ax.set_ylabel("TPR (forget-set members)")
     _legend(fig, colors, methods)
     _finish(fig)
     cap = ("Empirical ROC between forget-set members and test non-members of the same class(es), log-log, at the "
@@ -315,7 +328,7 @@ def fig_cost(df: pd.DataFrame, note: str) -> Figure | Skipped:
     models = sorted(df["model"].unique())
     methods = q.sort_axis("method", df["method"].unique())
     pal = dict(zip(models, sns.color_palette("deep", len(models))))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels) + 0.6, 3.3), squeeze=False)
+    fig, axes = _subplots(1, len(panels), figsize=(3.3 * len(panels) + 0.6, 3.3), squeeze=False)
     width = 0.8 / max(len(models), 1)
     for j, (m, lab) in enumerate(panels):
         ax = axes[0][j]
@@ -350,8 +363,8 @@ def fig_cost(df: pd.DataFrame, note: str) -> Figure | Skipped:
     from matplotlib.patches import Patch
 
     if True:
-        fig.legend(handles=[Patch(color=pal[mo], label=mo) for mo in models], loc="center left",
-                   bbox_to_anchor=(1.0, 0.5), frameon=False, title="model")
+        fig.legend(handles=[Patch(color=pal[mo], label=mo) for mo in models], loc="outside right center",
+                   frameon=False, title="model")
     _finish(fig)
     cap = ("Mean cost per cell at the reference slice (log axis; 0 written where nothing was spent, e.g. `none`). "
            "`retrain` counts its training from scratch. Bars: 95% interval over seeds (none with one seed). " + note)
@@ -368,7 +381,7 @@ def fig_compare(df: pd.DataFrame, da: str, db: str) -> Figure | Skipped:
     models = sorted(both["model"].unique())
     colors, markers = method_colors(methods), model_markers(models)
     panels = [("mia_success", "MIA success"), ("mia_auc", "attack AUC"), ("acc_test_retain", "acc. test (retained)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 0.6, 3.6), squeeze=False)
+    fig, axes = _subplots(1, len(panels), figsize=(3.6 * len(panels) + 0.6, 3.6), squeeze=False)
     for j, (m, lab) in enumerate(panels):
         ax = axes[0][j]
         for _, r in both.iterrows():
@@ -394,7 +407,7 @@ def fig_compare(df: pd.DataFrame, da: str, db: str) -> Figure | Skipped:
 
 def save(f: Figure, figdir) -> dict[str, Any]:
     png, svg = figdir / f"{f.name}.png", figdir / f"{f.name}.svg"
-    f.fig.savefig(png, bbox_inches="tight")
-    f.fig.savefig(svg, bbox_inches="tight")
+    f.fig.savefig(png)
+    f.fig.savefig(svg)
     plt.close(f.fig)
     return {"png": png, "svg": svg}

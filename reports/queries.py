@@ -144,7 +144,9 @@ def _files(root: str, top: str, pattern: str) -> str | None:
 
 
 def connect(root: str) -> Store:
-    """Views `cells`, `examples`, `manifest_cells`, and the derived views `cell_n`, `cell_ci`, `cell_all`."""
+    """Tables `cells`, `examples`, `manifest_cells` read once from the store (so every later query is in memory),
+    and the derived per-cell tables `cell_n` (sample counts), `cell_ci` (ok cells with per-cell intervals) and
+    `cell_all` (cell_ci plus the gap to the matching retrain cell)."""
     root = os.path.abspath(root) if "://" not in root else root.rstrip("/")
     con = duckdb.connect()
     con.execute("SET threads TO 2")
@@ -161,7 +163,7 @@ def connect(root: str) -> Store:
 
     extra: list[str] = []
     if cglob:
-        con.execute(f"CREATE VIEW cells_raw AS SELECT * FROM {src(cglob)}")
+        con.execute(f"CREATE TEMP TABLE cells_raw AS SELECT * FROM {src(cglob)}")
         have = {r[0] for r in con.execute("DESCRIBE cells_raw").fetchall()}
         missing = [c for c in _COLUMN_TYPES if c not in have]
         extra = sorted(have - set(_COLUMN_TYPES))
@@ -169,16 +171,17 @@ def connect(root: str) -> Store:
         # NaN metrics (e.g. acc_test_forget of a random forget set) read as NULL: aggregates skip them
         nan_fix = [m for m in METRICS if m not in missing]
         repl = ", ".join(f"nan_null({m}::DOUBLE) AS {m}" for m in nan_fix)
-        con.execute(f"CREATE VIEW cells AS SELECT * REPLACE ({repl}){adds} FROM cells_raw")
+        con.execute(f"CREATE TEMP TABLE cells AS SELECT * REPLACE ({repl}){adds} FROM cells_raw")
     else:
         con.execute(f"CREATE VIEW cells AS {empty(_COLUMN_TYPES)}")
     if eglob:
-        con.execute(f"CREATE VIEW examples AS SELECT * FROM {src(eglob)} WHERE cell_id IN (SELECT cell_id FROM cells)")
+        con.execute(f"CREATE TEMP TABLE examples AS SELECT {', '.join(_EXAMPLE_TYPES)} FROM {src(eglob)} "
+                    "WHERE cell_id IN (SELECT cell_id FROM cells)")
     else:
         con.execute(f"CREATE VIEW examples AS {empty(_EXAMPLE_TYPES)}")
     if mglob:
         m = mglob.replace("'", "''")
-        con.execute(f"""CREATE VIEW manifest_cells AS SELECT grid, unnest(cells) AS cell_id
+        con.execute(f"""CREATE TEMP TABLE manifest_cells AS SELECT grid, unnest(cells) AS cell_id
                         FROM read_json('{m}', columns = {{grid: 'VARCHAR', cells: 'VARCHAR[]'}})""")
     else:
         con.execute("CREATE VIEW manifest_cells AS SELECT NULL::VARCHAR AS grid, NULL::VARCHAR AS cell_id WHERE FALSE")
@@ -189,9 +192,9 @@ def connect(root: str) -> Store:
 def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
     # per-cell sample counts (from examples; falls back to n_forget for the member count)
     con.execute("""
-    CREATE VIEW forget_labels AS
+    CREATE TEMP TABLE forget_labels AS
       SELECT cell_id, list_distinct(list(label)) AS labels FROM examples WHERE split = 'train_forget' GROUP BY cell_id;
-    CREATE VIEW cell_n AS
+    CREATE TEMP TABLE cell_n AS
       SELECT c.cell_id,
         coalesce(nullif(count(e.cell_id) FILTER (WHERE e.split = 'train_forget'), 0), c.n_forget::BIGINT) AS n_members,
         count(e.cell_id) FILTER (WHERE e.split = 'test' AND list_contains(f.labels, e.label)) AS n_nonmembers,
@@ -218,7 +221,7 @@ def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
             lo = hi = "NULL::DOUBLE"
         cols.append(f"{lo} AS {m}_lo, {hi} AS {m}_hi")
     con.execute(f"""
-    CREATE VIEW cell_ci AS
+    CREATE TEMP TABLE cell_ci AS
       SELECT c.* EXCLUDE (mia_success_lo, mia_success_hi), n.n_members, n.n_nonmembers, n.n_train_retain,
              n.n_test_forget, n.n_test_retain, {', '.join(cols)}
       FROM cells c JOIN cell_n n USING (cell_id) WHERE c.status = 'ok'
@@ -232,7 +235,7 @@ def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
                     f"CASE WHEN {comb} > 0 THEN clip_hi({d} + {Z} * {comb}, 1.0) END AS gap_{m}_hi")
     on = " AND ".join(f"r.{a} IS NOT DISTINCT FROM c.{a}" for a in AXES if a != "method")
     con.execute(f"""
-    CREATE VIEW cell_all AS
+    CREATE TEMP TABLE cell_all AS
       SELECT c.*, r.cell_id AS retrain_cell_id, {', '.join(gaps)}
       FROM cell_ci c LEFT JOIN (SELECT * FROM cell_ci WHERE method = 'retrain') r ON r.grid = c.grid AND {on}
     """)
@@ -375,7 +378,7 @@ def _order(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Sort groups in display order (exact shots last, methods in DESIGN order); NULL shots become None."""
     for a in SHOT_AXES + ("seed",):
         if a in df:
-            df[a] = [None if pd.isna(v) else int(v) for v in df[a]]
+            df[a] = pd.Series([None if pd.isna(v) else int(v) for v in df[a]], index=df.index, dtype=object)
     if df.empty:
         return df
     keys = []

@@ -1,0 +1,231 @@
+"""Reports over a real store: real cells (angle QNN on sklearn digits, few epochs) written with the store's writer,
+read back through real DuckDB over real Parquet. Table numbers are checked against direct DuckDB queries."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+PARAMS = {"qnn-angle-l2": {"epochs": 1}, "ga": {"max_epochs": 1}, "attack": {"epochs": 20}}
+METHODS = ("none", "retrain", "ga")
+FORGETS = ("class:4", "random:20")
+EVAL = (None, 64)
+SEEDS = (0, 1)
+
+
+def _cells(store, grid: str, seeds=SEEDS, forgets=FORGETS, methods=METHODS, evals=EVAL) -> list[str]:
+    """Run real stages (the train and attack stages shared as the harness shares them) and store the cells."""
+    from workloads.cell import CellConfig, attack_stage, evaluate_stage, train_stage, unlearn_stage
+
+    ids = []
+    for seed in seeds:
+        base = CellConfig("qnn-angle-l2", forgets[0], "none", None, None, None, seed, dataset="digits",
+                          n_train=200, n_test=100).with_params(PARAMS)
+        train = train_stage(base)
+        attacks = {ev: attack_stage(_with(base, eval_shots=ev), train.state) for ev in evals}
+        for forget in forgets:
+            for method in methods:
+                cfg = _with(base, forget=forget, method=method)
+                un = unlearn_stage(cfg, train.state)
+                for ev in evals:
+                    c = _with(cfg, eval_shots=ev)
+                    row, ex = evaluate_stage(c, train.state, un.state, attacks[ev].state,
+                                             {"train": train.cost, "unlearn": un.cost, "attack": attacks[ev].cost})
+                    cid = f"{grid}-{seed}-{forget.replace(':', '')}-{method}-{ev or 'exact'}"
+                    axes = {"model": c.model, "forget": forget, "method": method, "train_shots": None,
+                            "unlearn_shots": None, "eval_shots": ev, "seed": seed, "backend": "torch"}
+                    store.write_cell(grid, cid, {**axes, **row, "status": "ok", "code_version": "test", "host": "h"}, ex)
+                    ids.append(cid)
+    return ids
+
+
+def _with(cfg, **kw):
+    from dataclasses import replace
+
+    return replace(cfg, **kw)
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory) -> Path:
+    from harness.store import ResultStore
+
+    root = tmp_path_factory.mktemp("store")
+    store = ResultStore(str(root))
+    ids = _cells(store, "t")
+    axes = {"model": "qnn-angle-l2", "forget": "class:4", "train_shots": None, "unlearn_shots": None,
+            "eval_shots": None, "seed": 0, "backend": "torch"}
+    store.write_cell("t", "t-failed", {**axes, "method": "ssd", "status": "failed",
+                                       "error": "RuntimeError: boom\ntraceback..."}, None)
+    store.write_cell("t", "t-skipped", {**axes, "method": "rga", "status": "budget_skipped",
+                                        "error": "QPU budget exhausted"}, None)
+    store.write_manifest("t", {"grid": "t", "cells": ids + ["t-failed", "t-skipped", "t-pending"]})
+    # a second grid for --compare: one seed, two methods, exact only
+    _cells(store, "t2", seeds=(0,), forgets=("class:4",), methods=("none", "ga"), evals=(None,))
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(store_root: Path, tmp_path_factory) -> Path:
+    from reports.build import build_report
+
+    out = tmp_path_factory.mktemp("report")
+    return build_report(str(store_root), str(out), grid="t", compare=("t", "t2"))
+
+
+def _direct(root: Path, sql: str):
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW c AS SELECT * FROM read_parquet('{root}/cells/*/*.parquet', hive_partitioning = true, "
+                "union_by_name = true)")
+    return con.execute(sql).fetchall()
+
+
+def test_headline_table_matches_direct_duckdb(store_root: Path) -> None:
+    from reports import queries as q
+
+    s = q.connect(str(store_root))
+    ref = q.reference_slice(s, "t")
+    assert ref == {"train_shots": None, "unlearn_shots": None, "eval_shots": None, "forget": "class:4",
+                   "backend": "torch"}
+    head = q.headline_table(s, "t", ref).set_index("method")
+    assert list(head.index) == ["none", "retrain", "ga"]
+    for method in METHODS:
+        (mia, auc, acc, n, sd) = _direct(store_root, f"""
+            SELECT avg(mia_success), avg(mia_auc), avg(acc_test_retain), count(*), stddev_samp(mia_success)
+            FROM c WHERE grid = 't' AND status = 'ok' AND method = '{method}' AND forget = 'class:4'
+              AND eval_shots IS NULL""")[0]
+        r = head.loc[method]
+        assert r["n_cells"] == n == 2 and r["n_seeds"] == 2
+        assert r["mia_success"] == pytest.approx(mia, abs=1e-12)
+        assert r["mia_auc"] == pytest.approx(auc, abs=1e-12)
+        assert r["acc_test_retain"] == pytest.approx(acc, abs=1e-12)
+        half = 12.706 * sd / math.sqrt(2)  # t(0.975, 1) over two seeds, clipped to [0, 1]
+        assert r["mia_success_lo"] == pytest.approx(max(0.0, mia - half), abs=1e-9)
+        assert r["mia_success_hi"] == pytest.approx(min(1.0, mia + half), abs=1e-9)
+    # gap to retrain: same model, forget, shots, seed
+    (gap,) = _direct(store_root, """
+        SELECT avg(g.mia_success - r.mia_success) FROM c g JOIN c r ON r.method = 'retrain' AND r.seed = g.seed
+          AND r.forget = g.forget AND r.grid = g.grid AND r.eval_shots IS NOT DISTINCT FROM g.eval_shots
+        WHERE g.grid = 't' AND g.method = 'ga' AND g.forget = 'class:4' AND g.eval_shots IS NULL""")[0]
+    assert head.loc["ga", "gap_mia_success"] == pytest.approx(gap, abs=1e-12)
+    assert head.loc["retrain", "gap_mia_success"] == 0.0
+    # single-seed group keeps the cell's stored Wilson interval
+    one = q.aggregate(s, ["method"], {"grid": "t", **ref, "seed": 1}).set_index("method")
+    (lo, hi, v) = _direct(store_root, """SELECT mia_success_lo, mia_success_hi, mia_success FROM c WHERE grid = 't'
+        AND method = 'none' AND seed = 1 AND forget = 'class:4' AND eval_shots IS NULL""")[0]
+    assert (one.loc["none", "mia_success"], one.loc["none", "mia_success_lo"], one.loc["none", "mia_success_hi"]) \
+        == pytest.approx((v, lo, hi))
+    s.close()
+
+
+def test_sql_intervals_and_roc_agree_with_workloads_metrics(store_root: Path) -> None:
+    """The SQL Wilson interval equals workloads' Python one; the SQL ROC at 1% FPR equals the stored TPR@1%FPR."""
+    from reports import queries as q
+    from workloads.metrics import wilson_interval
+
+    s = q.connect(str(store_root))
+    rows = s.df("SELECT cell_id, acc_train_forget, n_members, acc_train_forget_lo, acc_train_forget_hi, "
+                "mia_tpr_at_1pct_fpr, loss_tpr_at_1pct_fpr, method, seed, forget, eval_shots FROM cell_ci "
+                "WHERE grid = 't'")
+    assert len(rows) == 24
+    for r in rows.itertuples():
+        k = round(r.acc_train_forget * r.n_members)
+        _, lo, hi = wilson_interval(k, int(r.n_members))
+        assert (r.acc_train_forget_lo, r.acc_train_forget_hi) == pytest.approx((lo, hi), abs=1e-9)
+    roc = q.roc(s, ["method", "seed", "forget", "eval_shots"], {"grid": "t"})
+    at1 = roc[(roc["fpr"] - 0.01).abs() < 1e-9]
+    assert len(at1) == 2 * 24
+    for r in rows.itertuples():
+        ev = None if pd.isna(r.eval_shots) else int(r.eval_shots)
+        sel = at1[(at1["method"] == r.method) & (at1["seed"] == r.seed) & (at1["forget"] == r.forget)
+                  & (at1["eval_shots"].map(lambda v: v == ev))]
+        got = dict(zip(sel["attack"], sel["tpr"]))
+        assert got["paper-mlp"] == pytest.approx(r.mia_tpr_at_1pct_fpr, abs=1e-9)
+        assert got["loss"] == pytest.approx(r.loss_tpr_at_1pct_fpr, abs=1e-9)
+    s.close()
+
+
+def test_report_files_self_contained_and_complete(report: Path) -> None:
+    out = report.parent
+    html = report.read_text()
+    md = (out / "report.md").read_text()
+    for name in ("leakage_vs_accuracy", "shot_shield", "forget_set_size", "roc", "cost", "compare"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 5000, name
+        assert (out / "figures" / f"{name}.svg").exists(), name
+        assert f"figures/{name}.png" in md
+    srcs = re.findall(r"""src=['"]([^'"]+)""", html)
+    assert len(srcs) == 6 and all(x.startswith("data:image/png;base64,") for x in srcs)
+    assert not re.search(r"""(href|src)=['"]https?://""", html)  # opens offline
+    # what is missing: failed, budget-skipped, pending, absent methods, single-valued axes
+    assert "<td>27</td><td>24</td><td>1</td><td>1</td><td>1</td>" in html  # total ok failed skipped pending
+    assert "RuntimeError: boom" in md and "QPU budget exhausted" in md
+    assert "Methods with no ok cell: finetune, ssd, rga" in md
+    assert "Not drawn:* `unlearn_shots` has a single value" in md
+    assert (out / "tables" / "t_per_method_model.csv").exists()
+
+
+def test_report_numbers_are_the_query_numbers(report: Path, store_root: Path) -> None:
+    md = (report.parent / "report.md").read_text()
+    (mia,) = _direct(store_root, """SELECT avg(mia_success) FROM c WHERE grid = 't' AND method = 'ga'
+        AND forget = 'class:4' AND eval_shots IS NULL""")[0]
+    row = next(line for line in md.splitlines() if line.startswith("| qnn-angle-l2 | ga | 2 |"))
+    assert row.split("|")[4].strip().startswith(f"{mia:.3f}")
+
+
+def test_compare_side_by_side(report: Path, store_root: Path) -> None:
+    from reports import queries as q
+
+    s = q.connect(str(store_root))
+    df, da, db = q.compare(s, "t", "t2")
+    assert (da, db) == ("grid t", "grid t2")
+    both = df.dropna(subset=["mia_success_a", "mia_success_b"])
+    assert sorted(both["method"]) == ["ga", "none"]  # t2 has only these, exact, class:4
+    r = both.set_index("method").loc["ga"]
+    (a,) = _direct(store_root, "SELECT avg(mia_success) FROM c WHERE grid='t' AND method='ga' AND forget='class:4' "
+                               "AND eval_shots IS NULL")[0]
+    (b,) = _direct(store_root, "SELECT avg(mia_success) FROM c WHERE grid='t2' AND method='ga'")[0]
+    assert (r["mia_success_a"], r["mia_success_b"], r["mia_success_delta"]) == pytest.approx((a, b, b - a))
+    # sides may also be backends
+    _, da, _ = q.compare(s, "torch", "t2", grid="t")
+    assert da == "backend torch (grid t)"
+    with pytest.raises(ValueError, match="neither a grid nor a backend"):
+        q.compare(s, "t", "nope")
+    s.close()
+    assert "Comparison: grid t against grid t2" in (report.parent / "report.md").read_text()
+
+
+def test_empty_store_and_bad_input(tmp_path: Path) -> None:
+    from reports.build import build_report, main
+
+    html = build_report(str(tmp_path / "nothing"), str(tmp_path / "out"))
+    assert "No cells under" in html.read_text()
+    assert main(["--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2"), "--grid", "x"]) == 2
+
+
+def test_all_failed_grid_reports_without_figures(tmp_path: Path) -> None:
+    from harness.store import ResultStore
+    from reports.build import build_report
+
+    st = ResultStore(str(tmp_path / "r"))
+    for i, m in enumerate(("none", "ga")):
+        st.write_cell("f", f"c{i}", {"model": "qnn-angle-l2", "forget": "class:4", "method": m, "seed": 0,
+                                     "backend": "torch", "status": "failed", "error": "ValueError: x"}, None)
+    md = (build_report(str(tmp_path / "r"), str(tmp_path / "out")).parent / "report.md").read_text()
+    assert "No cell of this grid finished ok" in md and "ValueError: x" in md
+    assert not list((tmp_path / "out" / "figures").glob("*.png"))
+
+
+def test_manifest_json_is_what_queries_read(store_root: Path) -> None:
+    from reports import queries as q
+
+    manifest = json.loads((store_root / "manifests" / "grid=t.json").read_text())
+    s = q.connect(str(store_root))
+    c = q.status_counts(s, "t")
+    assert c["pending"] == 1 and c["in_manifest"] == len(manifest["cells"]) == 27
+    assert (c["ok"], c["failed"], c["budget_skipped"], c["total"]) == (24, 1, 1, 27)
+    s.close()
