@@ -257,7 +257,7 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
             continue  # not a requested figure; only shown when the grid varies it
         out.append(f)
     d = q.aggregate(s, ["forget", "model", "method"], {**g, **{k: v for k, v in rest.items() if k != "forget"}})
-    out.append(F.fig_forget(d, ("mia_success", "mia_auc", "acc_test_retain", "gap_mia_success"), _note_seeds(d)))
+    out.append(F.fig_forget(d, ("mia_success", "mia_auc", "acc_test_retain"), _note_seeds(d)))
     r = q.roc(s, ["model", "method"], {**g, **ref})
     out.append(F.fig_roc(r, f"Slice: {describe_slice(ref)}."))
     c = q.aggregate(s, ["model", "method"], {**g, **ref})
@@ -294,17 +294,24 @@ def compare_section(s: q.Store, a: str, b: str, grid: str | None, figdir: Path, 
             ("Δ MIA vs retrain", "gap_mia_success")]
     for lab, _ in mets:
         cols += [f"{lab} A", f"{lab} B", f"{lab} B−A"]
-    rows = []
-    for _, r in df.iterrows():
-        row = [shots(r[k]) if k in q.SHOT_AXES else str(r[k]) for k in keys]
-        row.append(f"{'—' if _isnull(r['n_seeds_a']) else int(r['n_seeds_a'])}/"
-                   f"{'—' if _isnull(r['n_seeds_b']) else int(r['n_seeds_b'])}")
-        for _, m in mets:
-            ra = {m: r[f"{m}_a"], f"{m}_lo": r[f"{m}_lo_a"], f"{m}_hi": r[f"{m}_hi_a"]}
-            rb = {m: r[f"{m}_b"], f"{m}_lo": r[f"{m}_lo_b"], f"{m}_hi": r[f"{m}_hi_b"]}
-            row += [fmt_ci(ra, m), fmt_ci(rb, m), "—" if _isnull(r[f"{m}_delta"]) else f"{r[f'{m}_delta']:+.3f}"]
-        rows.append(row)
-    sec.tables.append(Table(f"A = {da}, B = {db}", cols, rows))
+    def rows_of(part: pd.DataFrame) -> list[list[str]]:
+        rows = []
+        for _, r in part.iterrows():
+            row = [shots(r[k]) if k in q.SHOT_AXES else str(r[k]) for k in keys]
+            row.append(f"{'—' if _isnull(r['n_seeds_a']) else int(r['n_seeds_a'])}/"
+                       f"{'—' if _isnull(r['n_seeds_b']) else int(r['n_seeds_b'])}")
+            for _, m in mets:
+                ra = {m: r[f"{m}_a"], f"{m}_lo": r[f"{m}_lo_a"], f"{m}_hi": r[f"{m}_hi_a"]}
+                rb = {m: r[f"{m}_b"], f"{m}_lo": r[f"{m}_lo_b"], f"{m}_hi": r[f"{m}_hi_b"]}
+                row += [fmt_ci(ra, m), fmt_ci(rb, m), "—" if _isnull(r[f"{m}_delta"]) else f"{r[f'{m}_delta']:+.3f}"]
+            rows.append(row)
+        return rows
+
+    sec.tables.append(Table(f"Matched: A = {da}, B = {db}", cols, rows_of(both),
+                            "" if len(both) else "No combination has ok cells on both sides."))
+    rest = df.drop(both.index) if not df.empty else df
+    if len(rest):
+        sec.tables.append(Table("Combinations present on one side only", cols, rows_of(rest), collapsed=True))
     F.setup()
     f = F.fig_compare(df, da, db)
     if isinstance(f, F.Figure):

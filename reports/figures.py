@@ -267,6 +267,8 @@ def fig_forget(df: pd.DataFrame, metrics: Sequence[str], note: str) -> Figure | 
 
 
 # ------------------------------------------------------------------------------------------------ ROC
+ROC_BARS = (0.01, 0.1)
+
 def fig_roc(df: pd.DataFrame, note: str) -> Figure | Skipped:
     name, title = "roc", "ROC of the attacks at low FPR"
     if df.empty:
@@ -289,9 +291,18 @@ def fig_roc(df: pd.DataFrame, note: str) -> Figure | Skipped:
                 f = sub["fpr"].to_numpy(float)
                 t = np.clip(sub["tpr"].to_numpy(float), floor, 1)
                 ax.step(f, t, where="post", color=colors[me], lw=1.4, label=me)
-                ax.fill_between(f, np.clip(sub["tpr_lo"].to_numpy(float), floor, 1),
-                                np.clip(sub["tpr_hi"].to_numpy(float), floor, 1), step="post", color=colors[me],
-                                alpha=0.08, lw=0)
+                # 95% intervals at a few FPRs (bands of several methods would hide each other)
+                k = methods.index(me)
+                for f0 in ROC_BARS:
+                    near = np.argmin(np.abs(np.log(f) - np.log(f0)))
+                    if abs(f[near] / f0 - 1) > 0.02:
+                        continue
+                    yv = np.clip(sub["tpr"].to_numpy(float)[near], floor, 1)
+                    lo = np.clip(sub["tpr_lo"].to_numpy(float)[near], floor, 1)
+                    hi = np.clip(sub["tpr_hi"].to_numpy(float)[near], floor, 1)
+                    xd = f0 * (1.0 + 0.12 * (k - (len(methods) - 1) / 2))
+                    ax.errorbar([xd], [yv], yerr=[[max(yv - lo, 0)], [max(hi - yv, 0)]], color=colors[me], fmt="o",
+                                markersize=3, capsize=2, elinewidth=0.9)
             grid = np.geomspace(floor, 1, 50)
             ax.plot(grid, grid, color="0.5", lw=0.8, ls=":")
             nn = sub_all["min_nonmembers"].min() if not sub_all.empty else None
@@ -308,8 +319,8 @@ def fig_roc(df: pd.DataFrame, note: str) -> Figure | Skipped:
     _legend(fig, colors, methods)
     _finish(fig)
     cap = ("Empirical ROC between forget-set members and test non-members of the same class(es), log-log, at the "
-           "reference slice; curves are the mean over seeds with a 95% band (one seed: Wilson band on TPR). TPR of "
-           "0 is drawn at the 1e-3 floor. Dashed line: 1/(number of non-members), the smallest non-zero FPR the "
+           "reference slice; curves are the mean over seeds; bars at FPR 0.01 and 0.1 are 95% intervals (t over "
+           "seeds, or Wilson on TPR for one seed). TPR of 0 is drawn at the 1e-3 floor. Dashed line: 1/(number of non-members), the smallest non-zero FPR the "
            f"data can resolve; left of it the curve is TPR at zero false positives. Dotted: chance. {note}")
     return Figure(name, title, fig, cap)
 
@@ -347,7 +358,8 @@ def fig_cost(df: pd.DataFrame, note: str) -> Figure | Skipped:
             x = np.arange(len(methods)) + (k - (len(models) - 1) / 2) * width
             e = _err(y, _col(sub.reset_index(), f"{m}_lo"), _col(sub.reset_index(), f"{m}_hi"))
             yp = np.where(y > 0, y, np.nan)
-            ax.bar(x, yp, width=width * 0.95, color=pal[mo], label=mo, yerr=np.where(np.isnan(yp), 0, e),
+            e = np.where(np.isnan(yp), 0, e)
+            ax.bar(x, yp, width=width * 0.95, color=pal[mo], label=mo, yerr=e if e.any() else None,
                    capsize=2, error_kw={"elinewidth": 0.9})
             for xi, yi in zip(x, y):
                 if not np.isnan(yi) and yi <= 0:
@@ -366,7 +378,8 @@ def fig_cost(df: pd.DataFrame, note: str) -> Figure | Skipped:
         fig.legend(handles=[Patch(color=pal[mo], label=mo) for mo in models], loc="outside right center",
                    frameon=False, title="model")
     _finish(fig)
-    cap = ("Mean cost per cell at the reference slice (log axis; 0 written where nothing was spent, e.g. `none`). "
+    cap = ("Mean cost per cell at the reference slice (log axis where values span more than 20x; 0 written where "
+           "nothing was spent, e.g. `none`). "
            "`retrain` counts its training from scratch. Bars: 95% interval over seeds (none with one seed). " + note)
     return Figure(name, title, fig, cap)
 
