@@ -229,3 +229,18 @@ def test_manifest_json_is_what_queries_read(store_root: Path) -> None:
     assert c["pending"] == 1 and c["in_manifest"] == len(manifest["cells"]) == 27
     assert (c["ok"], c["failed"], c["budget_skipped"], c["total"]) == (24, 1, 1, 27)
     s.close()
+
+
+def test_qmu_report_cli(store_root: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["report", "--results", str(store_root), "--out", str(tmp_path / "o"), "--grid", "t2"])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "Grid `t2`" in md and "Grid `t`:" not in md
+    assert "*Not drawn:* `eval_shots` has a single value" in md  # single-valued axes are skipped with a note
+    res = runner.invoke(app, ["report", "--results", str(store_root), "--out", str(tmp_path / "o2"), "--grid", "nope"])
+    assert res.exit_code == 2
