@@ -416,8 +416,24 @@ def render_html(title: str, meta: list[str], sections: list[Section]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ entry points
+def replication_section(s: q.Store, grid: str) -> Section:
+    from . import replication as R
+
+    rows, head = R.claims(s, grid)
+    sec = Section(f"Replication of the study's findings (grid `{grid}`)")
+    summ = R.summary_text(head)
+    if summ:
+        sec.paragraphs.append("Headline numbers (MIA success = fraction of the forget set flagged as member): "
+                              + " ".join(summ))
+    sec.paragraphs.append(f"Reference slice: {describe_slice(head['reference'])}; means over seeds with 95% intervals. "
+                          "Verdict rules (fixed in reports/replication.py):")
+    sec.bullets = list(R.RULES)
+    sec.tables.append(Table("Findings", ["finding", "model", "forget", "measured", "study", "verdict"], rows))
+    return sec
+
+
 def build_report(results: str, out: str, grid: str | None = None, compare: tuple[str, str] | None = None,
-                 title: str | None = None) -> Path:
+                 title: str | None = None, replication: bool = False, svg: bool = True, html_file: bool = True) -> Path:
     """Write report.html, report.md, figures/*.png|svg and tables/*.csv under `out`; return report.html."""
     t0 = time.perf_counter()
     outp = Path(out)
@@ -438,6 +454,8 @@ def build_report(results: str, out: str, grid: str | None = None, compare: tuple
         if not names:
             sections.append(Section("No results", [f"No cells under {results}: run `qmu run GRID.yaml --results "
                                                    f"{results}` first."]))
+        if replication:
+            sections += [replication_section(s, gname) for gname in names if q.status_counts(s, gname)["ok"]]
         for gname in names:
             gr = grid_report(s, gname, figdir, f"{gname}_" if len(names) > 1 else "", fig_meta)
             sections += gr.sections
@@ -468,9 +486,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--grid", default=None, help="only this grid (default: every grid in the store)")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
                    help="two grids (or backends) side by side")
+    p.add_argument("--replication", action="store_true",
+                   help="open with the study's findings, each marked reproduced / partly / not (reports/paper)")
     a = p.parse_args(argv)
     try:
-        path = build_report(a.results, a.out, a.grid, tuple(a.compare) if a.compare else None)
+        path = build_report(a.results, a.out, a.grid, tuple(a.compare) if a.compare else None,
+                            replication=a.replication)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
