@@ -205,22 +205,33 @@ def test_budget_guard_refuses_and_writes_nothing(tmp_path: Path) -> None:
 # the whole path: estimate -> submit -> SIGKILL the driver -> collect -> rows; failure and resubmission
 
 
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
 @pytest.mark.timeout(600)
-def test_estimate_submit_kill_collect_resubmit(tmp_path: Path) -> None:
+def test_estimate_submit_kill_collect_resubmit(tmp_path: Path, monkeypatch) -> None:
+    """The driver is a real subprocess SIGKILLed after it recorded its jobs; the rest runs in-process."""
     from harness.hardware import Ledger
     from harness.store import ResultStore, connect_duckdb
 
     grid = _grid(tmp_path)
     res_dir = tmp_path / "res"
+    res = str(res_dir)
     env = _env(tmp_path, TOKEN)  # a planted token must not leak even though the fake path never uses it
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", TOKEN)
 
-    est = _qmu("hw", "estimate", str(grid), "--results", str(res_dir), env=env)
-    assert est.returncode == 0, est.stderr
-    assert "total: 2 cells to submit, 100 circuits, 1,600 shots" in est.stdout  # attack 40 once + 2 x 60
+    est = _cli("hw", "estimate", str(grid), "--results", res)
+    assert est.exit_code == 0, est.output
+    assert "total: 2 cells to submit, 160 circuits, 2,560 shots" in est.output  # attack 40 once + 2 x 60
 
     # submit, wait in the driver after every job id is recorded, and kill it there
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "hw", "submit", str(grid), "--results",
-                             str(res_dir), "--wait"], env={**env, "QMU_HW_PAUSE_AFTER_SUBMIT": "120"},
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "hw", "submit", str(grid), "--results", res,
+                             "--wait"], env={**env, "QMU_HW_PAUSE_AFTER_SUBMIT": "120"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parent.parent)
     lines = []
@@ -236,16 +247,16 @@ def test_estimate_submit_kill_collect_resubmit(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
 
-    store = ResultStore(str(res_dir))
+    store = ResultStore(res)
     ledger = Ledger(store)
     jobs = ledger.jobs()
     assert len(jobs) == 3 and {j["stage"] for j in jobs} == {"attack", "evaluate"}
     assert all(j["cells"] and j["shots"] == 16 and "qmu" in j["tags"] for j in jobs)
     assert store.cell_statuses("hwtest") == {}, "the killed driver stored no row"
 
-    col = _qmu("hw", "collect", "--results", str(res_dir), env=env)
-    assert col.returncode == 0, col.stderr
-    assert "2 stored" in col.stdout
+    col = _cli("hw", "collect", "--results", res)
+    assert col.exit_code == 0, col.output
+    assert "2 stored" in col.output
     cells = connect_duckdb(store).execute("select * from cells order by method").df()
     assert list(cells["method"]) == ["none", "rga"] and set(cells["status"]) == {"ok"}
     row = cells.iloc[0]
@@ -258,8 +269,8 @@ def test_estimate_submit_kill_collect_resubmit(tmp_path: Path) -> None:
     assert n_ex == 2 * 60
 
     # nothing is submitted twice for a done cell
-    again = _qmu("hw", "submit", str(grid), "--results", str(res_dir), env=env)
-    assert again.returncode == 0 and "nothing to submit" in again.stdout
+    again = _cli("hw", "submit", str(grid), "--results", res)
+    assert again.exit_code == 0 and "nothing to submit" in again.output
     assert len(ledger.jobs()) == 3
 
     # a cancelled job: the cell fails with the reason, status shows it, and the cell can be resubmitted
@@ -272,16 +283,16 @@ def test_estimate_submit_kill_collect_resubmit(tmp_path: Path) -> None:
     ledger.put_job(job)
     rec["state"] = "pending"
     ledger.put_cell(rec)
-    col = _qmu("hw", "collect", "--results", str(res_dir), env=env)
-    assert col.returncode == 1 and "cancelled: by the test" in col.stdout
-    st = _qmu("hw", "status", "--results", str(res_dir), env=env)
-    assert st.returncode == 0 and "cancelled: by the test" in st.stdout and "failed 1" in st.stdout
+    col2 = _cli("hw", "collect", "--results", res)
+    assert col2.exit_code == 1 and "cancelled: by the test" in col2.output
+    st = _cli("hw", "status", "--results", res)
+    assert st.exit_code == 0 and "cancelled: by the test" in st.output and "failed 1" in st.output
     assert store.cell_statuses("hwtest")[rga_id] == "failed"
-    sub = _qmu("hw", "submit", str(grid), "--results", str(res_dir), "--wait", env=env)
-    assert sub.returncode == 0, sub.stderr
-    assert "submitted 1 jobs for 1 cells" in sub.stdout  # the shared attack job is reused
+    sub = _cli("hw", "submit", str(grid), "--results", res, "--wait")
+    assert sub.exit_code == 0, sub.output
+    assert "submitted 1 jobs for 1 cells" in sub.output  # the shared attack job is reused
     assert store.cell_statuses("hwtest") == {cells.iloc[0]["cell_id"]: "ok", rga_id: "ok"}
 
-    everything = "\n".join([est.stdout, est.stderr, col.stdout, col.stderr, st.stdout, sub.stdout, sub.stderr,
-                            "".join(lines), _all_text(res_dir)])
+    everything = "\n".join([est.output, col.output, col2.output, st.output, sub.output, "".join(lines),
+                            proc.stderr.read(), _all_text(res_dir)])
     assert TOKEN not in everything
