@@ -82,6 +82,11 @@ def estimate(
                   f"{e.circuits:,}", f"{e.shots:,}", str(e.jobs), f"{e.qpu_seconds:.1f}")
     Console(width=160).print(t)
     total = sum(e.qpu_seconds for e in ests)
+    from .hardware import _estimate_backend
+
+    for b in sorted({e.cfg.backend for e in ests}):
+        if _estimate_backend(b) != b:
+            print(f"note: no IBM credentials, so {b} was transpiled against its local stand-in {_estimate_backend(b)}")
     print(f"total: {len(ests)} cells to submit, {sum(e.circuits for e in ests):,} circuits, "
           f"{sum(e.shots for e in ests):,} shots, estimated {total:.0f} QPU seconds ({total / 60:.1f} min); "
           f"{sum(p.state == 'ok' for p in plans)} cells stored, {sum(p.state == 'pending' for p in plans)} in flight")
