@@ -433,7 +433,7 @@ def replication_section(s: q.Store, grid: str) -> Section:
 
 
 def build_report(results: str, out: str, grid: str | None = None, compare: tuple[str, str] | None = None,
-                 title: str | None = None, replication: bool = False, svg: bool = True, html_file: bool = True) -> Path:
+                 title: str | None = None, replication: bool = False) -> Path:
     """Write report.html, report.md, figures/*.png|svg and tables/*.csv under `out`; return report.html."""
     t0 = time.perf_counter()
     outp = Path(out)

@@ -75,7 +75,7 @@ def report(store_root: Path, tmp_path_factory) -> Path:
     from reports.build import build_report
 
     out = tmp_path_factory.mktemp("report")
-    return build_report(str(store_root), str(out), grid="t", compare=("t", "t2"))
+    return build_report(str(store_root), str(out), grid="t", compare=("t", "t2"), replication=True)
 
 
 def _direct(root: Path, sql: str):
@@ -244,3 +244,21 @@ def test_qmu_report_cli(store_root: Path, tmp_path: Path) -> None:
     assert "*Not drawn:* `eval_shots` has a single value" in md  # single-valued axes are skipped with a note
     res = runner.invoke(app, ["report", "--results", str(store_root), "--out", str(tmp_path / "o2"), "--grid", "nope"])
     assert res.exit_code == 2
+
+
+def test_replication_verdicts_follow_the_numbers(report: Path, store_root: Path) -> None:
+    md = (report.parent / "report.md").read_text()
+    assert "## Replication of the study's findings (grid `t`)" in md
+    for method in ("none", "ga"):
+        (mia,) = _direct(store_root, f"""SELECT avg(mia_success) FROM c WHERE grid = 't' AND method = '{method}'
+            AND forget = 'class:4' AND eval_shots IS NULL""")[0]
+        finding = "original model leaks" if method == "none" else "ga removes leakage"
+        row = next(line for line in md.splitlines() if line.startswith(f"| {finding} | qnn-angle-l2 | class:4"))
+        verdict = row.split("|")[6].strip()
+        if method == "none":
+            expect = "reproduced" if mia >= 0.8 else "partly" if mia >= 0.5 else "not reproduced"
+        else:
+            expect = "reproduced" if mia <= 0.1 else "partly" if mia <= 0.5 else "not reproduced"
+        assert verdict.startswith(expect), (row, mia)
+        assert f"MIA {mia:.3f}" in row
+    assert "not tested here (grids/shots.yaml)" in md
