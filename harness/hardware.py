@@ -429,7 +429,7 @@ def _submit_job(ledger: Ledger, batches: dict, grid: str, cfg: Any, t: Any, quer
         "device": wb.device_info(backend),
     }
     ledger.put_job(rec)  # recorded before waiting
-    if local or wait:
+    if local:  # the fake/aer "service" retains the result; remote jobs are fetched by collect
         _finish_job(ledger, rec, job)
     return job_id
 

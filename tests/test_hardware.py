@@ -122,6 +122,12 @@ def test_z_from_bits_little_endian() -> None:
     assert z.shape == (1, 8)
     assert z[0, 2] == -1.0 and z[0, 5] == 0.0 and z[0, 0] == 1.0
 
+    class ItemResult:  # the executor's raw item result, as a retrieved job may return it
+        result = {"meas": bools}
+
+    packed, nb = wb.pub_bits(ItemResult())
+    assert np.array_equal(wb.z_from_bits(packed, nb), z)
+
 
 def test_transpile_cached_with_stats_and_provenance() -> None:
     a = wb.transpiled("angle", 2, FAKE, 1)

@@ -359,7 +359,14 @@ def z_from_bits(packed: np.ndarray, num_bits: int) -> np.ndarray:
 
 def pub_bits(pub_result: Any) -> tuple[np.ndarray, int]:
     """(packed array, num_bits) of the `meas` register of one PUB result."""
-    ba = pub_result.data.meas
+    from qiskit.primitives import BitArray
+
+    data = getattr(pub_result, "data", None)
+    ba = getattr(data, "meas", None) if data is not None else None
+    if ba is None:  # an executor item result: {"meas": bool array (n, shots, bits), little-endian}
+        raw = getattr(pub_result, "result", pub_result)
+        bools = np.asarray(raw["meas"], dtype=bool)
+        ba = BitArray.from_bool_array(bools.reshape(-1, *bools.shape[-2:]), order="little")
     return np.asarray(ba.array), int(ba.num_bits)
 
 
