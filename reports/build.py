@@ -83,6 +83,7 @@ class Table:
     rows: list[list[str]]
     note: str = ""
     collapsed: bool = False
+    wrap: bool = False  # long text cells wrap (default: numbers stay on one line)
 
     def markdown(self) -> str:
         head = "| " + " | ".join(self.columns) + " |\n|" + "|".join("---" for _ in self.columns) + "|\n"
@@ -97,7 +98,8 @@ class Table:
     def html(self) -> str:
         th = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
         trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.rows)
-        t = f'<div class="tw"><table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
+        cls = ' class="wrap"' if self.wrap else ""
+        t = f'<div class="tw"><table{cls}><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
         note = f'<p class="note">{html.escape(self.note)}</p>' if self.note else ""
         if self.collapsed:
             return f"<details><summary>{html.escape(self.title)} ({len(self.rows)} rows)</summary>{t}{note}</details>"
@@ -382,6 +384,7 @@ h3{font-size:16px;margin:22px 0 6px}h4{font-size:14px;margin:14px 0 6px}
 table{border-collapse:collapse;font-size:12.5px;margin:4px 0}th,td{border:1px solid #d8d8d8;padding:3px 7px;
 text-align:right;white-space:nowrap}th{background:#f3f4f6;text-align:center}td:first-child,td:nth-child(2){text-align:left}
 tbody tr:nth-child(even){background:#fafafa}
+table.wrap td{white-space:normal;text-align:left;vertical-align:top}
 figure{margin:10px 0 26px}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#444;font-size:13px;max-width:1100px}
 .note{color:#555;font-size:12.5px}.skip{color:#8a5300;background:#fff7e6;border:1px solid #f0d9a8;padding:6px 10px;
@@ -423,12 +426,13 @@ def replication_section(s: q.Store, grid: str) -> Section:
     sec = Section(f"Replication of the study's findings (grid `{grid}`)")
     summ = R.summary_text(head)
     if summ:
-        sec.paragraphs.append("Headline numbers (MIA success = fraction of the forget set flagged as member): "
-                              + " ".join(summ))
+        sec.paragraphs.append("Headline numbers (MIA success = fraction of the forget set flagged as member):")
+        sec.paragraphs += summ
     sec.paragraphs.append(f"Reference slice: {describe_slice(head['reference'])}; means over seeds with 95% intervals. "
                           "Verdict rules (fixed in reports/replication.py):")
     sec.bullets = list(R.RULES)
-    sec.tables.append(Table("Findings", ["finding", "model", "forget", "measured", "study", "verdict"], rows))
+    sec.tables.append(Table("Findings", ["finding", "model", "forget", "measured", "study", "verdict"], rows,
+                            wrap=True))
     return sec
 
 
