@@ -428,6 +428,9 @@ def replication_section(s: q.Store, grid: str) -> Section:
     if summ:
         sec.paragraphs.append("Headline numbers (MIA success = fraction of the forget set flagged as member):")
         sec.paragraphs += summ
+    sec.paragraphs.append(f"Regenerate: `qmu run grids/{grid}.yaml --results results && qmu report --results results "
+                          f"--grid {grid} --out reports/{grid} --replication` (the grid run is resumable and reuses "
+                          "stored stages).")
     sec.paragraphs.append(f"Reference slice: {describe_slice(head['reference'])}; means over seeds with 95% intervals. "
                           "Verdict rules (fixed in reports/replication.py):")
     sec.bullets = list(R.RULES)
