@@ -113,7 +113,7 @@ CREATE MACRO wilson_hi(p, n) AS CASE WHEN n IS NULL OR n <= 0 OR p IS NULL OR is
 CREATE MACRO hanley_se(a, n1, n2) AS CASE WHEN n1 IS NULL OR n2 IS NULL OR n1 <= 0 OR n2 <= 0 OR a IS NULL
   OR isnan(a) THEN NULL ELSE sqrt(greatest(0.0, (a*(1-a) + (n1-1)*(a/(2-a) - a*a) + (n2-1)*(2*a*a/(1+a) - a*a))
   / (n1*n2))) END;
-CREATE MACRO t975(df) AS CASE {' '.join(f'WHEN df = {k} THEN {v}' for k, v in _T975.items())} ELSE {Z} END;
+CREATE MACRO t975(df) AS coalesce(([{', '.join(str(_T975[k]) for k in sorted(_T975))}]::DOUBLE[])[df], {Z});
 CREATE MACRO clip_lo(x, a) AS CASE WHEN x IS NULL THEN NULL ELSE greatest(x, a) END;
 CREATE MACRO clip_hi(x, a) AS CASE WHEN x IS NULL THEN NULL ELSE least(x, a) END;
 CREATE MACRO nan_null(x) AS CASE WHEN x IS NULL OR isnan(x) THEN NULL ELSE x END;
