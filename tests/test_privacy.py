@@ -124,3 +124,14 @@ def test_mnist_hqnn_acceptance():
     for method in ("ga", "ssd", "rga"):
         assert rows[method]["mia_success"] <= 0.10, method
     assert rows["none"]["acc_test_retain"] - rows["rga"]["acc_test_retain"] <= 0.05
+
+
+def test_lira_with_shadows_scores_members_of_an_overfit_model():
+    cfg = CellConfig("hqnn-l1", "random:40", "none", None, None, None, 0, dataset="digits", n_train=200, n_test=100)
+    cfg = cfg.with_params({"hqnn-l1": {"epochs": 6}, "attack": {"epochs": 50}, "lira": {"shadows": 3}})
+    row, _ = run_cell(cfg)
+    for key in ("lira_auc", "lira_tpr_at_1pct_fpr", "lira_tpr_at_01pct_fpr"):
+        assert 0.0 <= row[key] <= 1.0, key
+    assert row["lira_auc"] > 0.5  # members sit above the OUT shadows' confidence
+    off, _ = run_cell(cfg.with_params({"hqnn-l1": {"epochs": 6}, "attack": {"epochs": 50}}))
+    assert "lira_auc" not in off

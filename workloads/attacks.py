@@ -70,5 +70,5 @@ def fit_paper_attack(
 
 def load_paper_attack(state: dict[str, torch.Tensor], params: dict[str, Any]) -> PaperMLP:
     mlp = PaperMLP(params["hidden"], params["dropout"])
-    mlp.load_state_dict(state)
+    mlp.load_state_dict({k: v for k, v in state.items() if k.startswith("net.")})
     return mlp

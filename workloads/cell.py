@@ -19,12 +19,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import attacks, metrics
+from . import attacks, lira, metrics
 from .data import load_split
 from .forget_set import forget_split, parse_forget
 from .hparams import merged, resolve_params
 from .inference import logits_on
-from .models import build_model, model_inputs
+from .models import build_model, model_inputs, population_inputs
 from .registry import validate_backend
 from .training import accuracy, as_labels, fit
 from .unlearning import UnlearnData, unlearn
@@ -103,7 +103,8 @@ def stage_specs(cfg: CellConfig) -> dict[str, dict[str, Any]]:
         unlearn_spec = {"train": train, "method": cfg.method, "forget": cfg.forget,
                         "unlearn_shots": cfg.unlearn_shots, "params": method_params}
     attack = {"train": train, "eval_shots": cfg.eval_shots, "backend": cfg.backend,
-              "params": merged("attack", cfg.params_dict().get("attack"))}
+              "params": merged("attack", cfg.params_dict().get("attack")),
+              "lira": merged("lira", cfg.params_dict().get("lira"))}
     evaluate = {"unlearn": unlearn_spec, "attack": attack, "forget": cfg.forget,
                 "eval_shots": cfg.eval_shots, "backend": cfg.backend}
     return {"train": train, "unlearn": unlearn_spec, "attack": attack, "evaluate": evaluate}
@@ -181,9 +182,35 @@ def attack_stage(cfg: CellConfig, original: dict[str, torch.Tensor]) -> StageRes
     f_m = attacks.attack_features(lm, data.y_train[members])
     f_n = attacks.attack_features(ln, data.y_test[nonmembers])
     mlp, train_acc = attacks.fit_paper_attack(f_m, f_n, params, derive_seed(cfg.seed, "attack-fit"))
+    state = dict(mlp.state_dict())
+    shadows = merged("lira", cfg.params_dict().get("lira"))["shadows"]
+    if shadows > 0:
+        state.update(_lira_shadows(cfg, data, shadows))
     cost = _cost(time.perf_counter() - start, cm["circuits"] + cn["circuits"], cm["shots"] + cn["shots"],
                  attack_train_acc=train_acc, qpu_seconds=cm.get("qpu_seconds", 0.0) + cn.get("qpu_seconds", 0.0))
-    return StageResult(mlp.state_dict(), cost, {"attack_train_acc": train_acc})
+    return StageResult(state, cost, {"attack_train_acc": train_acc})
+
+
+def _lira_shadows(cfg: CellConfig, data: CellData, k: int) -> dict[str, torch.Tensor]:
+    """Train k OUT shadows on the population and fit LiRA's OUT distribution for every target."""
+    split = load_split(cfg.dataset, cfg.n_train, cfg.n_test, cfg.seed)
+    x_pop, y_pop = population_inputs(cfg.model, split), as_labels(split.y_pop)
+    size = min(cfg.n_train, len(y_pop) // 2)
+    if size < 10:
+        raise ValueError(f"lira: {cfg.dataset!r} leaves {len(y_pop)} population samples; shadows need at least 20")
+    recipe, _ = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+    phis = []
+    for i in range(k):
+        rng = np.random.default_rng(derive_seed(cfg.seed, "lira-subset", i))
+        idx = torch.as_tensor(rng.choice(len(y_pop), size=size, replace=False))
+        shadow = build_model(cfg.model, derive_seed(cfg.seed, "lira-init", i) % 2**31, data.image_side)
+        fit(shadow, x_pop[idx], y_pop[idx], recipe, None, derive_seed(cfg.seed, "lira-train", i))
+        q = derive_seed(cfg.seed, "lira-query", i, cfg.eval_shots)
+        l_tr, _ = logits_on(shadow, data.x_train, cfg.eval_shots, "torch", q)
+        l_te, _ = logits_on(shadow, data.x_test, cfg.eval_shots, "torch", q + 1)
+        phis.append(np.r_[lira.logit_confidence(l_tr, data.y_train), lira.logit_confidence(l_te, data.y_test)])
+    mu, sigma = lira.out_distribution(np.stack(phis))
+    return {"lira.mu": torch.from_numpy(mu), "lira.sigma": torch.tensor([sigma], dtype=torch.float64)}
 
 
 def evaluate_stage(
@@ -247,6 +274,14 @@ def evaluate_stage(
         "unlearn_reached_target": stage("unlearn").get("unlearn_reached_target", math.nan),
         "ssd_dampened_fraction": stage("unlearn").get("ssd_dampened_fraction", math.nan),
     }
+    if "lira.mu" in attack:
+        mu, sigma = attack["lira.mu"].numpy(), float(attack["lira.sigma"][0])
+        phi = np.r_[lira.logit_confidence(l_tr, data.y_train), lira.logit_confidence(l_te, data.y_test)]
+        sc = lira.lira_scores(phi, mu, sigma)
+        sc_tr, sc_te = sc[: len(y_tr)], sc[len(y_tr) :]
+        row["lira_auc"] = metrics.auc(sc_tr[f], sc_te[same_class])
+        row["lira_tpr_at_1pct_fpr"] = metrics.tpr_at_fpr(sc_tr[f], sc_te[same_class], 0.01)
+        row["lira_tpr_at_01pct_fpr"] = metrics.tpr_at_fpr(sc_tr[f], sc_te[same_class], 0.001)
     for key in ("transpiled_depth", "two_qubit_gates", "calibration_time", "job_ids", "backend_version"):
         for c in (c_tr, c_te):
             if key in c:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +29,11 @@ class Split:
     amp_test: torch.Tensor
     angle_train: torch.Tensor  # (n, 8) in [0, pi], angle-encoding input
     angle_test: torch.Tensor
+    # The population: samples in neither train nor test, from which LiRA's shadow models draw.
+    y_pop: np.ndarray
+    images_pop: torch.Tensor
+    amp_pop: torch.Tensor
+    angle_pop: torch.Tensor
 
     @property
     def n_train(self) -> int:
@@ -58,14 +64,11 @@ def _raw(dataset: str) -> tuple[np.ndarray, np.ndarray, int]:
     raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
 
 
-def _amplitudes(train: np.ndarray, test: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _amplitude_map(train: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
     """PCA to 256 dims fit on train (zero-padded when the data has fewer), then L2-normalised."""
     k = min(N_AMPLITUDES, train.shape[0], train.shape[1])
     pca = PCA(n_components=k, random_state=seed).fit(train)
-    a_tr, a_te = pca.transform(train), pca.transform(test)
-    pad = N_AMPLITUDES - k
-    a_tr, a_te = np.pad(a_tr, ((0, 0), (0, pad))), np.pad(a_te, ((0, 0), (0, pad)))
-    return _unit(a_tr), _unit(a_te)
+    return lambda x: _unit(np.pad(pca.transform(x), ((0, 0), (0, N_AMPLITUDES - k))))
 
 
 def _unit(a: np.ndarray) -> np.ndarray:
@@ -73,14 +76,13 @@ def _unit(a: np.ndarray) -> np.ndarray:
     return a / np.where(n > 0, n, 1.0)
 
 
-def _angles(train: np.ndarray, test: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """PCA to 8 dims, min-max scaled on train to [0, pi] (test clipped), one RY angle per qubit."""
+def _angle_map(train: np.ndarray, seed: int) -> Callable[[np.ndarray], np.ndarray]:
+    """PCA to 8 dims, min-max scaled on train to [0, pi] (others clipped), one RY angle per qubit."""
     pca = PCA(n_components=N_ANGLES, random_state=seed).fit(train)
-    p_tr, p_te = pca.transform(train), pca.transform(test)
+    p_tr = pca.transform(train)
     lo, hi = p_tr.min(axis=0), p_tr.max(axis=0)
     scale = np.where(hi > lo, hi - lo, 1.0)
-    f = lambda p: np.clip((p - lo) / scale, 0.0, 1.0) * np.pi  # noqa: E731
-    return f(p_tr), f(p_te)
+    return lambda x: np.clip((pca.transform(x) - lo) / scale, 0.0, 1.0) * np.pi
 
 
 @lru_cache(maxsize=8)
@@ -94,9 +96,8 @@ def load_split(dataset: str = "mnist", n_train: int = 1000, n_test: int = 500, s
             f"n_train + n_test = {n_train + n_test} exceeds the {len(y)} samples of {dataset!r}"
         )
     order = np.random.default_rng(seed).permutation(len(y))
-    tr, te = order[:n_train], order[n_train : n_train + n_test]
-    amp_tr, amp_te = _amplitudes(x[tr], x[te], seed)
-    ang_tr, ang_te = _angles(x[tr], x[te], seed)
+    tr, te, pop = order[:n_train], order[n_train : n_train + n_test], order[n_train + n_test :]
+    amp, ang = _amplitude_map(x[tr], seed), _angle_map(x[tr], seed)
     img = lambda idx: torch.from_numpy(x[idx] * 2.0 - 1.0).reshape(-1, 1, side, side)  # noqa: E731
     t = torch.from_numpy
     return Split(
@@ -106,8 +107,12 @@ def load_split(dataset: str = "mnist", n_train: int = 1000, n_test: int = 500, s
         y_test=y[te],
         images_train=img(tr),
         images_test=img(te),
-        amp_train=t(amp_tr),
-        amp_test=t(amp_te),
-        angle_train=t(ang_tr),
-        angle_test=t(ang_te),
+        amp_train=t(amp(x[tr])),
+        amp_test=t(amp(x[te])),
+        angle_train=t(ang(x[tr])),
+        angle_test=t(ang(x[te])),
+        y_pop=y[pop],
+        images_pop=img(pop),
+        amp_pop=t(amp(x[pop])) if len(pop) else torch.zeros(0, N_AMPLITUDES, dtype=torch.float64),
+        angle_pop=t(ang(x[pop])) if len(pop) else torch.zeros(0, N_ANGLES, dtype=torch.float64),
     )

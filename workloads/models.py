@@ -99,6 +99,14 @@ def model_inputs(name: str, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
     return split.amp_train, split.amp_test
 
 
+def population_inputs(name: str, split: Split) -> torch.Tensor:
+    """The population (neither train nor test) in the form the model consumes."""
+    spec = model_spec(name)
+    if spec.family == "hqnn":
+        return split.images_pop
+    return split.angle_pop if spec.encoding == "angle" else split.amp_pop
+
+
 def quantum_layer(model: nn.Module) -> QuantumLayer:
     return model.quantum  # type: ignore[return-value]
 
