@@ -140,18 +140,21 @@ def query(
         for c in df.columns:
             t.add_column(str(c), overflow="fold")
         for rec in df.itertuples(index=False):
-            t.add_row(*("NULL" if _isnull(v) else str(v) for v in rec))
+            t.add_row(*(_cell_text(v) for v in rec))
         Console(width=max(120, 14 * len(df.columns))).print(t)
         print(f"({len(df)} row{'s' if len(df) != 1 else ''})")
 
 
-def _isnull(v: object) -> bool:
-    try:
-        import pandas as pd
+def _cell_text(v: object) -> str:
+    """Table cell: NULL for missing, 6 significant digits for floats (csv/json keep full precision)."""
+    import pandas as pd
 
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
+    try:
+        if pd.isna(v):
+            return "NULL"
+    except (TypeError, ValueError):  # lists and arrays
+        pass
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

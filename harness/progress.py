@@ -7,7 +7,9 @@ import time
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, TextColumn
+
+from .estimate import stage_estimate
 
 
 class Progress:
@@ -32,6 +34,10 @@ class _Counts(Progress):
         self.cells_done, self.cells_failed, self.skipped = skipped, 0, skipped
         self.stages_total, self.stages_done, self.stages_failed = len(plan.stages), 0, 0
         self.active: set[str] = set()
+        # ETA from the cost model: elapsed time scaled by estimated work left over estimated work done, so
+        # it is meaningful long before the first cell finishes (trains and unlearns run first).
+        self.est = {s.key: stage_estimate(s.kind, s.cfg).seconds + 0.01 for s in plan.stages.values()}
+        self.est_left, self.est_done = sum(self.est.values()), 0.0
 
     @property
     def running(self) -> int:
@@ -42,6 +48,10 @@ class _Counts(Progress):
 
     def stage_finished(self, node: Any, state: str) -> None:
         self.active.discard(node.key)
+        cost = self.est.get(node.key, 0.0)
+        self.est_left -= cost
+        if state != "reused":
+            self.est_done += cost
         if state == "failed":
             self.stages_failed += 1
         self.stages_done += 1
@@ -51,12 +61,9 @@ class _Counts(Progress):
         self.cells_failed += status == "failed"
 
     def eta(self) -> str:
-        """Remaining time at this run's cell rate so far (cells skipped at start do not count)."""
-        done_here = self.cells_done - self.skipped
-        if done_here <= 0:
+        if self.est_done <= 0:
             return "?"
-        left = (self.total - self.cells_done) * (time.time() - self.t0) / done_here
-        return _fmt(left)
+        return _fmt(max(0.0, self.est_left) * (time.time() - self.t0) / self.est_done)
 
     def line(self) -> str:
         return (f"{self.grid}: cells {self.cells_done}/{self.total} (failed {self.cells_failed}) | "
@@ -100,8 +107,7 @@ class RichProgress(_Counts):
 
     def __init__(self, console: Console | None = None) -> None:
         self.bar = RichBar(TextColumn("{task.description:<7}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
-                           transient=False)
+                           TextColumn("{task.fields[info]}"), console=console, transient=False)
 
     def start(self, grid: str, total_cells: int, skipped: int, plan: Any) -> None:
         super().start(grid, total_cells, skipped, plan)
@@ -111,7 +117,8 @@ class RichProgress(_Counts):
         self._refresh()
 
     def _refresh(self) -> None:
-        self.bar.update(self.cells, completed=self.cells_done, info=f"failed {self.cells_failed}")
+        self.bar.update(self.cells, completed=self.cells_done,
+                        info=f"failed {self.cells_failed}  elapsed {_fmt(time.time() - self.t0)}  eta {self.eta()}")
         self.bar.update(self.stages, completed=self.stages_done,
                         info=f"running {self.running} failed {self.stages_failed}")
 
@@ -125,6 +132,9 @@ class RichProgress(_Counts):
 
     def cell_finished(self, cell_id: str, status: str) -> None:
         super().cell_finished(cell_id, status)
+        self._refresh()
+
+    def tick(self) -> None:
         self._refresh()
 
     def close(self, summary: Any) -> None:
