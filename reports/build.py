@@ -424,6 +424,11 @@ def replication_section(s: q.Store, grid: str) -> Section:
 
     rows, head = R.claims(s, grid)
     sec = Section(f"Replication of the study's findings (grid `{grid}`)")
+    short = R.in_short(rows)
+    if short:
+        sec.paragraphs.append("In short, in the study's own setting (verdicts per row below; hardware and "
+                              "shot-based training are not part of this grid):")
+        sec.paragraphs += short
     summ = R.summary_text(head)
     if summ:
         sec.paragraphs.append("Headline numbers (MIA success = fraction of the forget set flagged as member):")

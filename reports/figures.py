@@ -125,10 +125,12 @@ def fig_leakage(df: pd.DataFrame, note: str) -> Figure | Skipped:
                     continue
                 xe = _err(np.array([x]), np.array([r["acc_test_retain_lo"]], float), np.array([r["acc_test_retain_hi"]], float))
                 ye = _err(np.array([y]), np.array([r[f"{m}_lo"]], float), np.array([r[f"{m}_hi"]], float))
-                is_rt = r["method"] == "retrain"
+                is_rt, is_none = r["method"] == "retrain", r["method"] == "none"
+                # `none` is drawn larger and underneath, so a method that did not move (e.g. finetune) stays visible
                 ax.errorbar([x], [y], xerr=xe, yerr=ye, fmt="*" if is_rt else markers[r["model"]],
-                            color=colors[r["method"]], markersize=13 if is_rt else 7, capsize=2.5, elinewidth=1,
-                            markeredgecolor="black" if is_rt else "white", markeredgewidth=0.6, zorder=4 if is_rt else 3)
+                            color=colors[r["method"]], markersize=13 if is_rt else 11 if is_none else 7, capsize=2.5,
+                            elinewidth=1, markeredgecolor="black" if is_rt else "white", markeredgewidth=0.6,
+                            zorder=4 if is_rt else 2 if is_none else 3)
                 if is_rt and len(models) > 1:
                     ax.annotate(r["model"], (x, y), textcoords="offset points", xytext=(7, -11 if y > 0.85 else 5),
                                 fontsize=7.5)
@@ -141,7 +143,8 @@ def fig_leakage(df: pd.DataFrame, note: str) -> Figure | Skipped:
                 ax.set_xlabel("accuracy, test (retained classes)")
     _legend(fig, colors, methods, markers)
     _finish(fig)
-    cap = ("One point per method x model at the reference shots; the star is `retrain` (the target). Bars are 95% "
+    cap = ("One point per method x model at the reference shots; the star is `retrain` (the target); `none` (the "
+           "original model) is the larger marker drawn underneath. Bars are 95% "
            "intervals. Dotted line: AUC 0.5 (chance). " + note)
     return Figure("leakage_vs_accuracy", title, fig, cap)
 

@@ -17,7 +17,9 @@ RULES = [
     "Leakage of the original model (`none`, exact shots): reproduced if MIA success >= 0.80 (study: about 0.90 in "
     "simulation), partly if >= 0.50, else not.",
     "Unlearning removes leakage: reproduced if the method's MIA success <= 0.10 (study: about 0.00 in simulation), "
-    "partly if <= 0.50, else not.",
+    "partly if <= 0.50, else not. Where it is not, the row says whether the method still matches `retrain` (the "
+    "95% interval of the difference contains 0): on random forget sets even `retrain` is flagged often, because "
+    "the attack also flags unseen samples, so 0 is not the attainable target there.",
     "Retained accuracy stays: reproduced if test accuracy on the retained classes drops by <= 0.05 from `none`, "
     "partly if <= 0.15, else not.",
     "Shot shield: reproduced if `none`'s MIA success at the fewest eval shots is below exact by >= 0.10 and the 95% "
@@ -82,9 +84,13 @@ def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
                     continue
                 r = sub.loc[m]
                 v = _v(r["mia_success"])
+                verdict = _grade(v, lambda x: x <= 0.1, lambda x: x <= 0.5)
+                glo, ghi = _v(r.get("gap_mia_success_lo")), _v(r.get("gap_mia_success_hi"))
+                if verdict in ("partly", "not reproduced") and glo is not None and ghi is not None:
+                    verdict += "; but matches retrain (Δ interval contains 0)" if glo <= 0 <= ghi else \
+                        "; and differs from retrain"
                 rows.append([f"{m} removes leakage", model, tag, f"MIA {_ci(r, 'mia_success')}; AUC {_ci(r, 'mia_auc')}"
-                             f"; Δ MIA vs retrain {_ci(r, 'gap_mia_success')}", "MIA ≈ 0.00",
-                             _grade(v, lambda x: x <= 0.1, lambda x: x <= 0.5)])
+                             f"; Δ MIA vs retrain {_ci(r, 'gap_mia_success')}", "MIA ≈ 0.00", verdict])
                 drop = None
                 if none is not None and _v(none["acc_test_retain"]) is not None and _v(r["acc_test_retain"]) is not None:
                     drop = float(none["acc_test_retain"]) - float(r["acc_test_retain"])
@@ -148,3 +154,14 @@ def summary_text(head: dict[str, Any]) -> list[str]:
         if parts:
             out.append(f"{model}: " + "; ".join(parts) + ".")
     return out
+
+
+def in_short(rows: list[list[str]]) -> list[str]:
+    """One sentence per model: the verdicts in the study's own setting (its forget set) and the shot shield."""
+    out: dict[str, list[str]] = {}
+    for finding, model, forget, _, _, verdict in rows:
+        if model == "—" or not (forget.endswith("(study's setting)") or finding.startswith("shot shield")):
+            continue
+        short = verdict.split(" (")[0].split(";")[0]
+        out.setdefault(model, []).append(f"{finding.split(' (')[0]}: {short}")
+    return [f"{m}: " + "; ".join(v) + "." for m, v in out.items()]
