@@ -76,8 +76,11 @@ def main() -> int:
     print(f"\n[overhead] {n} trivial cells ({stages} stages after dedup), 2 workers")
     print(f"  plain loop            {loop:8.3f} s")
     print(f"  harness               {harness_s:8.3f} s   (+ {t_ray:.1f} s to start Ray once)")
+    steady = harness_s - s.startup_seconds
     print(f"  ratio harness/loop    {harness_s / loop:8.1f} x   = {1000 * (harness_s - loop) / n:.1f} ms overhead "
           f"per cell, {1000 * harness_s / stages:.1f} ms per stage")
+    print(f"  of which startup      {s.startup_seconds:8.3f} s   (plan, actor pool); after it "
+          f"{1000 * steady / n:.1f} ms per cell, {1000 * steady / stages:.1f} ms per stage")
     print(f"  re-run (all done)     {resume_s:8.3f} s")
 
     if not args.skip_smoke:
@@ -93,6 +96,10 @@ def main() -> int:
         print(f"  1 worker              {times[1]:8.1f} s")
         print(f"  2 workers             {times[2]:8.1f} s")
         print(f"  speed-up 2 vs 1       {times[1] / times[2]:8.2f} x   (ideal 2.00 on {cpus} CPUs)")
+        load = os.getloadavg()[0]
+        if load > cpus:
+            print(f"  note: load average {load:.1f} on {cpus} CPUs during this run; other processes share the "
+                  "cores and Ray runs its workers at nice 15, so the speed-up is understated")
     ray.shutdown()
     return 0
 

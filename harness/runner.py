@@ -93,6 +93,7 @@ class RunSummary:
     stages_reused: Counter = field(default_factory=Counter)
     retries: int = 0
     wall_seconds: float = 0.0
+    startup_seconds: float = 0.0  # planning, Ray and actor start until the first stage was dispatched
     failures: list[tuple[str, str]] = field(default_factory=list)  # (cell_id, error)
     hosts: Counter = field(default_factory=Counter)  # node id -> stages run there
 
@@ -177,6 +178,7 @@ class _Driver:
         self.rank = self._upward_rank()
         self.cells = {c.cell_id: c for c in plan.cells}
         self.start_errors: list[str] = []
+        self.t_start = time.time()
 
     # planning -------------------------------------------------------------------------------------
     def _upward_rank(self) -> dict[str, float]:
@@ -230,6 +232,8 @@ class _Driver:
                 payload, meta = pool.actors[slot].run.options(num_returns=2).remote(node.kind, node.cfg, costs, *args)
                 inflight[meta] = (key, slot, payload)
                 self.progress.stage_started(node, pool.infos[slot])
+                if not self.summary.startup_seconds:
+                    self.summary.startup_seconds = time.time() - self.t_start
             if not inflight and not pool.starting:
                 self._fail_all_pending(f"no worker available: {'; '.join(self.start_errors[-3:]) or 'none started'}")
                 break
@@ -390,6 +394,7 @@ def run_grid(spec: GridSpec, store: ResultStore, *, workers: int | None = None, 
         n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         pool = _Pool(min(n, len(plan.stages)), impl)
         driver = _Driver(spec, plan, store, cv, progress, max_retries, summary)
+        driver.t_start = t0
         try:
             driver.run(pool)
         finally:
