@@ -302,3 +302,12 @@ def test_estimate_submit_kill_collect_resubmit(tmp_path: Path, monkeypatch) -> N
     everything = "\n".join([est.output, col.output, col2.output, st.output, sub.output, "".join(lines),
                             proc.stderr.read(), _all_text(res_dir)])
     assert TOKEN not in everything
+
+
+def test_shipped_hardware_grid() -> None:
+    from harness.grid_spec import load_grid
+
+    spec = load_grid(Path(__file__).resolve().parent.parent / "grids" / "hardware.yaml")
+    assert spec.n_cells == 8 and spec.axes["backend"] == ("ibm:ibm_torino",)
+    assert set(spec.axes["model"]) == {"hqnn-l1", "qnn-angle-l2"} and set(spec.axes["method"]) == {"none", "rga"}
+    assert set(spec.axes["eval_shots"]) == {1024, 128} and spec.params["attack"]["n_members"] == 100
