@@ -161,10 +161,12 @@ def _cell_text(v: object) -> str:
 def report(
     ctx: typer.Context,
     results: str = typer.Option("results", help=RESULTS_HELP),
-    out: str = typer.Option("report", help="output directory"),
+    out: Optional[str] = typer.Option(None, help="output directory (default: RESULTS/report)"),
 ) -> None:
     """Build report.html, report.md and figures/*.png from the result store (extra options go to
-    `reports.build`, e.g. --grid NAME, --compare A B)."""
+    `reports.build`, e.g. --grid NAME, --compare A B, --replication)."""
+    if out is None:  # beside the results when they are local; remote stores report to ./report
+        out = "report" if "://" in results else f"{results.rstrip('/')}/report"
     try:
         from reports import build  # lazy: reports is optional for every other command
     except ImportError:
