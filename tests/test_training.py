@@ -56,3 +56,17 @@ def test_hqnn_learns_digits():
     model.load_state_dict(res.state)
     assert accuracy(model, split.images_test, as_labels(split.y_test)) >= 0.8
     assert res.cost["seconds"] > 0 and res.cost["circuits"] == 300 * 8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name, floor", [("hqnn-l1", 0.90), ("qnn-l10", 0.60)])
+def test_mnist_accuracy_acceptance(model_name, floor):
+    """Issue 3: the DESIGN recipes on MNIST (n_train 1000, n_test 500, seed 0)."""
+    torch.set_num_threads(1)
+    cfg = CellConfig(model_name, "class:4", "none", None, None, None, 0)
+    res = train_stage(cfg)
+    split = load_split("mnist", 1000, 500, 0)
+    model = build_model(model_name, 0)
+    model.load_state_dict(res.state)
+    _, x_test = model_inputs(model_name, split)
+    assert accuracy(model, x_test, as_labels(split.y_test)) >= floor
