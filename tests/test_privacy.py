@@ -135,3 +135,17 @@ def test_lira_with_shadows_scores_members_of_an_overfit_model():
     assert row["lira_auc"] > 0.5  # members sit above the OUT shadows' confidence
     off, _ = run_cell(cfg.with_params({"hqnn-l1": {"epochs": 6}, "attack": {"epochs": 50}}))
     assert "lira_auc" not in off
+
+
+def test_n_eval_subsamples_each_split_with_original_indices():
+    cfg = CellConfig("qnn-angle-l2", "class:4", "none", None, None, 64, 0, dataset="digits", n_train=200, n_test=100,
+                     n_eval=12).with_params({"qnn-angle-l2": {"epochs": 2}, "attack": {"epochs": 50}})
+    row, ex = run_cell(cfg)
+    counts = ex.split.value_counts().to_dict()
+    assert counts == {"train_retain": 12, "train_forget": 12, "test": 12}
+    assert row["n_forget_evaluated"] == 12 and row["n_forget"] > 12
+    assert ex[ex.split != "test"].sample_index.max() > 12  # original training indices, not positions
+    assert (ex[ex.split == "train_forget"].label == 4).all()
+    assert stage_specs(cfg)["evaluate"]["n_eval"] == 12 and "n_eval" not in stage_specs(replace(cfg, n_eval=None))["evaluate"]
+    with pytest.raises(ValueError, match="n_eval"):
+        replace(cfg, n_eval=3).validate()

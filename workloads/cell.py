@@ -48,6 +48,7 @@ class CellConfig:
     n_train: int = 1000
     n_test: int = 500
     params: tuple = ()
+    n_eval: int | None = None  # evaluate at most this many retain, forget and test samples (hardware)
 
     def with_params(self, params: dict[str, dict[str, Any]] | None) -> "CellConfig":
         frozen = tuple(sorted((s, tuple(sorted(v.items()))) for s, v in (params or {}).items()))
@@ -65,6 +66,9 @@ class CellConfig:
             v = getattr(self, axis)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{axis}: expected 'exact' or a positive integer, got {v!r}")
+        if self.n_eval is not None and (isinstance(self.n_eval, bool) or not isinstance(self.n_eval, int)
+                                        or self.n_eval < 10):
+            raise ValueError(f"n_eval: expected an integer of at least 10, got {self.n_eval!r}")
         if self.backend != "torch" and self.eval_shots is None:
             raise ValueError(f"eval_shots: backend {self.backend!r} measures shots; 'exact' needs backend torch")
 
@@ -107,6 +111,8 @@ def stage_specs(cfg: CellConfig) -> dict[str, dict[str, Any]]:
               "lira": merged("lira", cfg.params_dict().get("lira"))}
     evaluate = {"unlearn": unlearn_spec, "attack": attack, "forget": cfg.forget,
                 "eval_shots": cfg.eval_shots, "backend": cfg.backend}
+    if cfg.n_eval is not None:  # only when set, so existing stage keys stay valid
+        evaluate["n_eval"] = cfg.n_eval
     return {"train": train, "unlearn": unlearn_spec, "attack": attack, "evaluate": evaluate}
 
 
@@ -227,16 +233,19 @@ def evaluate_stage(
     model = _model(cfg, data, unlearned)
     mlp = attacks.load_paper_attack(attack, params)
     q = derive_seed(cfg.seed, "eval", cfg.eval_shots)
-    l_tr, c_tr = logits_on(model, data.x_train, cfg.eval_shots, cfg.backend, q, data.x_train)
-    l_te, c_te = logits_on(model, data.x_test, cfg.eval_shots, cfg.backend, q + 1, data.x_train)
-    s_tr = mlp.scores(attacks.attack_features(l_tr, data.y_train))
-    s_te = mlp.scores(attacks.attack_features(l_te, data.y_test))
-    loss_tr = attacks.per_sample_loss(l_tr, data.y_train).numpy()
-    loss_te = attacks.per_sample_loss(l_te, data.y_test).numpy()
+    tr_idx, te_idx = _eval_indices(cfg, data)
+    yt_tr, yt_te = data.y_train[tr_idx], data.y_test[te_idx]
+    l_tr, c_tr = logits_on(model, data.x_train[tr_idx], cfg.eval_shots, cfg.backend, q, data.x_train)
+    l_te, c_te = logits_on(model, data.x_test[te_idx], cfg.eval_shots, cfg.backend, q + 1, data.x_train)
+    s_tr = mlp.scores(attacks.attack_features(l_tr, yt_tr))
+    s_te = mlp.scores(attacks.attack_features(l_te, yt_te))
+    loss_tr = attacks.per_sample_loss(l_tr, yt_tr).numpy()
+    loss_te = attacks.per_sample_loss(l_te, yt_te).numpy()
     pred_tr, pred_te = l_tr.argmax(1).numpy(), l_te.argmax(1).numpy()
-    y_tr, y_te = data.y_train.numpy(), data.y_test.numpy()
+    y_tr, y_te = yt_tr.numpy(), yt_te.numpy()
 
-    f = data.forget
+    in_forget = np.isin(tr_idx, data.forget)
+    f, r = np.flatnonzero(in_forget), np.flatnonzero(~in_forget)
     forget_labels = np.unique(y_tr[f])
     same_class = np.isin(y_te, forget_labels)
     flags_f = s_tr[f] >= params["threshold"]
@@ -255,11 +264,12 @@ def evaluate_stage(
         "attack_train_acc": stage("attack").get("attack_train_acc", math.nan),
         "loss_auc": metrics.auc(-loss_tr[f], -loss_te[same_class]),
         "loss_tpr_at_1pct_fpr": metrics.tpr_at_fpr(-loss_tr[f], -loss_te[same_class], 0.01),
-        "acc_train_retain": _acc(pred_tr, y_tr, data.retain),
+        "acc_train_retain": _acc(pred_tr, y_tr, r),
         "acc_train_forget": _acc(pred_tr, y_tr, f),
         "acc_test_retain": _acc(pred_te, y_te, np.flatnonzero(~test_forget)),
         "acc_test_forget": _acc(pred_te, y_te, np.flatnonzero(test_forget)),
-        "n_forget": len(f),
+        "n_forget": len(data.forget),
+        "n_forget_evaluated": len(f),
         "train_seconds": stage("train").get("seconds", 0.0),
         "unlearn_seconds": stage("unlearn").get("seconds", 0.0),
         "attack_seconds": stage("attack").get("seconds", 0.0),
@@ -276,26 +286,50 @@ def evaluate_stage(
     }
     if "lira.mu" in attack:
         mu, sigma = attack["lira.mu"].numpy(), float(attack["lira.sigma"][0])
-        phi = np.r_[lira.logit_confidence(l_tr, data.y_train), lira.logit_confidence(l_te, data.y_test)]
+        mu = np.r_[mu[: cfg.n_train][tr_idx], mu[cfg.n_train :][te_idx]]
+        phi = np.r_[lira.logit_confidence(l_tr, yt_tr), lira.logit_confidence(l_te, yt_te)]
         sc = lira.lira_scores(phi, mu, sigma)
         sc_tr, sc_te = sc[: len(y_tr)], sc[len(y_tr) :]
         row["lira_auc"] = metrics.auc(sc_tr[f], sc_te[same_class])
         row["lira_tpr_at_1pct_fpr"] = metrics.tpr_at_fpr(sc_tr[f], sc_te[same_class], 0.01)
         row["lira_tpr_at_01pct_fpr"] = metrics.tpr_at_fpr(sc_tr[f], sc_te[same_class], 0.001)
-    for key in ("transpiled_depth", "two_qubit_gates", "calibration_time", "job_ids", "backend_version"):
-        for c in (c_tr, c_te):
-            if key in c:
-                row[key] = c[key]
-    split_tr = np.where(np.isin(np.arange(len(y_tr)), f), "train_forget", "train_retain")
+    row.update(_provenance(c_tr, c_te))
     examples = pd.DataFrame({
-        "split": np.r_[split_tr, np.full(len(y_te), "test")],
-        "sample_index": np.r_[np.arange(len(y_tr)), np.arange(len(y_te))].astype(np.int64),
+        "split": np.r_[np.where(in_forget, "train_forget", "train_retain"), np.full(len(y_te), "test")],
+        "sample_index": np.r_[tr_idx, te_idx].astype(np.int64),
         "label": np.r_[y_tr, y_te].astype(np.int64),
         "prediction": np.r_[pred_tr, pred_te].astype(np.int64),
         "loss": np.r_[loss_tr, loss_te],
         "attack_score": np.r_[s_tr, s_te],
     })
     return row, examples
+
+
+def _eval_indices(cfg: CellConfig, data: CellData) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices to evaluate: all, or a seeded subsample of n_eval per split."""
+    if cfg.n_eval is None:
+        return np.arange(cfg.n_train), np.arange(cfg.n_test)
+    rng = np.random.default_rng(derive_seed(cfg.seed, "eval-subsample", cfg.forget))
+    pick = lambda idx: np.sort(rng.choice(idx, size=min(cfg.n_eval, len(idx)), replace=False))  # noqa: E731
+    return np.sort(np.r_[pick(data.retain), pick(data.forget)]), pick(np.arange(cfg.n_test))
+
+
+_PROVENANCE = ("transpiled_depth", "two_qubit_gates", "calibration_time", "backend_version", "backend_name",
+               "qiskit_ibm_runtime_version", "optimization_level")
+
+
+def _provenance(*costs: dict[str, Any]) -> dict[str, Any]:
+    """Backend provenance of the evaluation queries (hardware): the job ids of all, the rest of the last."""
+    out: dict[str, Any] = {}
+    for c in costs:
+        out.update({k: c[k] for k in _PROVENANCE if k in c})
+    jobs = [j for c in costs for j in c.get("job_ids", [])]
+    if jobs:
+        out["job_ids"] = jobs
+    est = [c["qpu_seconds_est"] for c in costs if "qpu_seconds_est" in c]
+    if est:
+        out["qpu_seconds_est"] = float(sum(est))
+    return out
 
 
 def _acc(pred: np.ndarray, y: np.ndarray, idx: np.ndarray) -> float:
