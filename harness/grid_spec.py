@@ -53,6 +53,7 @@ class _GridFile(BaseModel):
     dataset: StrictStr = "mnist"
     n_train: StrictInt = 1000
     n_test: StrictInt = 500
+    n_eval: StrictInt | None = None
     backend: StrictStr | None = None
     grid: _Axes
     params: dict[StrictStr, dict[StrictStr, Any]] = Field(default_factory=dict)
@@ -69,6 +70,7 @@ class GridSpec:
     n_test: int
     axes: dict[str, tuple[Any, ...]]
     params: dict[str, dict[str, Any]]
+    n_eval: int | None = None  # evaluate at most this many samples per split (hardware studies)
 
     @property
     def n_cells(self) -> int:
@@ -92,6 +94,7 @@ class GridSpec:
                 train_shots=c["train_shots"], unlearn_shots=c["unlearn_shots"], eval_shots=c["eval_shots"],
                 seed=c["seed"], backend=c["backend"], dataset=self.dataset,
                 n_train=self.n_train, n_test=self.n_test,
+                **({"n_eval": self.n_eval} if self.n_eval is not None else {}),
             )
             out.append(cfg.with_params(self.params) if self.params else cfg)
         return out
@@ -226,8 +229,10 @@ def _check_semantics(path: Path, f: _GridFile, mod: Any) -> GridSpec:
         m = re.match(r"^(params\.[\w-]+(?:\.[\w-]+)?):\s*(.*)$", msg, re.S)
         raise (bad(m.group(1), m.group(2)) if m else bad("params", msg)) from None
 
+    if f.n_eval is not None and f.n_eval < 10:
+        raise bad("n_eval", f"must be at least 10, got {f.n_eval}")
     spec = GridSpec(name=f.name, path=str(path), dataset=f.dataset, n_train=f.n_train, n_test=f.n_test,
-                    axes=axes, params=params)
+                    axes=axes, params=params, n_eval=f.n_eval)
     # Cross-axis rules the workload knows (e.g. a sampling backend cannot evaluate 'exact'), per cell.
     for cfg in spec.cells(mod.CellConfig):
         if hasattr(cfg, "validate"):

@@ -184,7 +184,11 @@ def attack_circuits(cfg: Any) -> int:
 
 
 def evaluate_circuits(cfg: Any) -> int:
-    return cfg.n_train + cfg.n_test
+    """Samples one evaluation queries: all, or up to n_eval retain + n_eval forget + n_eval test."""
+    n_eval = getattr(cfg, "n_eval", None)
+    if n_eval is None:
+        return cfg.n_train + cfg.n_test
+    return min(2 * n_eval, cfg.n_train) + min(n_eval, cfg.n_test)
 
 
 @dataclass
@@ -593,7 +597,7 @@ def _cfg(wc: Any, d: dict[str, Any]) -> Any:
 def _base_row(rec: dict[str, Any]) -> dict[str, Any]:
     c = rec["cfg"]
     row = {k: c.get(k) for k in ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots",
-                                 "seed", "backend", "dataset", "n_train", "n_test")}
+                                 "seed", "backend", "dataset", "n_train", "n_test", "n_eval")}
     row.update(params=json.dumps(c.get("params") or {}, sort_keys=True), code_version=rec["code_version"],
                host=socket.gethostname(), finished_at=datetime.now(timezone.utc), hw_submitted_at=rec["submitted_at"],
                optimization_level=rec.get("optimization_level"))

@@ -36,6 +36,10 @@ def digest(obj: Any, n: int = 20) -> str:
 def config_dict(cfg: Any) -> dict[str, Any]:
     """The cell config as plain JSON-able data (params as a dict of dicts)."""
     d = dataclasses.asdict(cfg)
+    # Optional fields left at a None default are omitted, so adding one keeps every existing cell id.
+    for f in dataclasses.fields(cfg):
+        if f.default is None and d.get(f.name) is None:
+            d.pop(f.name, None)
     if hasattr(cfg, "params_dict"):
         d["params"] = cfg.params_dict()
     return d

@@ -155,3 +155,21 @@ def test_dry_run_prints_counts_and_writes_nothing(tmp_path: Path) -> None:
                    if line.startswith("│")), out
     assert "circuit executions" in out and "CPU-hours" in out
     assert not results.exists()
+
+
+def test_n_eval_reaches_cells_and_keeps_other_ids(tmp_path):
+    from harness.grid_spec import load_grid
+    from harness.identity import cell_id
+
+    base = "name: g\ndataset: digits\nn_train: 200\nn_test: 100\ngrid:\n  model: [hqnn-l1]\n  method: [none]\n  forget: ['class:4']\n"
+    (tmp_path / "a.yaml").write_text(base)
+    (tmp_path / "b.yaml").write_text(base + "n_eval: 20\n")
+    a, b = load_grid(tmp_path / "a.yaml").cells()[0], load_grid(tmp_path / "b.yaml").cells()[0]
+    assert a.n_eval is None and b.n_eval == 20
+    assert cell_id("g", a) != cell_id("g", b)
+    from harness.identity import config_dict
+
+    assert "n_eval" not in config_dict(a)  # unset optional fields leave existing cell ids unchanged
+    (tmp_path / "c.yaml").write_text(base + "n_eval: 3\n")
+    with pytest.raises(Exception, match="n_eval"):
+        load_grid(tmp_path / "c.yaml")
