@@ -41,6 +41,8 @@ def run(
         spec = load_grid(grid, impl)
     except GridError as e:
         raise _bad_input(str(e)) from None
+    if not dry_run:
+        _require_credentials(grid, spec)
     from .store import ResultStore
 
     store = ResultStore(results)
@@ -61,6 +63,17 @@ def run(
         err.print(f"failed {cid}: {error.splitlines()[0]}", highlight=False, markup=False)
     if summary.cells_failed:
         raise typer.Exit(1)
+
+
+def _require_credentials(path: Path, spec) -> None:
+    """An ibm: backend without credentials is bad input: fail before any work (the token is never shown)."""
+    from workloads.backends import MissingCredentials, require_credentials
+
+    for backend in spec.axes.get("backend", ()):
+        try:
+            require_credentials(backend)
+        except MissingCredentials as e:
+            raise _bad_input(f"{path}: backend: {e}") from None
 
 
 def _dry_run(spec, store, impl: str, workers: int | None) -> None:

@@ -147,3 +147,19 @@ def test_bench_report_hw_commands_are_mounted(tmp_path: Path) -> None:
     else:  # delegated: an empty store still gives a report
         assert rep.exit_code == 0, rep.output
         assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_run_on_ibm_without_credentials_is_bad_input(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    monkeypatch.delenv("QISKIT_IBM_TOKEN", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no saved qiskit account either
+    grid = tmp_path / "ibm.yaml"
+    grid.write_text("name: ibm\ndataset: digits\nn_train: 100\nn_test: 50\nbackend: ibm:ibm_torino\n"
+                    "grid:\n  model: [qnn-angle-l2]\n  method: [none]\n  forget: ['class:4']\n  eval_shots: [128]\n")
+    res = CliRunner().invoke(app, ["run", str(grid), "--results", str(tmp_path / "res")])
+    assert res.exit_code == 2
+    assert "QISKIT_IBM_TOKEN" in res.output and "ibm.yaml" in res.output
+    assert not (tmp_path / "res").exists()
