@@ -61,8 +61,8 @@ def forward_times(n_layers: int, n: int, n_statevector: int, repeat: int) -> dic
     return {"torch": t_torch, "aer": t_aer, "statevector": t_sv}
 
 
-def epoch_time(model_name: str = "qnn-l10") -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of one exact training epoch; CPU time is robust to a busy machine."""
+def epoch_time(model_name: str = "qnn-l10") -> float:
+    """Wall seconds of one exact training epoch."""
     from workloads.data import load_split
     from workloads.hparams import model_defaults
     from workloads.models import build_model, model_inputs
@@ -71,9 +71,7 @@ def epoch_time(model_name: str = "qnn-l10") -> tuple[float, float]:
     split = load_split("mnist", 1000, 500, 0)
     model = build_model(model_name, 0)
     x, _ = model_inputs(model_name, split)
-    cpu = time.process_time()
-    wall = fit(model, x, as_labels(split.y_train), model_defaults(model_name), None, 0, epochs=1).seconds
-    return wall, time.process_time() - cpu
+    return fit(model, x, as_labels(split.y_train), model_defaults(model_name), None, 0, epochs=1).seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,8 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{n_layers:>3} {t['torch'] * 1e3:>9.1f} {t['aer'] * 1e3:>9.1f} {t['statevector'] * 1e3:>15.0f} "
               f"{t['aer'] / t['torch']:>10.1f} {t['statevector'] / t['torch']:>18.1f}")
     print(f"(statevector timed on {args.statevector_samples} samples and scaled to {args.samples})")
-    wall, cpu = epoch_time()
-    print(f"qnn-l10 epoch, 1000 samples, batch 32, exact gradients: {wall:.2f} s wall, {cpu:.2f} s CPU")
+    print(f"qnn-l10 epoch, 1000 samples, batch 32, exact gradients, one thread: {epoch_time():.2f} s")
 
 
 if __name__ == "__main__":
