@@ -73,7 +73,6 @@ def test_finite_eval_shots_blur_what_the_attack_sees(digits_cells):
     data = cell_data(base)
     model = _model(base, data, train.state)
     exact, _ = logits_on(model, data.x_test, None, "torch", 0)
-    z_exact = model.quantum.weight  # noqa: F841  (model in eval mode; only logits compared)
     spreads = {}
     for shots in (16, 1024):
         a, cost = logits_on(model, data.x_test, shots, "torch", 1)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -52,7 +52,7 @@ class CellConfig:
 
     def with_params(self, params: dict[str, dict[str, Any]] | None) -> "CellConfig":
         frozen = tuple(sorted((s, tuple(sorted(v.items()))) for s, v in (params or {}).items()))
-        return _replace(self, params=frozen)
+        return replace(self, params=frozen)
 
     def params_dict(self) -> dict[str, dict[str, Any]]:
         return {s: dict(items) for s, items in self.params}
@@ -71,12 +71,6 @@ class CellConfig:
             raise ValueError(f"n_eval: expected an integer of at least 10, got {self.n_eval!r}")
         if self.backend != "torch" and self.eval_shots is None:
             raise ValueError(f"eval_shots: backend {self.backend!r} measures shots; 'exact' needs backend torch")
-
-
-def _replace(cfg: CellConfig, **kw) -> CellConfig:
-    from dataclasses import replace
-
-    return replace(cfg, **kw)
 
 
 @dataclass(frozen=True)

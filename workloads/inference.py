@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from .models import shots_mode
-from .training import predict_logits
 
 
 def logits_on(

@@ -59,19 +59,13 @@ def fit(
     return Cost(time.perf_counter() - start, log.circuits, log.shots)
 
 
-@torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, shots: int | None, seed: int, chunk: int = 1000) -> torch.Tensor:
-    """Logits of `model` on x, with the quantum layer read out at `shots` (seeded)."""
-    model.eval()
-    gen = torch.Generator().manual_seed(seed)
-    with shots_mode(model, shots, gen):
-        return torch.cat([model(x[i : i + chunk]) for i in range(0, len(x), chunk)])
-
-
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shots: int | None = None, seed: int = 0) -> float:
+    """Accuracy on the torch executor, read out at `shots` (None: exact)."""
+    from .inference import logits_on
+
     if len(y) == 0:
         return float("nan")
-    return float((predict_logits(model, x, shots, seed).argmax(1) == y).double().mean())
+    return float((logits_on(model, x, shots, "torch", seed)[0].argmax(1) == y).double().mean())
 
 
 def as_labels(y: np.ndarray) -> torch.Tensor:
