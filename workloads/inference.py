@@ -11,7 +11,7 @@ from .models import shots_mode
 
 
 def logits_on(
-    model: nn.Module, x: torch.Tensor, shots: int | None, backend: str, seed: int, reference: torch.Tensor | None = None
+    model: nn.Module, x: torch.Tensor, shots: int | None, backend: str, seed: int
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """(logits, cost) of `model` on x with its quantum layer run on `backend` at `shots`."""
     if backend == "torch":
