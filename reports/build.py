@@ -267,12 +267,7 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
     for f in out:
         if isinstance(f, F.Figure):
             f.name = prefix + f.name
-            paths = F.save(f, figdir)
-            meta = {"name": f.name, "title": f.title, "caption": f.caption, **paths}
-            fig_meta.append(meta)
-            fs.figures.append(meta)
-        else:
-            fs.figures.append(f)
+        fs.figures.append(_place(f, figdir, fig_meta))
     secs.append(fs)
     return GridReport(grid, secs, head, counts)
 
@@ -315,15 +310,19 @@ def compare_section(s: q.Store, a: str, b: str, grid: str | None, figdir: Path, 
     if len(rest):
         sec.tables.append(Table("Combinations present on one side only", cols, rows_of(rest), collapsed=True))
     F.setup()
-    f = F.fig_compare(df, da, db)
-    if isinstance(f, F.Figure):
-        paths = F.save(f, figdir)
-        meta = {"name": f.name, "title": f.title, "caption": f.caption, **paths}
-        fig_meta.append(meta)
-        sec.figures.append(meta)
-    else:
-        sec.figures.append(f)
+    sec.figures.append(_place(F.fig_compare(df, da, db), figdir, fig_meta))
     return sec
+
+
+def _place(f: Any, figdir: Path, fig_meta: list[dict]) -> Any:
+    """Save a drawn figure and return its metadata (also listed in fig_meta); a skip note passes through."""
+    from . import figures as F
+
+    if not isinstance(f, F.Figure):
+        return f
+    meta = {"name": f.name, "title": f.title, "caption": f.caption, **F.save(f, figdir)}
+    fig_meta.append(meta)
+    return meta
 
 
 # ------------------------------------------------------------------------------------------------ rendering
