@@ -107,7 +107,7 @@ def submit(
 
     from workloads.backends import BackendError, MissingCredentials
 
-    from .hardware import PAUSE_ENV, BudgetExceeded, collect as collect_cells, submit as submit_cells
+    from .hardware import PAUSE_ENV, BudgetExceeded, submit as submit_cells
     from .store import ResultStore
 
     spec = _load(grid)

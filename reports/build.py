@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -482,7 +481,7 @@ def build_report(results: str, out: str, grid: str | None = None, compare: tuple
     title = title or ("qmu-bench report: " + (", ".join(names) if names else "empty store")
                       + (f" (compare {compare[0]} vs {compare[1]})" if compare else ""))
     meta = [f"results: `{results}`", f"generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}",
-            f"figures: `figures/*.png` and `.svg`; tables: `tables/*.csv`"]
+            "figures: `figures/*.png` and `.svg`; tables: `tables/*.csv`"]
     (outp / "report.md").write_text(render_md(title, meta, sections, outp))
     meta.append(f"built in {time.perf_counter() - t0:.1f} s")
     html_path = outp / "report.html"

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .models import shots_mode
-from .training import Cost, accuracy, batches, fit, sgd
+from .training import Cost, batches, fit, sgd
 
 
 @dataclass(frozen=True)
