@@ -335,7 +335,7 @@ NOTES = [
     "examples table) and Hanley-McNeil for AUC; a single cell's gap to retrain combines both cells' standard "
     "errors. Costs of a single cell have no interval.",
     "The loss attack thresholds the per-example cross-entropy (no training). The KL divergence to retrain "
-    "(DESIGN.md 7) needs output distributions, which the store does not keep; it is not reported.",
+    "(docs/metrics.md) needs output distributions, which the store does not keep; it is not reported.",
 ]
 
 

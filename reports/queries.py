@@ -27,7 +27,7 @@ AXES = ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots
 GROUP_AXES = tuple(a for a in AXES if a != "seed")
 SHOT_AXES = ("train_shots", "unlearn_shots", "eval_shots")
 STATUSES = ("ok", "failed", "budget_skipped")
-METHODS = ("none", "retrain", "finetune", "ga", "ssd", "rga")  # DESIGN.md 6, in display order
+METHODS = ("none", "retrain", "finetune", "ga", "ssd", "rga", "graddiff")  # docs/methods.md, in display order
 Z = 1.959963984540054
 
 # metric -> (display label, per-cell interval kind, count column for Wilson / first count for AUC)
@@ -375,7 +375,7 @@ def aggregate(s: Store, by: Iterable[str], filters: dict[str, Any] | None = None
 
 
 def _order(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Sort groups in display order (exact shots last, methods in DESIGN order); NULL shots become None."""
+    """Sort groups in display order (exact shots last, methods in docs/methods.md order); NULL shots become None."""
     for a in SHOT_AXES + ("seed",):
         if a in df:
             df[a] = pd.Series([None if pd.isna(v) else int(v) for v in df[a]], index=df.index, dtype=object)

@@ -1,4 +1,4 @@
-"""The study's findings (DESIGN.md 1) checked against a grid's numbers: `qmu report ... --replication`.
+"""The study's findings (docs/metrics.md) checked against a grid's numbers: `qmu report ... --replication`.
 
 Every number comes from `reports.queries.aggregate` (the same SQL as the tables and figures). The verdict rules are
 fixed here and printed in the report, so a reader can disagree with a threshold without re-running anything.

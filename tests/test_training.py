@@ -61,7 +61,7 @@ def test_hqnn_learns_digits():
 @pytest.mark.slow
 @pytest.mark.parametrize("model_name, floor", [("hqnn-l1", 0.90), ("qnn-l10", 0.60)])
 def test_mnist_accuracy_acceptance(model_name, floor):
-    """Issue 3: the DESIGN recipes on MNIST (n_train 1000, n_test 500, seed 0)."""
+    """Issue 3: the recipes of docs/methods.md on MNIST (n_train 1000, n_test 500, seed 0)."""
     torch.set_num_threads(1)
     cfg = CellConfig(model_name, "class:4", "none", None, None, None, 0)
     res = train_stage(cfg)
