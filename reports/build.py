@@ -117,22 +117,28 @@ class Section:
 
 # ------------------------------------------------------------------------------------------------ tables
 METRIC_COLS = [
-    ("MIA success [95% CI]", lambda r: fmt_ci(r, "mia_success")),
+    ("advantage [95% CI]", lambda r: fmt_ci(r, "mia_advantage")),
     ("AUC [95% CI]", lambda r: fmt_ci(r, "mia_auc")),
     ("TPR@1%FPR", lambda r: fmt(r.get("mia_tpr_at_1pct_fpr"))),
+    ("FPR floor", lambda r: fmt(r.get("mia_fpr_floor"), 4)),
+    ("MIA success, study [95% CI]", lambda r: fmt_ci(r, "mia_success")),
     ("loss AUC", lambda r: fmt(r.get("loss_auc"))),
+    ("RMIA AUC", lambda r: fmt(r.get("rmia_auc"))),
     ("acc train retain", lambda r: fmt_ci(r, "acc_train_retain")),
     ("acc train forget", lambda r: fmt_ci(r, "acc_train_forget")),
     ("acc test retain", lambda r: fmt_ci(r, "acc_test_retain")),
     ("acc test forget", lambda r: fmt_ci(r, "acc_test_forget")),
 ]
 GAP_COST_COLS = [
-    ("Δ MIA vs retrain", lambda r: fmt_ci(r, "gap_mia_success")),
+    ("Δ advantage vs retrain", lambda r: fmt_ci(r, "gap_mia_advantage")),
     ("Δ AUC vs retrain", lambda r: fmt_ci(r, "gap_mia_auc")),
+    ("Δ MIA success (study) vs retrain", lambda r: fmt_ci(r, "gap_mia_success")),
     ("Δ acc test retain vs retrain", lambda r: fmt_ci(r, "gap_acc_test_retain")),
     ("Δ acc train forget vs retrain", lambda r: fmt_ci(r, "gap_acc_train_forget")),
     ("unlearn s", lambda r: fmt_s(r.get("unlearn_seconds"))),
     ("unlearn circuits", lambda r: fmt_count(r.get("unlearn_circuits"))),
+    ("unlearn device circuits", lambda r: fmt_count(r.get("unlearn_circuits_device"))),
+    ("relearn steps", lambda r: fmt(r.get("relearn_steps"), 0)),
     ("shots total", lambda r: fmt_count(r.get("shots_total"))),
     ("train s", lambda r: fmt_s(r.get("train_seconds"))),
 ]
@@ -141,11 +147,14 @@ GAP_COST_COLS = [
 def metric_table(df: pd.DataFrame, keys: Sequence[str], title: str, note: str = "", collapsed: bool = False,
                  columns: Sequence[tuple[str, Any]] | None = None) -> Table:
     columns = list(columns) if columns is not None else METRIC_COLS + GAP_COST_COLS
-    cols = [k.replace("_", " ") for k in keys] + ["seeds"] + [c for c, _ in columns]
+    cells = [[f(r) for _, f in columns] for _, r in df.iterrows()]
+    # a metric this store never recorded (older code) is left out rather than shown as a column of dashes
+    keep = [j for j in range(len(columns)) if not cells or any(row[j] != "—" for row in cells)]
+    cols = [k.replace("_", " ") for k in keys] + ["seeds"] + [columns[j][0] for j in keep]
     rows = []
-    for _, r in df.iterrows():
+    for (_, r), vals in zip(df.iterrows(), cells):
         kv = [shots(r[k]) if k in q.SHOT_AXES else str(r[k]) for k in keys]
-        rows.append(kv + [str(int(r["n_seeds"]))] + [f(r) for _, f in columns])
+        rows.append(kv + [str(int(r["n_seeds"]))] + [vals[j] for j in keep])
     return Table(title, cols, rows, note, collapsed)
 
 
@@ -239,36 +248,113 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
     # ---- figures
     fs = Section(f"Grid `{grid}`: figures")
     F.setup()
-    rest = {k: v for k, v in ref.items()}
+    no_ref_forget = {k: v for k, v in ref.items() if k != "forget"}
     out: list[Any] = []
-    d = q.aggregate(s, ["forget", "model", "method"], {**g, **{k: v for k, v in rest.items() if k != "forget"}})
-    out.append(F.fig_leakage(d, _note_seeds(d) + f" Slice: {describe_slice({k: v for k, v in ref.items() if k != 'forget'})}."))
+    d = q.aggregate(s, ["forget", "model", "method"], {**g, **no_ref_forget})
+    out.append(F.fig_leakage(d, _note_seeds(d) + f" Slice: {describe_slice(no_ref_forget)}."))
+    lm = "mia_auc"
     for axis, name, title, mets in (
         ("eval_shots", "shot_shield", "Shot shield: leakage and accuracy against inference shots",
-         ("mia_success", "mia_auc", "acc_test_retain")),
+         (lm, "mia_success", "acc_test_retain")),
         ("unlearn_shots", "unlearn_shots", "Unlearning under shot noise",
-         ("mia_success", "acc_train_forget", "acc_test_retain", "gap_mia_success")),
-        ("train_shots", "train_shots", "Training under shot noise", ("mia_success", "mia_auc", "acc_test_retain")),
+         (lm, "acc_train_forget", "acc_test_retain")),
+        ("train_shots", "train_shots", "Training under shot noise", (lm, "mia_success", "acc_test_retain")),
     ):
-        filt = {**g, **{k: v for k, v in rest.items() if k != axis}}
-        d = q.aggregate(s, ["model", "method", axis], filt)
-        f = F.fig_shots(d, axis, mets, name, title, _note_seeds(d) + f" Slice: "
-                        f"{describe_slice({k: v for k, v in ref.items() if k != axis})}.")
+        others = {k: v for k, v in ref.items() if k != axis}
+        d = q.aggregate(s, ["model", "method", axis], {**g, **others})
+        f = F.fig_shots(d, axis, mets, name, title, _note_seeds(d) + f" Slice: {describe_slice(others)}.")
         if axis == "train_shots" and isinstance(f, F.Skipped):
             continue  # not a requested figure; only shown when the grid varies it
         out.append(f)
-    d = q.aggregate(s, ["forget", "model", "method"], {**g, **{k: v for k, v in rest.items() if k != "forget"}})
-    out.append(F.fig_forget(d, ("mia_success", "mia_auc", "acc_test_retain"), _note_seeds(d)))
+    d = q.aggregate(s, ["forget", "model", "method"], {**g, **no_ref_forget})
+    out.append(F.fig_forget(d, (F.leak_metric(d), "mia_success", "acc_test_retain"), _note_seeds(d)))
     r = q.roc(s, ["model", "method"], {**g, **ref})
-    out.append(F.fig_roc(r, f"Slice: {describe_slice(ref)}."))
+    out.append(F.fig_roc(r, f"Slice: {describe_slice(ref)}.", s.has("population")))
     c = q.aggregate(s, ["model", "method"], {**g, **ref})
-    out.append(F.fig_cost(c, _note_seeds(c)))
+    ratio_cells, ratio_what = q.cost_ratio_cells(s, {**g, **ref})
+    ratio = q.seed_mean(ratio_cells, ["model", "method"], ["circuit_ratio", "seconds_ratio"]) \
+        if not ratio_cells.empty else ratio_cells
+    out.append(F.fig_cost(c, ratio, ratio_what, _note_seeds(c)))
     for f in out:
-        if isinstance(f, F.Figure):
-            f.name = prefix + f.name
-        fs.figures.append(_place(f, figdir, fig_meta))
+        _add_figure(fs, f, prefix, figdir, fig_meta)
     secs.append(fs)
+    secs.append(retrain_section(s, grid, ref, prefix, figdir, fig_meta))
     return GridReport(grid, secs, head, counts)
+
+
+def _add_figure(sec: Section, f: Any, prefix: str, figdir: Path, fig_meta: list[dict]) -> None:
+    from . import figures as F
+
+    if isinstance(f, F.Figure):
+        f.name = prefix + f.name
+    sec.figures.append(_place(f, figdir, fig_meta))
+
+
+def retrain_section(s: q.Store, grid: str, ref: dict[str, Any], prefix: str, figdir: Path,
+                    fig_meta: list[dict]) -> Section:
+    """Closeness to retrain, collateral damage, relearning and the unlearning trajectories: each part is
+    skipped, with a line saying why, where the store lacks the columns it needs."""
+    from . import figures as F
+
+    sec = Section(f"Grid `{grid}`: against retrain")
+    filt = {"grid": grid, **ref}
+    has_retrain = bool(s.con.execute(f"SELECT count(*) FROM cell_ci WHERE {q.where_clause({**filt, 'method': 'retrain'})}")
+                       .fetchone()[0])
+    sec.paragraphs.append(f"Slice: {describe_slice(ref)}. Every method is compared with the `retrain` cell of the same "
+                          "model, forget set, shots, seed and backend, on the same samples; means over seeds with "
+                          "95% t intervals (scipy.stats.t).")
+    if not has_retrain:
+        sec.bullets.append("No ok `retrain` cell at this slice: nothing to compare with.")
+        return sec
+    # closeness
+    if not s.has(*q.PROB_COLUMNS):
+        sec.bullets.append("Closeness to retrain (KL, Jensen-Shannon distance, forget quality) is skipped: this store's "
+                           "examples have no `prob_0`..`prob_9` columns (written by an older version of the code).")
+    else:
+        cc = q.closeness_cells(s, filt)
+        cols = ["kl_forget", "kl_test", "js_forget", "js_test", "forget_quality", "privleak"]
+        agg = q.seed_mean(cc, ["model", "forget", "method"], cols) if not cc.empty else cc
+        if not agg.empty:
+            sec.tables.append(Table(
+                "Closeness to retrain", ["model", "forget", "method", "seeds", "KL forget", "KL test", "JS forget",
+                                         "JS test", "forget quality (KS p)", "privleak"],
+                [[str(r["model"]), str(r["forget"]), str(r["method"]), str(int(r["n_seeds"]))]
+                 + [fmt_ci(r, m) for m in cols] for _, r in agg.iterrows()],
+                "KL = mean KL(unlearned ‖ retrain) of the output probabilities (nats); JS = mean Jensen-Shannon "
+                "distance (base 2, 0..1); forget quality = KS-test p-value of the per-example forget-set losses "
+                "against retrain's (TOFU/OpenUnlearning); privleak = (AUC − AUC_retrain) / AUC_retrain of the "
+                "held-out attack."))
+        _add_figure(sec, F.fig_closeness(agg[agg["forget"] == ref.get("forget")] if not agg.empty else agg, ""),
+                    prefix, figdir, fig_meta)
+    # collateral damage (class forget sets)
+    if not str(ref.get("forget", "")).startswith("class:"):
+        sec.bullets.append("Collateral damage is skipped: the reference forget set is not a class.")
+    else:
+        ch = q.collateral_cells(s, filt)
+        change = q.seed_mean(ch, ["model", "method", "label"], ["acc_change"]) if not ch.empty else ch
+        cf = q.forget_confusion(s, filt)
+        conf = cf.groupby(["model", "forget", "method", "prediction"], as_index=False)["share"].mean() \
+            if not cf.empty else cf
+        _add_figure(sec, F.fig_collateral(change, conf, ""), prefix, figdir, fig_meta)
+    # relearning
+    if not s.has("relearn_steps"):
+        sec.bullets.append("Relearning robustness is skipped: this store has no `relearn_steps` column.")
+    else:
+        rl = q.aggregate(s, ["model", "forget", "method"], filt, metrics=["relearn_steps"])
+        sec.tables.append(Table("Relearning: fine-tuning steps on a tenth of the forget set until its accuracy "
+                                "recovers to half of the original model's",
+                                ["model", "forget", "method", "seeds", "relearn steps [95% CI]"],
+                                [[str(r["model"]), str(r["forget"]), str(r["method"]), str(int(r["n_seeds"])),
+                                  fmt_ci(r, "relearn_steps", 1)] for _, r in rl.iterrows()],
+                                "— = did not recover within the bound (NULL) in every seed. A method that truly "
+                                "forgot relearns about as slowly as `retrain`."))
+    # trajectories
+    if not s.has("unlearn_trajectory"):
+        sec.bullets.append("Unlearning trajectories are skipped: this store has no `unlearn_trajectory` column.")
+    else:
+        no_eval = {k: v for k, v in filt.items() if k not in ("eval_shots", "backend")}
+        _add_figure(sec, F.fig_trajectory(q.trajectories(s, no_eval), ""), prefix, figdir, fig_meta)
+    return sec
 
 
 def compare_section(s: q.Store, a: str, b: str, grid: str | None, figdir: Path, fig_meta: list[dict]) -> Section:
@@ -319,23 +405,25 @@ def _place(f: Any, figdir: Path, fig_meta: list[dict]) -> Any:
 
     if not isinstance(f, F.Figure):
         return f
-    meta = {"name": f.name, "title": f.title, "caption": f.caption, **F.save(f, figdir)}
+    meta = {"name": f.name, "title": f.title, "caption": f.caption, "takeaway": f.takeaway, **F.save(f, figdir)}
     fig_meta.append(meta)
     return meta
 
 
 # ------------------------------------------------------------------------------------------------ rendering
 NOTES = [
-    "MIA success is the fraction of forget-set training samples that the paper's attack (MLP on 13 output "
-    "features, threshold 0.5) flags as member: a recall, blind to false positives. Read it with the AUC and TPR "
-    "at low FPR, computed between forget-set members and test non-members of the same class(es).",
-    "TPR@1%FPR with few same-class non-members (about 50 for one digit of 500 test samples) is the TPR at zero "
-    "false positives: the smallest non-zero FPR is 1/(number of non-members).",
+    "Definitions of every metric and column: docs/metrics.md and docs/results.md.",
+    "MIA success (study protocol) is the fraction of forget-set training samples that the paper's attack (MLP on "
+    "13 output features, threshold 0.5, trained on training samples and test samples) flags as member: the "
+    "study's number, a recall blind to false positives. The held-out protocol trains the attack on retain-set "
+    "members and P_attack non-members and scores the forget set against unseen P_eval non-members: advantage = "
+    "recall − non-member flag rate, AUC, TPR at low FPR.",
+    "A TPR at an FPR below the floor 1/(number of scored non-members) cannot be resolved and is NULL (—).",
     "Intervals are 95%: across seeds, mean ± t·sd/√n; for a single cell, Wilson for rates (counts from the "
     "examples table) and Hanley-McNeil for AUC; a single cell's gap to retrain combines both cells' standard "
     "errors. Costs of a single cell have no interval.",
-    "The loss attack thresholds the per-example cross-entropy (no training). The KL divergence to retrain "
-    "(docs/metrics.md) needs output distributions, which the store does not keep; it is not reported.",
+    "The loss attack thresholds the per-example cross-entropy (no training). Closeness to retrain uses the "
+    "stored output probabilities of each example (prob_0..prob_9), matched on the same samples.",
 ]
 
 
@@ -350,8 +438,8 @@ def _inline_html(t: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
 
 
-def render_md(title: str, meta: list[str], sections: list[Section], out: Path) -> str:
-    lines = [f"# {title}", "", *[f"- {m}" for m in meta], ""]
+def render_md(title: str, meta: list[str], sections: list[Section], out: Path, warn: str = "") -> str:
+    lines = [f"# {title}", "", *[f"- {m}" for m in meta], "", *([f"> **Warning:** {warn}", ""] if warn else [])]
     for sec in sections:
         lines += [f"## {sec.title}", ""]
         for p in sec.paragraphs:
@@ -363,7 +451,8 @@ def render_md(title: str, meta: list[str], sections: list[Section], out: Path) -
         for f in sec.figures:
             if isinstance(f, dict):
                 rel = Path(f["png"]).relative_to(out).as_posix()
-                lines += [f"### {f['title']}", "", f"![{f['title']}]({rel})", "",
+                take = [f"**{f['takeaway']}**", ""] if f.get("takeaway") else []
+                lines += [f"### {f['title']}", "", *take, f"![{f['title']}]({rel})", "",
                           f"{f['caption']} ([svg]({Path(f['svg']).relative_to(out).as_posix()}))", ""]
             else:
                 lines += [f"### {f.title}", "", f"*Not drawn:* {f.reason}.", ""]
@@ -385,17 +474,20 @@ tbody tr:nth-child(even){background:#fafafa}
 table.wrap td{white-space:normal;text-align:left;vertical-align:top}
 figure{margin:10px 0 26px}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#444;font-size:13px;max-width:1100px}
-.note{color:#555;font-size:12.5px}.skip{color:#8a5300;background:#fff7e6;border:1px solid #f0d9a8;padding:6px 10px;
+.note{color:#555;font-size:12.5px}.take{font-weight:600;margin:4px 0}
+.warn{color:#8a1c00;background:#fff0ec;border:1px solid #f0b8a8;padding:6px 10px;border-radius:4px}.skip{color:#8a5300;background:#fff7e6;border:1px solid #f0d9a8;padding:6px 10px;
 border-radius:4px}
 ul.missing li{margin:2px 0}code{background:#f2f2f2;padding:0 3px;border-radius:3px}
 details{margin:8px 0}summary{cursor:pointer;color:#0b57d0}pre{background:#f6f8fa;padding:10px;overflow-x:auto;font-size:12px}
 """
 
 
-def render_html(title: str, meta: list[str], sections: list[Section]) -> str:
+def render_html(title: str, meta: list[str], sections: list[Section], warn: str = "") -> str:
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
              "<ul class='meta'>" + "".join(f"<li>{_inline_html(m)}</li>" for m in meta) + "</ul>"]
+    if warn:
+        parts.append(f"<p class='warn'><b>Warning:</b> {_inline_html(warn)}</p>")
     for sec in sections:
         parts.append(f"<h2>{_inline_html(sec.title)}</h2>")
         parts += [f"<p>{_inline_html(p)}</p>" for p in sec.paragraphs]
@@ -405,7 +497,8 @@ def render_html(title: str, meta: list[str], sections: list[Section]) -> str:
         for f in sec.figures:
             if isinstance(f, dict):
                 b64 = base64.b64encode(Path(f["png"]).read_bytes()).decode()
-                parts.append(f"<h3>{html.escape(f['title'])}</h3><figure><img alt='{html.escape(f['title'])}' "
+                take = f"<p class='take'>{_inline_html(f['takeaway'])}</p>" if f.get("takeaway") else ""
+                parts.append(f"<h3>{html.escape(f['title'])}</h3>{take}<figure><img alt='{html.escape(f['title'])}' "
                              f"src='data:image/png;base64,{b64}'><figcaption>{_inline_html(f['caption'])}"
                              "</figcaption></figure>")
             else:
@@ -429,15 +522,16 @@ def replication_section(s: q.Store, grid: str) -> Section:
         sec.paragraphs += short
     summ = R.summary_text(head)
     if summ:
-        sec.paragraphs.append("Headline numbers (MIA success = fraction of the forget set flagged as member):")
+        sec.paragraphs.append("Headline numbers (MIA success = the study's number: fraction of the forget set flagged "
+                              "as member under the study protocol):")
         sec.paragraphs += summ
     sec.paragraphs.append(f"Regenerate: `qmu run grids/{grid}.yaml --results results && qmu report --results results "
                           f"--grid {grid} --out reports/{grid} --replication` (the grid run is resumable and reuses "
                           "stored stages).")
     sec.paragraphs.append(f"Reference slice: {describe_slice(head['reference'])}; means over seeds with 95% intervals. "
                           "Verdict rules (fixed in reports/replication.py):")
-    sec.bullets = list(R.RULES)
-    sec.tables.append(Table("Findings", ["finding", "model", "forget", "measured", "study", "verdict"], rows,
+    sec.bullets = R.rules(s.has(*q.HELDOUT_COLUMNS))
+    sec.tables.append(Table("Verdicts", ["finding", "model", "forget", "measured", "study", "verdict"], rows,
                             wrap=True))
     return sec
 
@@ -447,23 +541,25 @@ def build_report(results: str, out: str, grid: str | None = None, compare: tuple
     """Write report.html, report.md, figures/*.png|svg and tables/*.csv under `out`; return report.html."""
     t0 = time.perf_counter()
     outp = Path(out)
-    figdir = outp / "figures"
-    figdir.mkdir(parents=True, exist_ok=True)
-    (outp / "tables").mkdir(exist_ok=True)
-    for old in list(figdir.glob("*.png")) + list(figdir.glob("*.svg")):
-        old.unlink()  # figures of an earlier build that this one may skip
     s = q.connect(results)
     try:
         known = q.grids(s)
+        if not known:
+            raise ReportError(f"--results: no result store at {s.root} (no cells/ or manifests/ there); run "
+                              f"`qmu run GRID.yaml --results {results}` first")
         if grid is not None and grid not in known:
-            raise ReportError(f"--grid: no grid {grid!r} under {results} (grids: {', '.join(known) or 'none'})")
+            raise ReportError(f"--grid: no grid {grid!r} under {s.root} (grids: {', '.join(known)})")
         names = [grid] if grid else known
+        figdir = outp / "figures"
+        figdir.mkdir(parents=True, exist_ok=True)
+        (outp / "tables").mkdir(exist_ok=True)
+        for old in list(figdir.glob("*.png")) + list(figdir.glob("*.svg")):
+            old.unlink()  # figures of an earlier build that this one may skip
         sections: list[Section] = []
         fig_meta: list[dict] = []
         heads = []
-        if not names:
-            sections.append(Section("No results", [f"No cells under {results}: run `qmu run GRID.yaml --results "
-                                                   f"{results}` first."]))
+        versions = sorted({v for gname in names for v in str(q.provenance(s, gname)["code_version"] or "").split(", ")
+                           if v})
         if replication:
             sections += [replication_section(s, gname) for gname in names if q.status_counts(s, gname)["ok"]]
         for gname in names:
@@ -478,15 +574,46 @@ def build_report(results: str, out: str, grid: str | None = None, compare: tuple
                                 code=q.table_sql(names[0], q.reference_slice(s, names[0])) if heads else ""))
     finally:
         s.close()
-    title = title or ("qmu-bench report: " + (", ".join(names) if names else "empty store")
+    sections.insert(0, findings_section(fig_meta, names))
+    title = title or ("qmu-bench report: " + ", ".join(names)
                       + (f" (compare {compare[0]} vs {compare[1]})" if compare else ""))
+    installed = installed_code_version()
     meta = [f"results: `{results}`", f"generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}",
-            "figures: `figures/*.png` and `.svg`; tables: `tables/*.csv`"]
-    (outp / "report.md").write_text(render_md(title, meta, sections, outp))
+            f"code version of the results: {', '.join(f'`{v}`' for v in versions) or 'unknown'}; installed code: "
+            f"`{installed}`", "figures: `figures/*.png` and `.svg`; tables: `tables/*.csv`; definitions: docs/metrics.md"]
+    warn = version_warning(versions, installed)
+    (outp / "report.md").write_text(render_md(title, meta, sections, outp, warn))
     meta.append(f"built in {time.perf_counter() - t0:.1f} s")
     html_path = outp / "report.html"
-    html_path.write_text(render_html(title, meta, sections))
+    html_path.write_text(render_html(title, meta, sections, warn))
     return html_path
+
+
+def installed_code_version() -> str:
+    from workloads import code_version
+
+    return code_version()
+
+
+def version_warning(versions: list[str], installed: str) -> str:
+    """Empty when every result was computed by the installed code."""
+    other = [v for v in versions if v != installed]
+    if not other:
+        return ""
+    return (f"{'these results were' if len(other) == len(versions) else 'some results were'} computed by code version "
+            f"{', '.join(other)}, not by the installed code ({installed}). Numbers may differ from what `qmu run` "
+            "computes now; to recompute, run the grid again with a new `--results` root.")
+
+
+def findings_section(fig_meta: list[dict], names: list[str]) -> Section:
+    """The report's opening paragraph: the takeaway sentence of every figure, in the report's order."""
+    sec = Section("Findings")
+    takes = [m["takeaway"] for m in fig_meta if m.get("takeaway")]
+    if len(names) > 1:
+        takes = [f"{m['name'].split('_', 1)[0]}: {m['takeaway']}" for m in fig_meta if m.get("takeaway")]
+    sec.paragraphs.append(" ".join(takes) if takes else "No figure could be drawn from this store; see the status "
+                          "section below.")
+    return sec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -505,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(path)
+    print(f"report: {path.resolve().as_uri()}")
     return 0
 
 

@@ -32,13 +32,20 @@ Z = 1.959963984540054
 
 # metric -> (display label, per-cell interval kind, count column for Wilson / first count for AUC)
 METRICS: dict[str, tuple[str, str, str | None]] = {
-    "mia_success": ("MIA success (forget set)", "row", None),
+    "mia_success": ("MIA success, study protocol (forget set)", "row", None),
+    "mia_recall_heldout": ("held-out recall (forget set)", "wilson", "n_members"),
+    "mia_advantage": ("held-out advantage", "row", None),
     "mia_auc": ("attack AUC", "auc", None),
     "mia_tpr_at_1pct_fpr": ("TPR@1%FPR", "wilson", "n_members"),
     "mia_tpr_at_01pct_fpr": ("TPR@0.1%FPR", "wilson", "n_members"),
-    "mia_nonmember_flag_rate": ("flag rate, same-class non-members", "wilson", "n_nonmembers"),
+    "mia_nonmember_flag_rate": ("flag rate, unseen non-members", "wilson", "n_nonmembers"),
+    "mia_fpr_floor": ("FPR floor", "none", None),
     "loss_auc": ("loss-attack AUC", "auc", None),
     "loss_tpr_at_1pct_fpr": ("loss-attack TPR@1%FPR", "wilson", "n_members"),
+    "rmia_auc": ("RMIA AUC", "auc", None),
+    "rmia_tpr_at_1pct_fpr": ("RMIA TPR@1%FPR", "wilson", "n_members"),
+    "lira_auc": ("LiRA AUC", "auc", None),
+    "lira_tpr_at_1pct_fpr": ("LiRA TPR@1%FPR", "wilson", "n_members"),
     "acc_train_retain": ("acc. train retain", "wilson", "n_train_retain"),
     "acc_train_forget": ("acc. train forget", "wilson", "n_members"),
     "acc_test_retain": ("acc. test (retained classes)", "wilson", "n_test_retain"),
@@ -49,34 +56,44 @@ METRICS: dict[str, tuple[str, str, str | None]] = {
     "eval_seconds": ("eval s", "none", None),
     "circuit_executions": ("circuit executions", "none", None),
     "unlearn_circuits": ("unlearn circuit executions", "none", None),
+    "unlearn_circuits_device": ("unlearn circuits on a device", "none", None),
+    "train_circuits_device": ("train circuits on a device", "none", None),
     "shots_total": ("shots (total)", "none", None),
     "unlearn_shots_total": ("unlearn shots", "none", None),
     "qpu_seconds": ("QPU s", "none", None),
     "unlearn_steps": ("unlearn steps", "none", None),
+    "relearn_steps": ("relearn steps", "none", None),
     "ssd_dampened_fraction": ("SSD dampened fraction", "none", None),
     "n_forget": ("forget-set size", "none", None),
+    "n_nonmembers_scored": ("scored non-members", "none", None),
 }
 BOUNDED = {m for m, (_, kind, _) in METRICS.items() if kind != "none"}
+SIGNED = {"mia_advantage"}  # bounded in [-1, 1], not [0, 1]
 # gaps to retrain (same model, forget, shots, seed, backend)
-GAP_METRICS = ("mia_success", "mia_auc", "acc_train_retain", "acc_train_forget", "acc_test_retain", "acc_test_forget")
+GAP_METRICS = ("mia_success", "mia_advantage", "mia_auc", "loss_auc", "rmia_auc", "lira_auc", "acc_train_retain",
+               "acc_train_forget", "acc_test_retain", "acc_test_forget")
+# columns a section needs; a store written by older code lacks some, and the section is skipped with a note
+HELDOUT_COLUMNS = ("mia_advantage", "mia_recall_heldout", "mia_fpr_floor")
+PROB_COLUMNS = tuple(f"prob_{i}" for i in range(10))
 
 # types of the columns reports rely on, so older or partial stores (and an empty one) still give every column
 _COLUMN_TYPES = {
     "cell_id": "VARCHAR", "grid": "VARCHAR", "model": "VARCHAR", "forget": "VARCHAR", "method": "VARCHAR",
     "train_shots": "BIGINT", "unlearn_shots": "BIGINT", "eval_shots": "BIGINT", "seed": "BIGINT",
     "backend": "VARCHAR", "status": "VARCHAR", "error": "VARCHAR", "mia_success_lo": "DOUBLE",
-    "mia_success_hi": "DOUBLE", "code_version": "VARCHAR", "host": "VARCHAR",
+    "mia_success_hi": "DOUBLE", "mia_advantage_lo": "DOUBLE", "mia_advantage_hi": "DOUBLE",
+    "unlearn_trajectory": "VARCHAR", "code_version": "VARCHAR", "host": "VARCHAR",
     "finished_at": "TIMESTAMP WITH TIME ZONE",
     **{m: "DOUBLE" for m in METRICS},
 }
 _EXAMPLE_TYPES = {"cell_id": "VARCHAR", "split": "VARCHAR", "sample_index": "BIGINT", "label": "BIGINT",
                   "prediction": "BIGINT", "loss": "DOUBLE", "attack_score": "DOUBLE"}
 
-# two-sided 95% t quantiles by degrees of freedom (beyond 30: normal)
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
-         29: 2.045, 30: 2.042}
+def t975(df: float | None) -> float | None:
+    """Two-sided 95% Student t quantile for `df` degrees of freedom (scipy.stats.t); None below 1."""
+    from scipy import stats
+
+    return None if df is None or df < 1 else float(stats.t.ppf(0.975, df))
 
 
 def lit(v: Any) -> str:
@@ -113,7 +130,6 @@ CREATE MACRO wilson_hi(p, n) AS CASE WHEN n IS NULL OR n <= 0 OR p IS NULL OR is
 CREATE MACRO hanley_se(a, n1, n2) AS CASE WHEN n1 IS NULL OR n2 IS NULL OR n1 <= 0 OR n2 <= 0 OR a IS NULL
   OR isnan(a) THEN NULL ELSE sqrt(greatest(0.0, (a*(1-a) + (n1-1)*(a/(2-a) - a*a) + (n2-1)*(2*a*a/(1+a) - a*a))
   / (n1*n2))) END;
-CREATE MACRO t975(df) AS coalesce(([{', '.join(str(_T975[k]) for k in sorted(_T975))}]::DOUBLE[])[df], {Z});
 CREATE MACRO clip_lo(x, a) AS CASE WHEN x IS NULL THEN NULL ELSE greatest(x, a) END;
 CREATE MACRO clip_hi(x, a) AS CASE WHEN x IS NULL THEN NULL ELSE least(x, a) END;
 CREATE MACRO nan_null(x) AS CASE WHEN x IS NULL OR isnan(x) THEN NULL ELSE x END;
@@ -130,6 +146,12 @@ class Store:
     has_examples: bool
     has_manifests: bool
     extra_columns: list[str] = field(default_factory=list)
+    columns: frozenset[str] = frozenset()  # cell columns the store really has (before NULL padding)
+    example_columns: frozenset[str] = frozenset()
+
+    def has(self, *cols: str) -> bool:
+        """Whether the store's cells (or examples, for prob_*/population) carry every column in `cols`."""
+        return all(c in self.columns or c in self.example_columns for c in cols)
 
     def df(self, sql: str) -> pd.DataFrame:
         return self.con.execute(sql).df()
@@ -150,6 +172,7 @@ def connect(root: str) -> Store:
     root = os.path.abspath(root) if "://" not in root else root.rstrip("/")
     con = duckdb.connect()
     con.execute("SET threads TO 2")
+    con.create_function("t975", t975, ["BIGINT"], "DOUBLE")
     con.execute(_MACROS)
     cglob, eglob = _files(root, "cells", "*.parquet"), _files(root, "examples", "*.parquet")
     mglob = os.path.join(root, "manifests", "*.json") if glob.glob(os.path.join(root, "manifests", "*.json")) else None
@@ -162,6 +185,8 @@ def connect(root: str) -> Store:
         return "SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in types.items()) + " WHERE FALSE"
 
     extra: list[str] = []
+    have: set[str] = set()
+    ex_have: set[str] = set()
     if cglob:
         con.execute(f"CREATE TEMP TABLE cells_raw AS SELECT * FROM {src(cglob)}")
         have = {r[0] for r in con.execute("DESCRIBE cells_raw").fetchall()}
@@ -175,7 +200,9 @@ def connect(root: str) -> Store:
     else:
         con.execute(f"CREATE VIEW cells AS {empty(_COLUMN_TYPES)}")
     if eglob:
-        con.execute(f"CREATE TEMP TABLE examples AS SELECT {', '.join(_EXAMPLE_TYPES)} FROM {src(eglob)} "
+        ex_have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src(eglob)}").fetchall()}
+        probs = [c for c in PROB_COLUMNS if c in ex_have]
+        con.execute(f"CREATE TEMP TABLE examples AS SELECT {', '.join([*_EXAMPLE_TYPES, *probs])} FROM {src(eglob)} "
                     "WHERE cell_id IN (SELECT cell_id FROM cells)")
     else:
         con.execute(f"CREATE VIEW examples AS {empty(_EXAMPLE_TYPES)}")
@@ -186,7 +213,9 @@ def connect(root: str) -> Store:
     else:
         con.execute("CREATE VIEW manifest_cells AS SELECT NULL::VARCHAR AS grid, NULL::VARCHAR AS cell_id WHERE FALSE")
     _derived_views(con)
-    return Store(root, con, bool(cglob), bool(eglob), bool(mglob), extra)
+    if eglob and con.execute("SELECT count(*) FROM examples WHERE split = 'population'").fetchone()[0]:
+        ex_have.add("population")
+    return Store(root, con, bool(cglob), bool(eglob), bool(mglob), extra, frozenset(have), frozenset(ex_have))
 
 
 def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -196,8 +225,11 @@ def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
       SELECT cell_id, list_distinct(list(label)) AS labels FROM examples WHERE split = 'train_forget' GROUP BY cell_id;
     CREATE TEMP TABLE cell_n AS
       SELECT c.cell_id,
-        coalesce(nullif(count(e.cell_id) FILTER (WHERE e.split = 'train_forget'), 0), c.n_forget::BIGINT) AS n_members,
-        count(e.cell_id) FILTER (WHERE e.split = 'test' AND list_contains(f.labels, e.label)) AS n_nonmembers,
+        coalesce(nullif(count(e.cell_id) FILTER (WHERE e.split = 'train_forget'), 0), any_value(c.n_forget)::BIGINT)
+          AS n_members,
+        coalesce(any_value(c.n_nonmembers_scored)::BIGINT,
+                 nullif(count(e.cell_id) FILTER (WHERE e.split = 'population'), 0),
+                 count(e.cell_id) FILTER (WHERE e.split = 'test' AND list_contains(f.labels, e.label))) AS n_nonmembers,
         count(e.cell_id) FILTER (WHERE e.split = 'train_retain') AS n_train_retain,
         count(e.cell_id) FILTER (WHERE e.split = 'test' AND c.forget LIKE 'class:%'
                                  AND e.label = TRY_CAST(split_part(c.forget, ':', 2) AS BIGINT)) AS n_test_forget,
@@ -205,7 +237,7 @@ def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
                                  AND e.label = TRY_CAST(split_part(c.forget, ':', 2) AS BIGINT))) AS n_test_retain
       FROM cells c LEFT JOIN examples e ON e.cell_id = c.cell_id LEFT JOIN forget_labels f ON f.cell_id = c.cell_id
       WHERE c.status = 'ok'
-      GROUP BY c.cell_id, c.n_forget
+      GROUP BY c.cell_id
     """)
     cols = []
     for m, (_, kind, ncol) in METRICS.items():
@@ -222,7 +254,7 @@ def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
         cols.append(f"{lo} AS {m}_lo, {hi} AS {m}_hi")
     con.execute(f"""
     CREATE TEMP TABLE cell_ci AS
-      SELECT c.* EXCLUDE (mia_success_lo, mia_success_hi), n.n_members, n.n_nonmembers, n.n_train_retain,
+      SELECT c.* EXCLUDE (mia_success_lo, mia_success_hi, mia_advantage_lo, mia_advantage_hi), n.n_members, n.n_nonmembers, n.n_train_retain,
              n.n_test_forget, n.n_test_retain, {', '.join(cols)}
       FROM cells c JOIN cell_n n USING (cell_id) WHERE c.status = 'ok'
     """)
@@ -236,7 +268,10 @@ def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
     on = " AND ".join(f"r.{a} IS NOT DISTINCT FROM c.{a}" for a in AXES if a != "method")
     con.execute(f"""
     CREATE TEMP TABLE cell_all AS
-      SELECT c.*, r.cell_id AS retrain_cell_id, {', '.join(gaps)}
+      SELECT c.*, r.cell_id AS retrain_cell_id, r.mia_auc AS retrain_mia_auc,
+             r.unlearn_circuits_device AS retrain_unlearn_circuits_device,
+             r.unlearn_circuits AS retrain_unlearn_circuits, r.unlearn_seconds AS retrain_unlearn_seconds,
+             r.relearn_steps AS retrain_relearn_steps, {', '.join(gaps)}
       FROM cell_ci c LEFT JOIN (SELECT * FROM cell_ci WHERE method = 'retrain') r ON r.grid = c.grid AND {on}
     """)
 
@@ -346,7 +381,8 @@ def aggregate_sql(by: Iterable[str], where: str = "TRUE", metrics: Iterable[str]
     for m in names:
         base = m.removeprefix("gap_")
         bounded = base in BOUNDED
-        lo_clip, hi_clip = ((-1.0, 1.0) if m.startswith("gap_") else (0.0, 1.0)) if bounded else (None, None)
+        signed = m.startswith("gap_") or m in SIGNED
+        lo_clip, hi_clip = ((-1.0, 1.0) if signed else (0.0, 1.0)) if bounded else (None, None)
         half = f"t975(count({m}) - 1) * stddev_samp({m}) / sqrt(count({m}))"
         has_cell_ci = m.startswith("gap_") or METRICS[base][1] != "none"
         one_lo, one_hi = (f"min({m}_lo)", f"max({m}_hi)") if has_cell_ci else ("NULL", "NULL")
@@ -406,19 +442,23 @@ FPR_GRID_SQL = "SELECT pow(10, -3 + i * 3.0 / 48) AS fpr FROM range(0, 49) t(i)"
 
 
 def roc(s: Store, by: Iterable[str], filters: dict[str, Any] | None = None) -> pd.DataFrame:
-    """TPR at a log-spaced FPR grid (1e-3..1) between forget-set members and same-class test non-members,
-    for the paper attack's score and the loss attack (score = -loss), averaged over the cells of each group.
+    """TPR at a log-spaced FPR grid (1e-3..1) between forget-set members and the scored non-members (the
+    `population` rows, i.e. P_eval; in stores without them, same-class test samples), for the paper attack's
+    score and the loss attack (score = -loss), averaged over the cells of each group.
     Per cell, TPR(f) = the largest TPR of a threshold whose FPR <= f (the empirical ROC step function)."""
     by = list(by)
     keys = ", ".join(f"c.{a}" for a in by)
     where = where_clause(filters, "c")
     return _order(s.df(f"""
       WITH sel AS (SELECT * FROM cell_ci c WHERE {where}),
+      pop AS (SELECT DISTINCT cell_id FROM examples WHERE split = 'population'),
       ex AS (
         SELECT e.cell_id, e.split = 'train_forget' AS member, a.attack, a.score
         FROM examples e JOIN sel ON sel.cell_id = e.cell_id JOIN forget_labels f ON f.cell_id = e.cell_id,
              LATERAL (VALUES ('paper-mlp', e.attack_score), ('loss', -e.loss)) a(attack, score)
-        WHERE e.split = 'train_forget' OR (e.split = 'test' AND list_contains(f.labels, e.label))),
+        WHERE e.split = 'train_forget'
+           OR (e.split = 'population' AND e.cell_id IN (SELECT cell_id FROM pop))
+           OR (e.split = 'test' AND e.cell_id NOT IN (SELECT cell_id FROM pop) AND list_contains(f.labels, e.label))),
       tot AS (SELECT cell_id, attack, count(*) FILTER (WHERE member) AS np, count(*) FILTER (WHERE NOT member) AS nn
               FROM ex GROUP BY ALL),
       thr AS (SELECT cell_id, attack, score, count(*) FILTER (WHERE member) AS tp, count(*) FILTER (WHERE NOT member) AS fp
@@ -482,3 +522,135 @@ def compare(s: Store, a: str, b: str, grid: str | None = None) -> tuple[pd.DataF
 
 def ok_cell_count(s: Store, cond: str) -> int:
     return s.con.execute(f"SELECT count(*) FROM cell_ci WHERE {cond}").fetchone()[0]
+
+
+# ------------------------------------------------------------------------------------------------ vs retrain
+def seed_mean(df: pd.DataFrame, by: list[str], cols: Iterable[str]) -> pd.DataFrame:
+    """Mean of each column over the rows (seeds) of each `by` group, with a 95% t interval (scipy.stats.t);
+    one row keeps no interval. NaN values are skipped, as SQL aggregates skip NULL."""
+    cols = list(cols)
+    out = []
+    for key, g in df.groupby(by, dropna=False, sort=False):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        row["n_seeds"] = g["seed"].nunique() if "seed" in g else len(g)
+        for c in cols:
+            v = pd.to_numeric(g[c], errors="coerce").dropna().to_numpy(float)
+            row[c] = v.mean() if len(v) else float("nan")
+            half = t975(len(v) - 1) * v.std(ddof=1) / len(v) ** 0.5 if len(v) >= 2 else float("nan")
+            row[f"{c}_lo"], row[f"{c}_hi"] = row[c] - half, row[c] + half
+        out.append(row)
+    res = pd.DataFrame(out)
+    return _order(res, by) if not res.empty else res
+
+
+def _kl(p: str, q: str) -> str:
+    return " + ".join(f"{p}{i} * ln({p}{i} / {q}{i})" for i in range(10))
+
+
+def closeness_cells(s: Store, filters: dict[str, Any]) -> pd.DataFrame:
+    """Per unlearned cell (and `none`) against its matching `retrain` cell: mean KL(unlearned || retrain) and
+    mean Jensen-Shannon distance (base 2) of the 10 output probabilities on the forget set and on the test set,
+    forget quality (KS-test p-value of the per-example forget-set losses) and privleak ((AUC - AUC_retrain) /
+    AUC_retrain of the held-out attack). Needs the examples' prob_0..prob_9; empty when the store lacks them."""
+    from scipy import stats
+
+    if not s.has(*PROB_COLUMNS):
+        return pd.DataFrame()
+    eps = 1e-12
+    pu = ", ".join(f"greatest(e.prob_{i}, {eps}) AS u{i}" for i in range(10))
+    pr = ", ".join(f"greatest(r.prob_{i}, {eps}) AS r{i}" for i in range(10))
+    mid = ", ".join(f"(u{i} + r{i}) / 2 AS m{i}" for i in range(10))
+    keys = ", ".join(f"c.{a}" for a in AXES)
+    pairs = s.df(f"""
+      WITH sel AS (SELECT * FROM cell_all c WHERE {where_clause(filters, 'c')} AND c.method <> 'retrain'
+                                                 AND c.retrain_cell_id IS NOT NULL),
+      p AS (SELECT e.cell_id, e.split, e.loss AS loss_u, r.loss AS loss_r, {pu}, {pr}
+            FROM sel JOIN examples e ON e.cell_id = sel.cell_id
+                     JOIN examples r ON r.cell_id = sel.retrain_cell_id AND r.split = e.split
+                                    AND r.sample_index = e.sample_index
+            WHERE e.split IN ('train_forget', 'test')),
+      m AS (SELECT *, {mid} FROM p)
+      SELECT cell_id, split, loss_u, loss_r, {_kl('u', 'r')} AS kl,
+             sqrt(greatest(0.0, 0.5 * ({_kl('u', 'm')}) + 0.5 * ({_kl('r', 'm')})) / ln(2)) AS js
+      FROM m""")
+    cells = s.df(f"""SELECT {keys}, c.cell_id, c.mia_auc, c.retrain_mia_auc FROM cell_all c
+                     WHERE {where_clause(filters, 'c')} AND c.method <> 'retrain' AND c.retrain_cell_id IS NOT NULL""")
+    if pairs.empty or cells.empty:
+        return pd.DataFrame()
+    rows = []
+    for cid, g in pairs.groupby("cell_id"):
+        f, t = g[g["split"] == "train_forget"], g[g["split"] == "test"]
+        fq = stats.ks_2samp(f["loss_u"], f["loss_r"]).pvalue if len(f) >= 2 else float("nan")
+        rows.append({"cell_id": cid, "kl_forget": f["kl"].mean(), "kl_test": t["kl"].mean(),
+                     "js_forget": f["js"].mean(), "js_test": t["js"].mean(), "forget_quality": float(fq)})
+    out = cells.merge(pd.DataFrame(rows), on="cell_id")
+    out["privleak"] = (out["mia_auc"] - out["retrain_mia_auc"]) / out["retrain_mia_auc"]
+    return out
+
+
+def collateral_cells(s: Store, filters: dict[str, Any]) -> pd.DataFrame:
+    """Per cell and test-set class: accuracy of the unlearned model minus that of the matching `retrain` cell
+    (same samples). Forgotten classes are left out (their change is the point, not collateral)."""
+    keys = ", ".join(f"c.{a}" for a in AXES)
+    return s.df(f"""
+      WITH sel AS (SELECT * FROM cell_all c WHERE {where_clause(filters, 'c')} AND c.method <> 'retrain'
+                                                 AND c.retrain_cell_id IS NOT NULL)
+      SELECT {keys.replace('c.', 'sel.')}, e.label, count(*) AS n,
+             avg((e.prediction = e.label)::DOUBLE) - avg((r.prediction = r.label)::DOUBLE) AS acc_change
+      FROM sel JOIN examples e ON e.cell_id = sel.cell_id
+               JOIN examples r ON r.cell_id = sel.retrain_cell_id AND r.split = 'test'
+                              AND r.sample_index = e.sample_index
+      WHERE e.split = 'test' AND NOT (sel.forget LIKE 'class:%'
+                                      AND e.label = TRY_CAST(split_part(sel.forget, ':', 2) AS BIGINT))
+      GROUP BY ALL""")
+
+
+def forget_confusion(s: Store, filters: dict[str, Any]) -> pd.DataFrame:
+    """For class forget sets: the share of the forget set (training samples of the class) predicted as each
+    digit, per cell (every method, `retrain` included)."""
+    keys = ", ".join(f"c.{a}" for a in AXES)
+    return s.df(f"""
+      WITH sel AS (SELECT * FROM cell_ci c WHERE {where_clause(filters, 'c')} AND c.forget LIKE 'class:%'),
+      n AS (SELECT cell_id, count(*) AS n FROM examples WHERE split = 'train_forget' GROUP BY cell_id)
+      SELECT {keys}, e.prediction, count(*) / any_value(n.n) AS share
+      FROM sel c JOIN examples e ON e.cell_id = c.cell_id AND e.split = 'train_forget' JOIN n ON n.cell_id = c.cell_id
+      GROUP BY ALL""")
+
+
+def cost_ratio_cells(s: Store, filters: dict[str, Any]) -> tuple[pd.DataFrame, str]:
+    """Per cell: its unlearning cost over its matching `retrain` cell's (whose unlearn stage is the training
+    from scratch), in device circuits where recorded, else in the circuits the simulator ran; plus the ratio of
+    wall seconds. Returns (rows, which circuit count was used)."""
+    device = s.has("unlearn_circuits_device")
+    num, den = (("unlearn_circuits_device", "retrain_unlearn_circuits_device") if device
+                else ("unlearn_circuits", "retrain_unlearn_circuits"))
+    keys = ", ".join(f"c.{a}" for a in AXES)
+    df = s.df(f"""
+      SELECT {keys}, c.{num} / nullif(c.{den}, 0) AS circuit_ratio,
+             c.unlearn_seconds / nullif(c.retrain_unlearn_seconds, 0) AS seconds_ratio
+      FROM cell_all c WHERE {where_clause(filters, 'c')} AND c.retrain_cell_id IS NOT NULL
+        AND c.method NOT IN ('none', 'retrain')""")
+    return df, ("device circuits (`unlearn_circuits_device`)" if device else
+                "simulator circuit executions (`unlearn_circuits`; this store has no `unlearn_circuits_device`)")
+
+
+def trajectories(s: Store, filters: dict[str, Any]) -> pd.DataFrame:
+    """The logged unlearning trajectories (one per unlearn stage, so one per model, forget, method, seed and
+    shots), as long rows: model, forget, method, seed, step, forget_acc, retain_acc, test_acc, loss_auc."""
+    import json
+
+    if not s.has("unlearn_trajectory"):
+        return pd.DataFrame()
+    raw = s.df(f"""SELECT model, forget, method, seed, any_value(unlearn_trajectory) AS t FROM cell_ci c
+                   WHERE {where_clause(filters, 'c')} AND unlearn_trajectory IS NOT NULL GROUP BY ALL""")
+    rows = []
+    for r in raw.itertuples(index=False):
+        try:
+            points = json.loads(r.t)
+        except (TypeError, ValueError):
+            continue
+        for pnt in points if isinstance(points, list) else []:
+            if isinstance(pnt, dict) and "step" in pnt:
+                rows.append({"model": r.model, "forget": r.forget, "method": r.method, "seed": r.seed,
+                             **{k: pnt.get(k) for k in ("step", "forget_acc", "retain_acc", "test_acc", "loss_auc")}})
+    return pd.DataFrame(rows)

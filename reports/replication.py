@@ -12,7 +12,17 @@ import pandas as pd
 
 from . import queries as q
 
-UNLEARNING = ("ga", "ssd", "rga")  # the study's three mechanisms
+UNLEARNING = ("ga", "ssd", "rga", "graddiff")  # the study's three mechanisms, and GradDiff beside them
+HELDOUT_RULES = [
+    "Leakage is judged on the held-out protocol (attack trained on retain-set members and P_attack non-members, "
+    "scored on the forget set against unseen P_eval non-members). MIA success (study protocol) is shown beside it "
+    "as the study's number.",
+    "Leakage of the original model (`none`, exact shots): reproduced if the held-out advantage's 95% interval is "
+    "above 0 and the held-out AUC's is above 0.5; partly if only one of them is; else not.",
+    "Unlearning removes leakage: reproduced if the 95% intervals of the method's difference to `retrain` in "
+    "held-out advantage and in held-out AUC both contain 0; partly if one does; else not. Inconclusive if `none` "
+    "also passes (the attack cannot tell the original model from `retrain` at this slice).",
+]
 RULES = [
     "Leakage of the original model (`none`, exact shots): reproduced if MIA success >= 0.80 (study: about 0.90 in "
     "simulation), partly if >= 0.50, else not.",
@@ -22,9 +32,14 @@ RULES = [
     "the attack also flags unseen samples, so 0 is not the attainable target there.",
     "Retained accuracy stays: reproduced if test accuracy on the retained classes drops by <= 0.05 from `none`, "
     "partly if <= 0.15, else not.",
-    "Shot shield: reproduced if `none`'s MIA success at the fewest eval shots is below exact by >= 0.10 and the 95% "
-    "intervals do not overlap; the AUC change is shown beside it.",
+    "Shot shield: reproduced if `none`'s leakage (held-out AUC where the store has it, else MIA success) at the "
+    "fewest eval shots is below exact by >= 0.10 and the 95% intervals do not overlap; partly if only one holds.",
 ]
+
+
+def rules(heldout: bool) -> list[str]:
+    """The verdict rules that apply to a store (held-out protocol, or the study's MIA success for old stores)."""
+    return HELDOUT_RULES + RULES[2:] if heldout else RULES
 
 
 def _v(x: Any) -> float | None:
@@ -38,14 +53,46 @@ def _ci(r: pd.Series, m: str) -> str:
     return f"{v:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "")
 
 
+def _f(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
 def _grade(v: float | None, good, partly) -> str:
     if v is None:
         return "no data"
     return "reproduced" if good(v) else "partly" if partly(v) else "not reproduced"
 
 
+def _contains0(r: pd.Series | None, m: str) -> bool | None:
+    if r is None:
+        return None
+    lo, hi = _v(r.get(f"gap_{m}_lo")), _v(r.get(f"gap_{m}_hi"))
+    return None if lo is None or hi is None else lo <= 0 <= hi
+
+
+def _heldout_leaks(none: pd.Series) -> str:
+    adv_lo, auc_lo = _v(none.get("mia_advantage_lo")), _v(none.get("mia_auc_lo"))
+    if adv_lo is None and auc_lo is None:
+        return "no data"
+    hits = int(adv_lo is not None and adv_lo > 0) + int(auc_lo is not None and auc_lo > 0.5)
+    return "reproduced" if hits == 2 else "partly" if hits == 1 else "not reproduced"
+
+
+def _heldout_removes(r: pd.Series, none: pd.Series | None) -> str:
+    hits = [_contains0(r, "mia_advantage"), _contains0(r, "mia_auc")]
+    if all(h is None for h in hits):
+        return "no data"
+    n = sum(bool(h) for h in hits)
+    verdict = "reproduced" if n == 2 else "partly" if n == 1 else "not reproduced"
+    if n and none is not None and _contains0(none, "mia_advantage") and _contains0(none, "mia_auc") is not False:
+        verdict = "inconclusive (none also matches retrain)"
+    return verdict
+
+
 def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
-    """Rows (finding, model, forget, measured, study, verdict) and the headline numbers."""
+    """Rows (finding, model, forget, measured, study, verdict) and the headline numbers. Judged on the held-out
+    protocol where the store has it, else on the study's MIA success (older stores)."""
+    heldout = s.has(*q.HELDOUT_COLUMNS)
     ref = q.reference_slice(s, grid)
     base = {"grid": grid, **{k: v for k, v in ref.items() if k != "forget"}}
     agg = q.aggregate(s, ["model", "forget", "method"], base)
@@ -62,7 +109,11 @@ def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
                 continue
             tag = f"{forget}" + (" (study's setting)" if forget == primary else "")
             none = sub.loc["none"] if "none" in sub.index else None
-            if none is not None:
+            if none is not None and heldout:
+                rows.append(["original model leaks", model, tag, f"advantage {_ci(none, 'mia_advantage')}; AUC "
+                             f"{_ci(none, 'mia_auc')}; TPR@1%FPR {_ci(none, 'mia_tpr_at_1pct_fpr')}; MIA success "
+                             f"(study's number) {_ci(none, 'mia_success')}", "MIA ≈ 0.90", _heldout_leaks(none)])
+            elif none is not None:
                 v = _v(none["mia_success"])
                 verdict = _grade(v, lambda x: x >= 0.8, lambda x: x >= 0.5)
                 flag_nm, auc_lo = _v(none.get("mia_nonmember_flag_rate")), _v(none.get("mia_auc_lo"))
@@ -75,22 +126,31 @@ def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
                     verdict += " as recall only (" + "; ".join(caveat) + ")"
                 rows.append(["original model leaks", model, tag, f"MIA {_ci(none, 'mia_success')}; AUC "
                              f"{_ci(none, 'mia_auc')}; TPR@1%FPR {_ci(none, 'mia_tpr_at_1pct_fpr')}", "MIA ≈ 0.90",
-                             verdict])
+                             verdict + " (study protocol only: this store has no held-out columns)"])
+            if none is not None:
                 if forget == primary:
-                    hm["none"] = {k: _v(none[k]) for k in ("mia_success", "mia_success_lo", "mia_success_hi",
-                                                          "mia_auc", "acc_test_retain", "mia_nonmember_flag_rate")}
+                    hm["none"] = {k: _v(none.get(k)) for k in ("mia_success", "mia_success_lo", "mia_success_hi",
+                                                              "mia_auc", "acc_test_retain", "mia_nonmember_flag_rate",
+                                                              "mia_advantage")}
             for m in UNLEARNING:
                 if m not in sub.index:
                     continue
                 r = sub.loc[m]
-                v = _v(r["mia_success"])
-                verdict = _grade(v, lambda x: x <= 0.1, lambda x: x <= 0.5)
-                glo, ghi = _v(r.get("gap_mia_success_lo")), _v(r.get("gap_mia_success_hi"))
-                if verdict in ("partly", "not reproduced") and glo is not None and ghi is not None:
-                    verdict += "; but matches retrain (Δ interval contains 0)" if glo <= 0 <= ghi else \
-                        "; and differs from retrain"
-                rows.append([f"{m} removes leakage", model, tag, f"MIA {_ci(r, 'mia_success')}; AUC {_ci(r, 'mia_auc')}"
-                             f"; Δ MIA vs retrain {_ci(r, 'gap_mia_success')}", "MIA ≈ 0.00", verdict])
+                if heldout:
+                    rows.append([f"{m} removes leakage", model, tag,
+                                 f"Δ advantage vs retrain {_ci(r, 'gap_mia_advantage')}; Δ AUC vs retrain "
+                                 f"{_ci(r, 'gap_mia_auc')}; MIA success (study's number) {_ci(r, 'mia_success')}",
+                                 "MIA ≈ 0.00", _heldout_removes(r, none)])
+                else:
+                    v = _v(r["mia_success"])
+                    verdict = _grade(v, lambda x: x <= 0.1, lambda x: x <= 0.5)
+                    glo, ghi = _v(r.get("gap_mia_success_lo")), _v(r.get("gap_mia_success_hi"))
+                    if verdict in ("partly", "not reproduced") and glo is not None and ghi is not None:
+                        verdict += "; but matches retrain (Δ interval contains 0)" if glo <= 0 <= ghi else \
+                            "; and differs from retrain"
+                    rows.append([f"{m} removes leakage", model, tag, f"MIA {_ci(r, 'mia_success')}; AUC "
+                                 f"{_ci(r, 'mia_auc')}; Δ MIA vs retrain {_ci(r, 'gap_mia_success')}", "MIA ≈ 0.00",
+                                 verdict + " (study protocol only: this store has no held-out columns)"])
                 drop = None
                 if none is not None and _v(none["acc_test_retain"]) is not None and _v(r["acc_test_retain"]) is not None:
                     drop = float(none["acc_test_retain"]) - float(r["acc_test_retain"])
@@ -99,8 +159,9 @@ def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
                              f" (drop {drop:+.3f})" if drop is not None else f"acc {_ci(r, 'acc_test_retain')}",
                              "stays", _grade(drop, lambda x: x <= 0.05, lambda x: x <= 0.15)])
                 if forget == primary:
-                    hm[m] = {k: _v(r[k]) for k in ("mia_success", "mia_success_lo", "mia_success_hi", "mia_auc",
-                                                  "acc_test_retain", "gap_mia_success", "gap_acc_test_retain")}
+                    hm[m] = {k: _v(r.get(k)) for k in ("mia_success", "mia_success_lo", "mia_success_hi", "mia_auc",
+                                                      "acc_test_retain", "gap_mia_success", "gap_acc_test_retain",
+                                                      "mia_advantage")}
     # shot shield on the original model
     shots_agg = q.aggregate(s, ["model", "eval_shots"], {**{"grid": grid}, **{k: v for k, v in ref.items()
                                                                              if k != "eval_shots"}, "method": "none"})
@@ -114,13 +175,17 @@ def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
             continue
         few = finite.loc[finite["eval_shots"].astype(int).idxmin()]
         ex = exact.iloc[0]
-        d = _v(few["mia_success"]) - _v(ex["mia_success"])
-        sep = _v(few["mia_success_hi"]) is not None and _v(ex["mia_success_lo"]) is not None and \
-            _v(few["mia_success_hi"]) < _v(ex["mia_success_lo"])
+        lm = "mia_auc" if heldout else "mia_success"
+        if _v(few[lm]) is None or _v(ex[lm]) is None:
+            continue
+        d = _v(few[lm]) - _v(ex[lm])
+        sep = _v(few[f"{lm}_hi"]) is not None and _v(ex[f"{lm}_lo"]) is not None and \
+            _v(few[f"{lm}_hi"]) < _v(ex[f"{lm}_lo"])
         verdict = "reproduced" if d <= -0.10 and sep else "partly" if d < 0 and (sep or d <= -0.10) else "not reproduced"
         rows.append(["shot shield (few inference shots weaken the attack)", model, str(primary),
-                     f"MIA {_ci(few, 'mia_success')} at {int(few['eval_shots'])} shots vs {_ci(ex, 'mia_success')} exact "
-                     f"(Δ {d:+.3f}); AUC {_ci(few, 'mia_auc')} vs {_ci(ex, 'mia_auc')}", "attack weakens", verdict])
+                     f"AUC {_ci(few, 'mia_auc')} at {int(few['eval_shots'])} shots vs {_ci(ex, 'mia_auc')} exact; MIA "
+                     f"success (study's number) {_ci(few, 'mia_success')} vs {_ci(ex, 'mia_success')} "
+                     f"(Δ {lm} {d:+.3f})", "attack weakens", verdict])
         head["models"].setdefault(model, {})["shots"] = {
             "few": int(few["eval_shots"]), "mia_few": _v(few["mia_success"]), "mia_exact": _v(ex["mia_success"]),
             "auc_few": _v(few["mia_auc"]), "auc_exact": _v(ex["mia_auc"])}
@@ -138,19 +203,23 @@ def summary_text(head: dict[str, Any]) -> list[str]:
         parts = []
         n = hm.get("none")
         if n and n.get("mia_success") is not None:
-            parts.append(f"the original model's forget set is flagged at {n['mia_success']:.2f} "
-                         f"[{n['mia_success_lo']:.2f}, {n['mia_success_hi']:.2f}] (AUC {n['mia_auc']:.2f}, "
-                         f"retained test accuracy {n['acc_test_retain']:.2f}"
-                         + (f"; same-class non-members flagged at {n['mia_nonmember_flag_rate']:.2f}"
+            parts.append(f"the original model's forget set is flagged at {_f(n['mia_success'])} "
+                         f"[{_f(n['mia_success_lo'])}, {_f(n['mia_success_hi'])}] (AUC {_f(n['mia_auc'])}, "
+                         + (f"held-out advantage {_f(n['mia_advantage'])}, " if n.get("mia_advantage") is not None
+                            else "")
+                         + f"retained test accuracy {_f(n['acc_test_retain'])}"
+                         + (f"; unseen non-members flagged at {_f(n['mia_nonmember_flag_rate'])}"
                             if n.get("mia_nonmember_flag_rate") is not None else "") + ")")
         for m in UNLEARNING:
             r = hm.get(m)
             if r and r.get("mia_success") is not None:
-                parts.append(f"{m} {r['mia_success']:.2f} (retained acc {r['acc_test_retain']:.2f})")
+                parts.append(f"{m} {_f(r['mia_success'])} (retained acc {_f(r['acc_test_retain'])}"
+                             + (f", advantage {_f(r['mia_advantage'])}" if r.get("mia_advantage") is not None else "")
+                             + ")")
         sh = hm.get("shots")
         if sh:
-            parts.append(f"at {sh['few']} inference shots `none` is flagged at {sh['mia_few']:.2f} vs "
-                         f"{sh['mia_exact']:.2f} exact (AUC {sh['auc_few']:.2f} vs {sh['auc_exact']:.2f})")
+            parts.append(f"at {sh['few']} inference shots `none` is flagged at {_f(sh['mia_few'])} vs "
+                         f"{_f(sh['mia_exact'])} exact (AUC {_f(sh['auc_few'])} vs {_f(sh['auc_exact'])})")
         if parts:
             out.append(f"{model}: " + "; ".join(parts) + ".")
     return out

@@ -140,13 +140,9 @@ def test_bench_report_hw_commands_are_mounted(tmp_path: Path) -> None:
     top = qmu("--help").output
     assert all(c in top for c in ("run", "status", "query", "report", "hw", "bench"))
     rep = runner.invoke(app, ["report", "--results", str(tmp_path), "--out", str(tmp_path / "out")])
-    try:
-        import reports.build  # noqa: F401
-    except ImportError:  # until the reports package provides its builder: a clear message, exit 1
-        assert rep.exit_code == 1 and "reports.build" in rep.output
-    else:  # delegated: an empty store still gives a report
-        assert rep.exit_code == 0, rep.output
-        assert (tmp_path / "out" / "report.html").exists()
+    # a root without a store is bad input: exit 2, naming the path, nothing written
+    assert rep.exit_code == 2, rep.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_run_on_ibm_without_credentials_is_bad_input(tmp_path, monkeypatch):

@@ -9,8 +9,10 @@ import re
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 PARAMS = {"qnn-angle-l2": {"epochs": 1}, "ga": {"max_epochs": 1}, "attack": {"epochs": 20}}
 METHODS = ("none", "retrain", "ga")
@@ -104,7 +106,7 @@ def test_headline_table_matches_direct_duckdb(store_root: Path) -> None:
         assert r["mia_success"] == pytest.approx(mia, abs=1e-12)
         assert r["mia_auc"] == pytest.approx(auc, abs=1e-12)
         assert r["acc_test_retain"] == pytest.approx(acc, abs=1e-12)
-        half = 12.706 * sd / math.sqrt(2)  # t(0.975, 1) over two seeds, clipped to [0, 1]
+        half = stats.t.ppf(0.975, 1) * sd / math.sqrt(2)  # t over two seeds, clipped to [0, 1]
         assert r["mia_success_lo"] == pytest.approx(max(0.0, mia - half), abs=1e-9)
         assert r["mia_success_hi"] == pytest.approx(min(1.0, mia + half), abs=1e-9)
     # gap to retrain: same model, forget, shots, seed
@@ -154,12 +156,13 @@ def test_report_files_self_contained_and_complete(report: Path) -> None:
     out = report.parent
     html = report.read_text()
     md = (out / "report.md").read_text()
-    for name in ("leakage_vs_accuracy", "shot_shield", "forget_set_size", "roc", "cost", "compare"):
+    names = ("leakage_vs_accuracy", "shot_shield", "forget_set_size", "roc", "cost", "collateral_damage", "compare")
+    for name in names:
         assert (out / "figures" / f"{name}.png").stat().st_size > 5000, name
         assert (out / "figures" / f"{name}.svg").exists(), name
         assert f"figures/{name}.png" in md
     srcs = re.findall(r"""src=['"]([^'"]+)""", html)
-    assert len(srcs) == 6 and all(x.startswith("data:image/png;base64,") for x in srcs)
+    assert len(srcs) == len(names) and all(x.startswith("data:image/png;base64,") for x in srcs)
     assert not re.search(r"""(href|src)=['"]https?://""", html)  # opens offline
     # what is missing: failed, budget-skipped, pending, absent methods, single-valued axes
     assert "<td>27</td><td>24</td><td>1</td><td>1</td><td>1</td>" in html  # total ok failed skipped pending
@@ -173,8 +176,11 @@ def test_report_numbers_are_the_query_numbers(report: Path, store_root: Path) ->
     md = (report.parent / "report.md").read_text()
     (mia,) = _direct(store_root, """SELECT avg(mia_success) FROM c WHERE grid = 't' AND method = 'ga'
         AND forget = 'class:4' AND eval_shots IS NULL""")[0]
-    row = next(line for line in md.splitlines() if line.startswith("| qnn-angle-l2 | ga | 2 |"))
-    assert row.split("|")[4].strip().startswith(f"{mia:.3f}")
+    lines = md.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith("| qnn-angle-l2 | ga | 2 |"))
+    header = next(lines[k] for k in range(i, 0, -1) if lines[k].startswith("| model | method | seeds |"))
+    col = [c.strip() for c in header.split("|")].index("MIA success, study [95% CI]")
+    assert lines[i].split("|")[col].strip().startswith(f"{mia:.3f}")
 
 
 def test_compare_side_by_side(report: Path, store_root: Path) -> None:
@@ -199,11 +205,13 @@ def test_compare_side_by_side(report: Path, store_root: Path) -> None:
     assert "Comparison: grid t against grid t2" in (report.parent / "report.md").read_text()
 
 
-def test_empty_store_and_bad_input(tmp_path: Path) -> None:
-    from reports.build import build_report, main
+def test_missing_store_and_bad_input(tmp_path: Path, capsys) -> None:
+    from reports.build import main
 
-    html = build_report(str(tmp_path / "nothing"), str(tmp_path / "out"))
-    assert "No cells under" in html.read_text()
+    assert main(["--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no result store at" in err and str(tmp_path / "nothing") in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "nothing").exists()  # nothing written
     assert main(["--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2"), "--grid", "x"]) == 2
 
 
@@ -262,3 +270,83 @@ def test_replication_verdicts_follow_the_numbers(report: Path, store_root: Path)
         assert verdict.startswith(expect), (row, mia)
         assert f"MIA {mia:.3f}" in row
     assert "not tested here (grids/shots.yaml)" in md
+
+
+def test_findings_takeaways_link_and_code_version(report: Path, store_root: Path, tmp_path: Path, capsys) -> None:
+    """The report opens with Findings built from every figure's takeaway sentence, names the code version of its
+    results and warns that it differs from the installed code (the fixture's rows say 'test')."""
+    from reports.build import installed_code_version, main
+
+    md = (report.parent / "report.md").read_text()
+    findings = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    takes = re.findall(r"^\*\*(.+\.)\*\*$", md, re.M)  # each figure's takeaway, in bold above it
+    assert len(takes) >= 6
+    for t in takes:
+        assert t in findings, t
+    assert "On qnn-angle-l2 (class:4)" in findings  # the leakage takeaway names the model and forget set
+    assert "code version of the results: `test`" in md
+    assert f"not by the installed code ({installed_code_version()})" in md
+    assert "Warning:" in report.read_text()
+    assert main(["--results", str(store_root), "--out", str(tmp_path / "o"), "--grid", "t2"]) == 0
+    assert f"report: file://{tmp_path / 'o' / 'report.html'}" in capsys.readouterr().out
+
+
+def test_cost_ratio_and_collateral_match_direct_queries(store_root: Path) -> None:
+    from reports import queries as q
+
+    s = q.connect(str(store_root))
+    ratio, what = q.cost_ratio_cells(s, {"grid": "t", "eval_shots": None, "forget": "class:4"})
+    assert "unlearn_circuits" in what and set(ratio["method"]) == {"ga"} and len(ratio) == 2
+    for r in ratio.itertuples():
+        ((u,), (rt,)) = _direct(store_root, f"""SELECT unlearn_circuits FROM c WHERE grid = 't' AND seed = {r.seed}
+            AND forget = 'class:4' AND eval_shots IS NULL AND method IN ('ga', 'retrain') ORDER BY method = 'retrain'""")
+        assert r.circuit_ratio == pytest.approx(u / rt)
+    ch = q.collateral_cells(s, {"grid": "t", "eval_shots": None, "forget": "class:4", "seed": 0})
+    assert 4 not in set(ch["label"]) and set(ch["method"]) == {"none", "ga"}
+    con = duckdb.connect()
+    ex = con.execute(f"SELECT * FROM read_parquet('{store_root}/examples/grid=t/*.parquet')").df()
+    cid = lambda m: f"t-0-class4-{m}-exact"  # noqa: E731
+    test = ex[ex["split"] == "test"]
+    acc = {m: test[test["cell_id"] == cid(m)].assign(ok=lambda d: d["prediction"] == d["label"])
+           .groupby("label")["ok"].mean() for m in ("ga", "retrain")}
+    got = ch[ch["method"] == "ga"].set_index("label")["acc_change"]
+    for label, v in got.items():
+        assert v == pytest.approx(acc["ga"][label] - acc["retrain"][label])
+    conf = q.forget_confusion(s, {"grid": "t", "eval_shots": None, "forget": "class:4", "seed": 0})
+    assert conf.groupby("method")["share"].sum().to_numpy() == pytest.approx(np.ones(3))
+    s.close()
+
+
+def test_identical_methods_are_named() -> None:
+    from reports.figures import identical_methods, identical_note
+
+    df = pd.DataFrame({"model": ["m"] * 3, "method": ["none", "finetune", "ga"], "mia_auc": [0.6, 0.6, 0.5],
+                       "acc_test_retain": [0.9, 0.9, 0.9]})
+    groups = identical_methods(df, ["mia_auc", "acc_test_retain"])
+    assert groups == [["none", "finetune"]] and "none = finetune" in identical_note(groups)
+    df.loc[1, "acc_test_retain"] = 0.89
+    assert identical_methods(df, ["mia_auc", "acc_test_retain"]) == []
+
+
+def test_closeness_to_retrain_matches_scipy(store_root: Path) -> None:
+    """KL and Jensen-Shannon distance (SQL) and forget quality against scipy, on the stored probabilities."""
+    from scipy.spatial.distance import jensenshannon
+
+    from reports import queries as q
+
+    s = q.connect(str(store_root))
+    if not s.has(*q.PROB_COLUMNS):
+        pytest.skip("this code version stores no prob_0..prob_9 in examples")
+    cc = q.closeness_cells(s, {"grid": "t", "eval_shots": None, "forget": "class:4", "seed": 0}).set_index("method")
+    con = duckdb.connect()
+    ex = con.execute(f"SELECT * FROM read_parquet('{store_root}/examples/grid=t/*.parquet')").df()
+    probs = [f"prob_{i}" for i in range(10)]
+    u = ex[ex["cell_id"] == "t-0-class4-ga-exact"].set_index(["split", "sample_index"]).sort_index()
+    r = ex[ex["cell_id"] == "t-0-class4-retrain-exact"].set_index(["split", "sample_index"]).sort_index()
+    for split, col in (("train_forget", "forget"), ("test", "test")):
+        pu, pr = (np.clip(d.loc[split][probs].to_numpy(float), 1e-12, None) for d in (u, r))
+        assert cc.loc["ga", f"kl_{col}"] == pytest.approx(np.mean(np.sum(pu * np.log(pu / pr), axis=1)), rel=1e-6)
+        assert cc.loc["ga", f"js_{col}"] == pytest.approx(np.mean(jensenshannon(pu, pr, axis=1, base=2)), abs=1e-6)
+    fq = stats.ks_2samp(u.loc["train_forget"]["loss"], r.loc["train_forget"]["loss"]).pvalue
+    assert cc.loc["ga", "forget_quality"] == pytest.approx(fq)
+    s.close()
