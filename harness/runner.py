@@ -1,10 +1,18 @@
 """Ray execution of a grid: a pool of stage-worker actors fed by a dependency-driven driver loop.
 
 The driver is the only process that touches the result store. Workers get their inputs as safetensors
-bytes through Ray's object store and return bytes, so no worker needs a shared filesystem. A stage runs
-once its inputs exist (train -> unlearn and attack -> evaluate); stored artifacts are reused by key.
-A dead actor is replaced and its stage retried up to `max_retries` times; an exception raised by the
-workload is deterministic (same inputs, same error), so it fails its cells at once, with the error text.
+bytes through Ray and return bytes, so no worker needs a shared filesystem. A stage runs once its inputs
+exist (train -> unlearn and attack -> evaluate); stored artifacts are reused by key.
+
+Throughput: short stages go to an actor in batches (sized from the measured stage times, so a batch holds
+about `BATCH_SECONDS` of work and long stages still go one by one), each actor has up to `DEPTH` batches
+queued so it never waits for the driver, and finished cells and artifacts are committed in group writes
+(one file per batch, one filesystem sync) at most `FLUSH_SECONDS` after they finish. A cell counts as
+finished once committed, so a killed driver loses no finished cell, and a re-run skips exactly those.
+
+A dead actor is replaced and its stages retried (a stage that shared a batch with the crash is retried
+alone, without counting an attempt) up to `max_retries` times; an exception raised by the workload is
+deterministic (same inputs, same error), so it fails its cells at once, with the error text.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import heapq
 import importlib
 import json
+import math
 import os
 import socket
 import time
@@ -27,11 +36,18 @@ from ray.exceptions import RayError, RayTaskError
 
 from .estimate import stage_estimate
 from .grid_spec import GridSpec
-from .identity import DEPS, Plan, StageNode, build_plan, config_dict
+from .identity import DEPS, Plan, PlannedCell, StageNode, build_plan, config_dict
 from .progress import NullProgress, Progress
-from .store import ResultStore, header_metadata
+from .store import ResultStore, examples_arrow
 
 DEFAULT_IMPL = "workloads.cell"
+BATCH_SECONDS = 0.2  # work per actor call once stage times are known: round trips stay a small fraction
+MAX_BATCH = 256
+DEPTH = 2  # batches queued per actor: it starts the next while the driver handles the last
+FLUSH_SECONDS = 0.5  # a finished cell is committed at most this long after it finished
+FLUSH_CELLS = 4096
+INLINE_BYTES = 64 * 1024  # smaller inputs travel inside the call; larger ones once through the object store
+COMPACT_MIN_FILES = 64  # pending files of a grid after a run that make compacting it worth it
 
 
 def connect(address: str | None = None, workers: int | None = None) -> None:
@@ -81,6 +97,22 @@ class StageWorker:
         meta["wall"] = time.time() - t0
         return payload, meta
 
+    def run_batch(self, items: list[tuple[str, Any, dict, tuple[str, ...]]], inline: dict[str, bytes],
+                  big_keys: list[str], *big: bytes) -> list[tuple[str, Any, dict[str, Any]]]:
+        """Run stages one after another; each gives ("ok", payload, meta) or ("error", text, meta), so one
+        failing stage does not fail the others. Evaluate examples come back as Arrow tables."""
+        blobs = {**inline, **dict(zip(big_keys, big))}
+        out = []
+        for kind, cfg, costs, deps in items:
+            try:
+                payload, meta = self.run(kind, cfg, costs, *(blobs[d] for d in deps))
+                if kind == "evaluate":
+                    payload = (payload[0], examples_arrow(payload[1]))
+                out.append(("ok", payload, meta))
+            except Exception as e:  # noqa: BLE001 -- the workload's error becomes the row's error text
+                out.append(("error", _short_error(e), {**self.info_, "kind": kind}))
+        return out
+
 
 @dataclass
 class RunSummary:
@@ -96,6 +128,8 @@ class RunSummary:
     startup_seconds: float = 0.0  # planning, Ray and actor start until the first stage was dispatched
     failures: list[tuple[str, str]] = field(default_factory=list)  # (cell_id, error)
     hosts: Counter = field(default_factory=Counter)  # node id -> stages run there
+    run_seconds: float = 0.0  # wall time before compaction
+    compacted: int = 0  # pending files folded into the compacted store after the run
 
 
 class _Pool:
@@ -144,11 +178,10 @@ class _Pool:
 def _short_error(e: BaseException) -> str:
     """Error text for the row: the workload's own exception and traceback, not Ray's wrapping."""
     cause = getattr(e, "cause", None) if isinstance(e, RayTaskError) else None
-    if cause is not None:
-        tb = "".join(traceback.format_exception(type(cause), cause, cause.__traceback__))
-        text = f"{type(cause).__name__}: {cause}\n{tb}"
-    else:
-        text = f"{type(e).__name__}: {e}"
+    err = cause if cause is not None else e
+    text = f"{type(err).__name__}: {err}"
+    if cause is not None or not isinstance(e, RayError):
+        text += "\n" + "".join(traceback.format_exception(type(err), err, err.__traceback__))
     return text[:8000]
 
 
@@ -159,36 +192,57 @@ def _system_failure(e: BaseException) -> bool:
     return isinstance(e, RayError)
 
 
+@dataclass
+class _Batch:
+    keys: list[str]
+    slot: int
+    actor: Any
+    seq: int
+
+
 class _Driver:
-    """Dispatches a plan's stages over the pool as their dependencies finish; writes every result."""
+    """Dispatches a plan's stages over the pool as their dependencies finish; commits every result."""
 
     def __init__(self, spec: GridSpec, plan: Plan, store: ResultStore, code_version: str,
                  progress: Progress, max_retries: int, summary: RunSummary) -> None:
         self.spec, self.plan, self.store, self.code_version = spec, plan, store, code_version
         self.progress, self.max_retries, self.summary = progress, max_retries, summary
         self.run_id = uuid.uuid4().hex[:12]
+        self.job_id = ray.get_runtime_context().get_job_id()
         self.dependents = plan.dependents()
-        self.done: dict[str, dict[str, Any]] = {}  # key -> meta of finished stage
+        self.done: dict[str, dict[str, Any] | None] = {}  # key -> meta of finished stage (None: read lazily)
         self.failed: dict[str, str] = {}  # key -> error text
-        self.refs: dict[str, ray.ObjectRef] = {}  # key -> artifact bytes in the object store
+        self.blobs: dict[str, bytes] = {}  # key -> artifact bytes made this run, until every dependent has run
+        self.refs: dict[str, ray.ObjectRef] = {}  # key -> large artifact bytes in the object store
         self.remaining = {k: len(v) for k, v in self.dependents.items()}
         self.attempts: Counter = Counter()
+        self.solo: set[str] = set()  # stages retried alone after a batch they were in died
+        self.secs: dict[str, float] = {}  # kind -> running mean of measured seconds per stage
         self.ready: list[tuple[float, int, str]] = []
         self.seq = 0
         self.rank = self._upward_rank()
         self.cells = {c.cell_id: c for c in plan.cells}
         self.start_errors: list[str] = []
         self.t_start = time.time()
+        # the commit buffer: artifacts, then cell rows with their examples; flushed together
+        self.buf_artifacts: list[tuple[str, bytes]] = []
+        self.buf_rows: list[dict[str, Any]] = []
+        self.buf_examples: list[Any] = []
+        self.buf_since: float | None = None
 
     # planning -------------------------------------------------------------------------------------
     def _upward_rank(self) -> dict[str, float]:
         """Estimated seconds from a stage's start to the end of its longest chain of dependents; the
         ready stage with the longest chain goes first, which keeps long trains off the critical path."""
         rank: dict[str, float] = {}
+        est: dict[tuple[str, Any], float] = {}
         order = sorted(self.plan.stages.values(), key=lambda s: -list(DEPS).index(s.kind))
         for s in order:  # evaluate, attack, unlearn, train: dependents come first
             tail = max((rank[d] for d in self.dependents[s.key]), default=0.0)
-            rank[s.key] = stage_estimate(s.kind, s.cfg).seconds + tail
+            k = (s.kind, s.cfg)
+            if k not in est:
+                est[k] = stage_estimate(s.kind, s.cfg).seconds
+            rank[s.key] = est[k] + tail
         return rank
 
     def _push(self, key: str) -> None:
@@ -196,89 +250,172 @@ class _Driver:
         heapq.heappush(self.ready, (-self.rank[key], self.seq, key))
 
     def _reuse_stored(self) -> None:
-        """Stages whose artifacts already exist are done; only their bytes get loaded, when needed."""
+        """Stages whose artifacts already exist are done (one listing of the store); their bytes and cost
+        metadata are read only when a dependent needs them."""
+        stored = self.store.artifact_keys()
         for s in self.plan.stages.values():
-            if s.kind != "evaluate" and self.store.has_artifact(s.key):
-                self.done[s.key] = json.loads(self.store.artifact_metadata(s.key).get("qmu", "{}"))
+            if s.kind != "evaluate" and s.key in stored:
+                self.done[s.key] = None
                 self.summary.stages_reused[s.kind] += 1
                 self.progress.stage_finished(s, "reused")
         for s in self.plan.stages.values():
             if s.key not in self.done and all(d in self.done for d in s.deps):
                 self._push(s.key)
 
-    def _dep_ref(self, key: str) -> ray.ObjectRef:
-        if key not in self.refs:
-            self.refs[key] = ray.put(self.store.read_artifact(key))
-        return self.refs[key]
+    def _meta(self, key: str) -> dict[str, Any]:
+        if self.done.get(key) is None:
+            self.done[key] = json.loads(self.store.artifact_metadata(key).get("qmu", "{}"))
+        return self.done[key]
+
+    def _blob(self, key: str) -> bytes:
+        if key not in self.blobs:
+            self.blobs[key] = self.store.read_artifact(key)
+        return self.blobs[key]
 
     def _release(self, key: str) -> None:
-        """Drop a dependency's bytes from the object store once every dependent has consumed it."""
+        """Drop a dependency's bytes once every dependent has consumed it."""
         self.remaining[key] -= 1
         if self.remaining[key] <= 0:
             self.refs.pop(key, None)
+            self.blobs.pop(key, None)
 
     # running --------------------------------------------------------------------------------------
+    def _take_batch(self, n_slots: int) -> list[str]:
+        """Ready stages for one call: about BATCH_SECONDS of measured work, never more than a fair share of
+        the ready queue; a stage of a kind not yet measured, or one retried alone, goes by itself."""
+        share = max(1, math.ceil(len(self.ready) / max(1, n_slots)))
+        keys: list[str] = []
+        budget = BATCH_SECONDS
+        while self.ready and len(keys) < min(share, MAX_BATCH):
+            key = self.ready[0][2]
+            node = self.plan.stages[key]
+            sec = self.secs.get(node.kind)
+            alone = sec is None or key in self.solo
+            if keys and (alone or sec > budget):
+                break
+            heapq.heappop(self.ready)
+            keys.append(key)
+            if alone:
+                break
+            budget -= sec
+        return keys
+
+    def _dispatch(self, pool: _Pool, slot: int, keys: list[str]) -> ray.ObjectRef:
+        items, inline, big = [], {}, {}
+        for key in keys:
+            node = self.plan.stages[key]
+            costs = {k: self._meta(d).get("cost", {}) for k, d in zip(DEPS[node.kind], node.deps)}
+            items.append((node.kind, node.cfg, costs, node.deps))
+            for d in node.deps:
+                if d in self.refs:
+                    big[d] = self.refs[d]
+                elif d not in inline:
+                    b = self._blob(d)
+                    if len(b) <= INLINE_BYTES:
+                        inline[d] = b
+                    else:
+                        big[d] = self.refs[d] = ray.put(b)
+            self.progress.stage_started(node, pool.infos[slot])
+        ref = pool.actors[slot].run_batch.remote(items, inline, list(big), *big.values())
+        if not self.summary.startup_seconds:
+            self.summary.startup_seconds = time.time() - self.t_start
+        return ref
+
     def run(self, pool: _Pool) -> None:
         self._reuse_stored()
-        free: list[int] = []
-        inflight: dict[ray.ObjectRef, tuple[str, int, ray.ObjectRef]] = {}  # meta ref -> (key, slot, payload)
-        while self.ready or inflight:
-            while self.ready and free:
-                _, _, key = heapq.heappop(self.ready)
-                slot = free.pop(0)
-                node = self.plan.stages[key]
-                costs = {k: self.done[d].get("cost", {}) for k, d in zip(DEPS[node.kind], node.deps)}
-                args = [self._dep_ref(d) for d in node.deps]
-                payload, meta = pool.actors[slot].run.options(num_returns=2).remote(node.kind, node.cfg, costs, *args)
-                inflight[meta] = (key, slot, payload)
-                self.progress.stage_started(node, pool.infos[slot])
-                if not self.summary.startup_seconds:
-                    self.summary.startup_seconds = time.time() - self.t_start
-            if not inflight and not pool.starting:
-                self._fail_all_pending(f"no worker available: {'; '.join(self.start_errors[-3:]) or 'none started'}")
-                break
-            ready, _ = ray.wait([*inflight, *pool.starting], num_returns=1, timeout=1.0)
-            self.progress.tick()
-            up, errors = pool.joined([r for r in ready if r in pool.starting])
-            free += up
-            self.start_errors += errors
-            for ref in ready:
-                if ref in inflight:
-                    self._collect(pool, free, ref, *inflight.pop(ref))
-
-    def _collect(self, pool: _Pool, free: list[int], ref: ray.ObjectRef, key: str, slot: int,
-                 payload: ray.ObjectRef) -> None:
-        """Handle one finished stage: store it, or retry it on a fresh actor, or fail it."""
-        node = self.plan.stages[key]
+        free: list[int] = []  # one entry per batch an actor can take now (DEPTH per actor)
+        inflight: dict[ray.ObjectRef, _Batch] = {}
         try:
-            meta = ray.get(ref)
-            data = ray.get(payload)
+            while self.ready or inflight:
+                while self.ready and free:
+                    slot = free.pop(0)
+                    keys = self._take_batch(len(free) + 1)
+                    self.seq += 1
+                    inflight[self._dispatch(pool, slot, keys)] = _Batch(keys, slot, pool.actors[slot], self.seq)
+                if not inflight and not pool.starting:
+                    self._fail_all_pending(f"no worker available: {'; '.join(self.start_errors[-3:]) or 'none started'}")
+                    break
+                wait = 1.0 if self.buf_since is None else max(0.0, self.buf_since + FLUSH_SECONDS - time.time())
+                ready, _ = ray.wait([*inflight, *pool.starting], num_returns=1, timeout=min(1.0, wait))
+                if ready:  # take everything else that is done too, in one round
+                    more, _ = ray.wait([r for r in [*inflight, *pool.starting] if r not in ready],
+                                       num_returns=len(inflight) + len(pool.starting) - len(ready), timeout=0)
+                    ready += more
+                self.progress.tick()
+                up, errors = pool.joined([r for r in ready if r in pool.starting])
+                free += [s for s in up for _ in range(DEPTH)]
+                self.start_errors += errors
+                for ref in ready:
+                    if ref in inflight:
+                        self._collect(pool, free, ref, inflight.pop(ref), inflight)
+                self._maybe_flush()
+        finally:
+            self.flush()
+
+    def _collect(self, pool: _Pool, free: list[int], ref: ray.ObjectRef, batch: _Batch,
+                 inflight: dict[ray.ObjectRef, _Batch]) -> None:
+        """Handle one finished batch: commit each stage, or retry the batch on a fresh actor, or fail."""
+        alive = pool.actors[batch.slot] is batch.actor  # not yet replaced after a crash
+        try:
+            results = ray.get(ref)
         except Exception as e:  # noqa: BLE001 -- every failure is classified below
-            if not _system_failure(e):
-                free.append(slot)
-                self._fail(node, f"{node.kind} stage raised {_short_error(e)}")
+            if not _system_failure(e):  # the call itself raised, not a stage: fail its stages with the text
+                free += [batch.slot] if alive else []
+                for key in batch.keys:
+                    node = self.plan.stages[key]
+                    self._fail(node, f"{node.kind} stage raised {_short_error(e)}")
                 return
+            # The actor ran its calls in order: the earliest one still out is the one it died in; the
+            # calls queued behind it never started, so they go back to the queue without an attempt.
+            group = [batch]
+            for r, b in list(inflight.items()):
+                if b.actor is batch.actor:
+                    group.append(inflight.pop(r))
+            group.sort(key=lambda b: b.seq)
+            self._retry(group[0], e)
+            for b in group[1:]:
+                for key in b.keys:
+                    self._push(key)
+            if alive:  # the slot is free again once its new actor is up
+                free[:] = [s for s in free if s != batch.slot]
+                pool.replace(batch.slot)
+            return
+        free += [batch.slot] if alive else []
+        for key, (state, payload, meta) in zip(batch.keys, results):
+            node = self.plan.stages[key]
+            if state == "error":
+                self._fail(node, f"{node.kind} stage raised {payload}")
+            else:
+                self._finish(node, meta, payload)
+
+    def _retry(self, batch: _Batch, e: Exception) -> None:
+        self.summary.retries += 1
+        for key in batch.keys:
+            node = self.plan.stages[key]
+            for d in node.deps:
+                self.refs.pop(d, None)  # inputs lost with a node are put again
+            if len(batch.keys) > 1:
+                self.solo.add(key)  # which stage killed the actor is unknown: retry each alone, uncounted
+                self._push(key)
+                continue
             self.attempts[key] += 1
-            self.summary.retries += 1
-            for d in node.deps:  # inputs lost with a node are re-put from the store on retry
-                self.refs.pop(d, None)
-            pool.replace(slot)  # the slot is free again once the new actor is up
             if self.attempts[key] > self.max_retries:
                 self._fail(node, f"{node.kind} stage failed after {self.attempts[key]} attempts; "
                                  f"last error: {_short_error(e)}")
             else:
                 self._push(key)
-            return
-        free.append(slot)
-        self._finish(node, meta, data, payload)
 
-    def _finish(self, node: StageNode, meta: dict[str, Any], data: Any, payload_ref: ray.ObjectRef) -> None:
+    def _finish(self, node: StageNode, meta: dict[str, Any], data: Any) -> None:
         self.summary.stages_run[node.kind] += 1
         self.summary.hosts[meta["node"]] += 1
+        wall = meta.get("wall")
+        if wall is not None:
+            prev = self.secs.get(node.kind)
+            self.secs[node.kind] = wall if prev is None else 0.8 * prev + 0.2 * wall
         if node.kind != "evaluate":
-            self.store.write_artifact(node.key, data)
-            meta = _artifact_meta(data)
-            self.refs[node.key] = payload_ref  # dependents read the bytes already in the object store
+            self._buffer(artifact=(node.key, data))
+            if self.remaining[node.key] > 0:
+                self.blobs[node.key] = data  # dependents get these bytes from here, not from the store
         self.done[node.key] = meta
         for d in node.deps:
             self._release(d)
@@ -286,7 +423,7 @@ class _Driver:
         if node.kind == "evaluate":
             row, examples = data
             for cid in node.cells:
-                self._write_ok(cid, node, meta, row, examples)
+                self._buffer(row=self._ok_row(cid, meta, row), examples=examples)
         for k in self.dependents[node.key]:
             s = self.plan.stages[k]
             if all(d in self.done for d in s.deps):
@@ -304,7 +441,7 @@ class _Driver:
             self.progress.stage_finished(s, "failed")
             if s.kind == "evaluate":
                 for cid in s.cells:
-                    self._write_failed(cid, err)
+                    self._buffer(row={**self._base_row(cid), "status": "failed", "error": err})
             for k in self.dependents[key]:
                 stack.append((k, err if s.kind == "evaluate" else f"needs failed {s.kind} stage {key}: {err}"))
         self.ready = [r for r in self.ready if r[2] not in self.failed]
@@ -316,16 +453,49 @@ class _Driver:
                 self._fail(s, error)
         self.ready.clear()
 
+    # commits --------------------------------------------------------------------------------------
+    def _buffer(self, artifact: tuple[str, bytes] | None = None, row: dict[str, Any] | None = None,
+                examples: Any = None) -> None:
+        if artifact is not None:
+            self.buf_artifacts.append(artifact)
+        if row is not None:
+            self.buf_rows.append(row)
+            self.buf_examples.append(examples)
+        if self.buf_since is None:
+            self.buf_since = time.time()
+
+    def _maybe_flush(self) -> None:
+        if self.buf_since is not None and (time.time() - self.buf_since >= FLUSH_SECONDS
+                                           or len(self.buf_rows) >= FLUSH_CELLS):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the buffered artifacts and cells in one group write; only then do cells count as finished."""
+        if self.buf_since is None:
+            return
+        rows, examples, artifacts = self.buf_rows, self.buf_examples, self.buf_artifacts
+        self.buf_rows, self.buf_examples, self.buf_artifacts, self.buf_since = [], [], [], None
+        if rows:
+            self.store.write_batch(self.spec.name, rows, examples, artifacts)
+        else:
+            self.store.write_artifacts(artifacts)
+        for r in rows:
+            if r["status"] == "ok":
+                self.summary.cells_ok += 1
+            else:
+                self.summary.cells_failed += 1
+                self.summary.failures.append((r["cell_id"], r["error"]))
+            self.progress.cell_finished(r["cell_id"], r["status"])
+
     # rows -----------------------------------------------------------------------------------------
     def _base_row(self, cid: str) -> dict[str, Any]:
         cell = self.cells[cid]
         c = config_dict(cell.cfg)
         row = {k: c[k] for k in ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots",
                                  "seed", "backend")}
-        row.update(dataset=c["dataset"], n_train=c["n_train"], n_test=c["n_test"],
+        row.update(cell_id=cid, dataset=c["dataset"], n_train=c["n_train"], n_test=c["n_test"],
                    params=json.dumps(c["params"], sort_keys=True), code_version=self.code_version,
-                   run_id=self.run_id, ray_job_id=ray.get_runtime_context().get_job_id(),
-                   finished_at=datetime.now(timezone.utc))
+                   run_id=self.run_id, ray_job_id=self.job_id, finished_at=datetime.now(timezone.utc))
         for kind, key in cell.keys.items():
             row[f"{kind}_key"] = key
             meta = self.done.get(key)
@@ -333,24 +503,9 @@ class _Driver:
                 row[f"{kind}_host"], row[f"{kind}_node"] = meta.get("host"), meta.get("node")
         return row
 
-    def _write_ok(self, cid: str, node: StageNode, meta: dict[str, Any], row: dict[str, Any], examples) -> None:
-        out = {**row, **self._base_row(cid), "status": "ok", "error": None, "host": meta["host"],
-               "evaluate_host": meta["host"], "evaluate_node": meta["node"]}
-        self.store.write_cell(self.spec.name, cid, out, examples)
-        self.summary.cells_ok += 1
-        self.progress.cell_finished(cid, "ok")
-
-    def _write_failed(self, cid: str, error: str) -> None:
-        out = {**self._base_row(cid), "status": "failed", "error": error}
-        self.store.write_cell(self.spec.name, cid, out, None)
-        self.summary.cells_failed += 1
-        self.summary.failures.append((cid, error))
-        self.progress.cell_finished(cid, "failed")
-
-
-def _artifact_meta(blob: bytes) -> dict[str, Any]:
-    """The stage meta (cost, host, node) that the worker embedded in the safetensors header."""
-    return json.loads(header_metadata(blob).get("qmu", "{}"))
+    def _ok_row(self, cid: str, meta: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+        return {**row, **self._base_row(cid), "status": "ok", "error": None, "host": meta["host"],
+                "evaluate_host": meta["host"], "evaluate_node": meta["node"]}
 
 
 def load_impl(impl: str) -> Any:
@@ -371,13 +526,26 @@ def plan_grid(spec: GridSpec, store: ResultStore | None, impl: str = DEFAULT_IMP
     cv = impl_code_version(mod)
     full = build_plan(spec.name, spec.cells(mod.CellConfig), mod.stage_specs, cv)
     statuses = store.cell_statuses(spec.name) if store is not None else {}
-    todo = [c.cfg for c in full.cells if statuses.get(c.cell_id) != "ok"]
-    return build_plan(spec.name, todo, mod.stage_specs, cv), [c.cell_id for c in full.cells], cv
+    todo = {c.cell_id for c in full.cells if statuses.get(c.cell_id) != "ok"}
+    return _subset(full, todo), [c.cell_id for c in full.cells], cv
+
+
+def _subset(plan: Plan, keep: set[str]) -> Plan:
+    """The part of `plan` that cells `keep` need (the same stages and keys, without hashing again)."""
+    if len(keep) == len(plan.cells):
+        return plan
+    cells: list[PlannedCell] = [c for c in plan.cells if c.cell_id in keep]
+    needed = {k for c in cells for k in c.keys.values()}
+    stages = {k: StageNode(n.key, n.kind, n.cfg, n.deps, [c for c in n.cells if c in keep])
+              for k, n in plan.stages.items() if k in needed}
+    return Plan(cells, stages)
 
 
 def run_grid(spec: GridSpec, store: ResultStore, *, workers: int | None = None, impl: str = DEFAULT_IMPL,
-             progress: Progress | None = None, max_retries: int = 2, address: str | None = None) -> RunSummary:
-    """Run (or resume) every cell of `spec` not yet ok in `store`.
+             progress: Progress | None = None, max_retries: int = 2, address: str | None = None,
+             compact: bool | None = None) -> RunSummary:
+    """Run (or resume) every cell of `spec` not yet ok in `store`; then compact the grid's files (by default
+    when it has at least COMPACT_MIN_FILES pending files).
 
     Ray is joined (see `connect`) only when there is work, so a finished grid re-runs in about a second.
     """
@@ -399,6 +567,9 @@ def run_grid(spec: GridSpec, store: ResultStore, *, workers: int | None = None, 
             driver.run(pool)
         finally:
             pool.shutdown()
+    summary.run_seconds = time.time() - t0
+    if compact or (compact is None and len(store.grid_files(spec.name).pending_cells) >= COMPACT_MIN_FILES):
+        summary.compacted = store.compact(spec.name)["absorbed"]
     summary.wall_seconds = time.time() - t0
     progress.close(summary)
     return summary

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from harness.grid_spec import load_grid
@@ -43,7 +44,9 @@ def test_runs_resumes_and_never_duplicates(tmp_path: Path) -> None:
     assert len(df) == 18 and df.cell_id.is_unique and set(df.status) == {"ok"}
     assert df.eval_shots.isna().sum() == 6  # exact stored as NULL
     assert set(df.cell_id) == {cell_id("t", c) for c in spec.cells(__import__(TRIVIAL, fromlist=["x"]).CellConfig)}
-    assert len(_files(tmp_path, "cells")) == 18 and len(_files(tmp_path, "artifacts")) == 0
+    # committed in group files (one per flush), each cell once
+    assert sum(pq.read_metadata(f).num_rows for f in _files(tmp_path, "cells")) == 18
+    assert len(_files(tmp_path, "artifacts")) == 0
     assert len(list((tmp_path / "artifacts").glob("*.safetensors"))) == 2 + 6 + 6
 
     s2 = run_grid(spec, store, impl=TRIVIAL, workers=2)

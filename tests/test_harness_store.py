@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from harness.grid_spec import load_grid
 from harness.identity import build_plan, cell_id, stage_keys
-from harness.store import ResultStore, connect_duckdb
+from harness.store import ResultStore, connect_duckdb, examples_arrow
 
 GRIDS = Path(__file__).resolve().parent.parent / "grids"
 EXAMPLES = pd.DataFrame({"split": ["train_forget", "test"], "sample_index": [3, 7], "label": [4, 1],
@@ -103,3 +105,77 @@ def test_stage_identity_shares_work_and_tracks_code() -> None:
     # paper.yaml: originals are per (model, seed); retrain depends on the forget set
     paper = build_plan("paper", load_grid(GRIDS / "paper.yaml").cells(), stage_specs, "v1")
     assert paper.count("train") == 6 and paper.count("attack") == 2 * 3 * 5
+
+
+def _batch(store: ResultStore, grid: str, ids: list[str], status: str = "ok", seed: int = 0) -> None:
+    rows = [{**_row("ga", 16, seed=seed), "cell_id": c, "status": status, "mia_success": 0.5} for c in ids]
+    store.write_batch(grid, rows, [None if status != "ok" else examples_arrow(EXAMPLES) for _ in ids])
+
+
+def _counts(store: ResultStore) -> tuple[int, int, int]:
+    con = connect_duckdb(store)
+    n, d = con.execute("select count(*), count(distinct cell_id) from cells").fetchone()
+    return n, d, con.execute("select count(*) from examples").fetchone()[0]
+
+
+def test_compaction_folds_pending_files_and_keeps_the_latest_row(tmp_path: Path) -> None:
+    store = ResultStore(str(tmp_path))
+    _batch(store, "g", [f"c{i:03d}" for i in range(100)])
+    _batch(store, "g", ["x1", "x2"], status="failed")
+    store.write_cell("g", "solo", {**_row("none", None), "status": "ok"}, EXAMPLES)
+    assert _counts(store) == (103, 103, 2 * 101)
+    info = store.compact("g")
+    assert info["absorbed"] == 3 and info["cells"] == 103
+    assert not list((tmp_path / "cells" / "grid=g").glob("*.parquet"))  # pending files are gone
+    assert not list((tmp_path / "examples" / "grid=g").glob("*.parquet"))
+    assert _counts(store) == (103, 103, 2 * 101)
+    # a re-run stores x1 again as ok: the newer row wins, with its examples, before and after compaction
+    _batch(store, "g", ["x1"])
+    assert store.cell_statuses("g")["x1"] == "ok" and _counts(store) == (103, 103, 2 * 102)
+    store.compact("g")
+    assert store.cell_statuses("g")["x1"] == "ok" and _counts(store) == (103, 103, 2 * 102)
+    gens = [p for p in (tmp_path / "compacted" / "grid=g").iterdir() if p.is_dir()]
+    assert len(gens) == 2  # the current generation and the one before it (for readers that opened it)
+    assert store.compact("g")["absorbed"] == 0  # nothing pending: nothing written
+    cells = pq.read_table(next(p for p in (tmp_path / "compacted" / "grid=g").rglob("cells-*.parquet")
+                               if json.loads((tmp_path / "compacted" / "grid=g" / "current.json").read_text())
+                               ["generation"] in str(p)))
+    assert cells.column("cell_id").to_pylist() == sorted(cells.column("cell_id").to_pylist(),
+                                                          key=lambda c: (c == "solo", c))  # by the axes: ga < none
+
+
+def test_reader_never_sees_a_row_twice_around_the_swap(tmp_path: Path, monkeypatch) -> None:
+    store = ResultStore(str(tmp_path))
+    _batch(store, "g", ["a", "b"])
+    _batch(store, "g", ["c"])
+
+    def die(*a, **k):  # the compacting process dies right after the swap, before deleting absorbed files
+        raise KeyboardInterrupt
+
+    real = ResultStore._delete_absorbed
+    calls = []
+
+    def second_call_dies(self, grid, ptr):
+        calls.append(ptr)
+        if len(calls) == 2:
+            die()
+        return real(self, grid, ptr)
+
+    monkeypatch.setattr(ResultStore, "_delete_absorbed", second_call_dies)
+    with pytest.raises(KeyboardInterrupt):
+        store.compact("g")
+    monkeypatch.undo()
+    assert len(list((tmp_path / "cells" / "grid=g").glob("*.parquet"))) == 2  # still there, but absorbed
+    assert _counts(store) == (3, 3, 6) and set(store.cell_statuses("g")) == {"a", "b", "c"}
+    store.compact("g")  # the next compaction finishes the deletes first
+    assert not list((tmp_path / "cells" / "grid=g").glob("*.parquet")) and _counts(store) == (3, 3, 6)
+
+
+def test_compaction_on_a_pyarrow_filesystem_uri() -> None:
+    store = ResultStore("mock:///results")
+    _batch(store, "g", [f"c{i}" for i in range(10)])
+    store.write_cell("g", "solo", {**_row("none", None), "status": "failed", "error": "x"}, None)
+    assert _counts(store) == (11, 11, 20)
+    assert store.compact("g")["cells"] == 11
+    assert _counts(store) == (11, 11, 20) and store.grid_files("g").pending_cells == ()
+    assert store.grids() == ["g"] and len(store.cell_statuses("g")) == 11
