@@ -111,17 +111,23 @@ def cell_table(row: dict[str, Any]) -> pa.Table:
 
 
 def examples_arrow(df: pd.DataFrame | pa.Table | None) -> pa.Table | None:
-    """A cell's examples with the contract columns typed, without `cell_id` (workers build this in parallel)."""
+    """A cell's examples with the contract columns typed, without `cell_id` (workers build this in parallel).
+    Column by column from numpy: several times faster than `Table.from_pandas` on the small frames of a cell."""
     if df is None or len(df) == 0:
         return None
-    t = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
-    if "cell_id" in t.column_names:
-        t = t.drop_columns(["cell_id"])
-    names = [c for c in EXAMPLE_SCHEMA.names if c in t.column_names]
-    names += [c for c in t.column_names if c not in EXAMPLE_SCHEMA.names]
-    t = t.select(names)
-    return t.cast(pa.schema([EXAMPLE_SCHEMA.field(c) if c in EXAMPLE_SCHEMA.names else t.schema.field(c)
-                             for c in names]))
+    if isinstance(df, pa.Table):
+        cols = {c: df.column(c) for c in df.column_names}
+    else:
+        cols = {str(c): df[c].to_numpy() for c in df.columns}
+    cols.pop("cell_id", None)
+    names = [c for c in EXAMPLE_SCHEMA.names if c in cols] + [c for c in cols if c not in EXAMPLE_SCHEMA.names]
+    arrays = []
+    for c in names:
+        typ = EXAMPLE_SCHEMA.field(c).type if c in EXAMPLE_SCHEMA.names else None
+        v = cols[c]
+        arrays.append(v.cast(typ) if isinstance(v, (pa.Array, pa.ChunkedArray)) and typ is not None
+                      else v if isinstance(v, (pa.Array, pa.ChunkedArray)) else pa.array(v, type=typ, from_pandas=True))
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 def with_cell_id(cell_id: str, t: pa.Table) -> pa.Table:

@@ -1,9 +1,9 @@
 """Every number of the report comes from the SQL in this module (DuckDB over the result store's Parquet).
 
-The store is read only here, and only through DuckDB: `cells/grid=NAME/*.parquet` (one row per cell),
-`examples/grid=NAME/*.parquet` (per-example rows) and `manifests/grid=NAME.json` (the cell ids of a grid's
-latest run, for pending counts). Tables and figures both call `aggregate()` / `roc()` / `compare()`, so a number
-in a table and the point drawn for it are the same query result.
+The store is read only here, and only through DuckDB over `harness.store`'s views: `cells` (one row per
+cell), `examples` (per-example rows) and the manifests (the cell ids of a grid's latest run, for pending
+counts), from a local directory or any pyarrow filesystem URI. Tables and figures both call `aggregate()` /
+`roc()` / `compare()`, so a number in a table and the point drawn for it are the same query result.
 
 Intervals (95%):
 - per cell: mia_success uses the Wilson interval stored in the row; other rates (accuracies, TPR, flag rate)
@@ -15,7 +15,6 @@ Intervals (95%):
 
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -160,26 +159,22 @@ class Store:
         self.con.close()
 
 
-def _files(root: str, top: str, pattern: str) -> str | None:
-    g = os.path.join(root, top, "*", pattern)
-    return g if glob.glob(g) else None
-
-
 def connect(root: str) -> Store:
     """Tables `cells`, `examples`, `manifest_cells` read once from the store (so every later query is in memory),
     and the derived per-cell tables `cell_n` (sample counts), `cell_ci` (ok cells with per-cell intervals) and
-    `cell_all` (cell_ci plus the gap to the matching retrain cell)."""
+    `cell_all` (cell_ci plus the gap to the matching retrain cell). The store is any results root `qmu run`
+    writes (a local directory or a pyarrow filesystem URI), read through `harness.store`: compacted and
+    pending files together, each cell once."""
+    from harness.store import ResultStore, register_views
+
     root = os.path.abspath(root) if "://" not in root else root.rstrip("/")
+    store = ResultStore(root)
     con = duckdb.connect()
     con.execute("SET threads TO 2")
     con.create_function("t975", t975, ["BIGINT"], "DOUBLE")
     con.execute(_MACROS)
-    cglob, eglob = _files(root, "cells", "*.parquet"), _files(root, "examples", "*.parquet")
-    mglob = os.path.join(root, "manifests", "*.json") if glob.glob(os.path.join(root, "manifests", "*.json")) else None
-
-    def src(g: str) -> str:
-        g = g.replace("'", "''")
-        return f"read_parquet('{g}', hive_partitioning = true, union_by_name = true)"
+    n_cells, has_examples = register_views(con, store, cells="store_cells", examples="store_examples")
+    manifests = [(g, c) for g in store.grids() if (m := store.manifest(g)) for c in m.get("cells", [])]
 
     def empty(types: dict[str, str]) -> str:
         return "SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in types.items()) + " WHERE FALSE"
@@ -187,8 +182,8 @@ def connect(root: str) -> Store:
     extra: list[str] = []
     have: set[str] = set()
     ex_have: set[str] = set()
-    if cglob:
-        con.execute(f"CREATE TEMP TABLE cells_raw AS SELECT * FROM {src(cglob)}")
+    if n_cells:
+        con.execute("CREATE TEMP TABLE cells_raw AS SELECT * FROM store_cells")
         have = {r[0] for r in con.execute("DESCRIBE cells_raw").fetchall()}
         missing = [c for c in _COLUMN_TYPES if c not in have]
         extra = sorted(have - set(_COLUMN_TYPES))
@@ -199,23 +194,24 @@ def connect(root: str) -> Store:
         con.execute(f"CREATE TEMP TABLE cells AS SELECT * REPLACE ({repl}){adds} FROM cells_raw")
     else:
         con.execute(f"CREATE VIEW cells AS {empty(_COLUMN_TYPES)}")
-    if eglob:
-        ex_have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src(eglob)}").fetchall()}
+    if has_examples and n_cells:
+        ex_have = {r[0] for r in con.execute("DESCRIBE SELECT * FROM store_examples").fetchall()}
         probs = [c for c in PROB_COLUMNS if c in ex_have]
-        con.execute(f"CREATE TEMP TABLE examples AS SELECT {', '.join([*_EXAMPLE_TYPES, *probs])} FROM {src(eglob)} "
+        con.execute(f"CREATE TEMP TABLE examples AS SELECT {', '.join([*_EXAMPLE_TYPES, *probs])} FROM store_examples "
                     "WHERE cell_id IN (SELECT cell_id FROM cells)")
     else:
         con.execute(f"CREATE VIEW examples AS {empty(_EXAMPLE_TYPES)}")
-    if mglob:
-        m = mglob.replace("'", "''")
-        con.execute(f"""CREATE TEMP TABLE manifest_cells AS SELECT grid, unnest(cells) AS cell_id
-                        FROM read_json('{m}', columns = {{grid: 'VARCHAR', cells: 'VARCHAR[]'}})""")
+    if manifests:
+        import pyarrow as pa
+
+        con.register("_manifests", pa.table({"grid": [g for g, _ in manifests], "cell_id": [c for _, c in manifests]}))
+        con.execute("CREATE TEMP TABLE manifest_cells AS SELECT grid, cell_id FROM _manifests")
     else:
         con.execute("CREATE VIEW manifest_cells AS SELECT NULL::VARCHAR AS grid, NULL::VARCHAR AS cell_id WHERE FALSE")
     _derived_views(con)
-    if eglob and con.execute("SELECT count(*) FROM examples WHERE split = 'population'").fetchone()[0]:
+    if ex_have and con.execute("SELECT count(*) FROM examples WHERE split = 'population'").fetchone()[0]:
         ex_have.add("population")
-    return Store(root, con, bool(cglob), bool(eglob), bool(mglob), extra, frozenset(have), frozenset(ex_have))
+    return Store(root, con, bool(n_cells), has_examples, bool(manifests), extra, frozenset(have), frozenset(ex_have))
 
 
 def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
