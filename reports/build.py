@@ -49,6 +49,14 @@ def fmt_ci(r: pd.Series | dict, m: str, digits: int = 3) -> str:
     return s
 
 
+def fmt_p(r: pd.Series | dict, m: str) -> str:
+    """A p-value (spans many decades) with its interval, in 2 significant digits."""
+    v, lo, hi = r.get(m), r.get(f"{m}_lo"), r.get(f"{m}_hi")
+    if _isnull(v):
+        return "—"
+    return f"{v:.2g}" + ("" if _isnull(lo) or _isnull(hi) else f" [{lo:.2g}, {hi:.2g}]")
+
+
 def fmt_count(v: Any) -> str:
     if _isnull(v):
         return "—"
@@ -313,13 +321,14 @@ def retrain_section(s: q.Store, grid: str, ref: dict[str, Any], prefix: str, fig
     else:
         cc = q.closeness_cells(s, filt)
         cols = ["kl_forget", "kl_test", "js_forget", "js_test", "forget_quality", "privleak"]
-        agg = q.seed_mean(cc, ["model", "forget", "method"], cols) if not cc.empty else cc
+        agg = q.seed_mean(cc, ["model", "forget", "method"], cols, q.CLOSENESS_BOUNDS) if not cc.empty else cc
         if not agg.empty:
             sec.tables.append(Table(
                 "Closeness to retrain", ["model", "forget", "method", "seeds", "KL forget", "KL test", "JS forget",
                                          "JS test", "forget quality (KS p)", "privleak"],
                 [[str(r["model"]), str(r["forget"]), str(r["method"]), str(int(r["n_seeds"]))]
-                 + [fmt_ci(r, m) for m in cols] for _, r in agg.iterrows()],
+                 + [fmt_ci(r, m) if m != "forget_quality" else fmt_p(r, m) for m in cols]
+                 for _, r in agg.iterrows()],
                 "KL = mean KL(unlearned ‖ retrain) of the output probabilities (nats); JS = mean Jensen-Shannon "
                 "distance (base 2, 0..1); forget quality = KS-test p-value of the per-example forget-set losses "
                 "against retrain's (TOFU/OpenUnlearning); privleak = (AUC − AUC_retrain) / AUC_retrain of the "
@@ -333,8 +342,7 @@ def retrain_section(s: q.Store, grid: str, ref: dict[str, Any], prefix: str, fig
         ch = q.collateral_cells(s, filt)
         change = q.seed_mean(ch, ["model", "method", "label"], ["acc_change"]) if not ch.empty else ch
         cf = q.forget_confusion(s, filt)
-        conf = cf.groupby(["model", "forget", "method", "prediction"], as_index=False)["share"].mean() \
-            if not cf.empty else cf
+        conf = q.forget_confusion_mean(cf)
         _add_figure(sec, F.fig_collateral(change, conf, ""), prefix, figdir, fig_meta)
     # relearning
     if not s.has("relearn_steps"):

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from . import queries as q  # noqa: E402
 
@@ -247,6 +248,7 @@ def fig_leakage(df: pd.DataFrame, note: str) -> Figure | Skipped:
             ax.set_yticklabels(ms if j == 0 else [""] * len(ms))
             ax.set_ylim(-0.7, len(ms) - 0.3)
             zoom(ax, m, np.r_[lo, v], np.r_[hi, v], axis="x")
+            ax.xaxis.set_major_locator(MaxNLocator(5))
             ax.set_xlabel(axis_label(m))
             ax.set_title(f"{mo}, forget {fo}:\n{LABELS.get(m, m)}")
     same = identical_methods(df, cols, by=("forget", "model"))
@@ -448,7 +450,7 @@ def fig_forget(df: pd.DataFrame, metrics: Sequence[str], note: str) -> Figure | 
 
 # ------------------------------------------------------------------------------------------------ ROC
 ROC_BARS = (0.01, 0.1)
-ATTACK_NAMES = {"paper-mlp": "paper MLP attack", "loss": "loss attack"}
+ATTACK_NAMES = {"paper-mlp": "paper MLP attack", "loss": "loss attack", "rmia": "RMIA", "lira": "LiRA"}
 
 
 def fig_roc(df: pd.DataFrame, note: str, heldout: bool) -> Figure | Skipped:
@@ -458,7 +460,7 @@ def fig_roc(df: pd.DataFrame, note: str, heldout: bool) -> Figure | Skipped:
         return Skipped(name, title, "no per-example rows (examples table) for the reference slice")
     models = sorted(df["model"].unique())
     methods = q.sort_axis("method", df["method"].unique())
-    attacks = [a for a in ("paper-mlp", "loss") if a in set(df["attack"])]
+    attacks = [a for a in ATTACK_NAMES if a in set(df["attack"])]
     colors = method_colors(methods)
     fig, axes = _subplots(len(models), len(attacks), figsize=(4.3 * len(attacks) + 1.4, 3.6 * len(models)))
     logs = []
@@ -608,7 +610,7 @@ def _cost_takeaway(ratio: pd.DataFrame, what: str) -> str:
 CLOSE_METRICS = (("js_forget", "JS distance to retrain, forget set", "distance (0 = same outputs)"),
                  ("js_test", "JS distance to retrain, test set", "distance (0 = same outputs)"),
                  ("forget_quality", "forget quality (KS p-value)", "p-value (log)"),
-                 ("privleak", "privleak", "(AUC − AUC_retrain) / AUC_retrain"))
+                 ("privleak", "privleak: relative AUC gap to retrain", "relative change (0 = retrain)"))
 
 
 def fig_closeness(df: pd.DataFrame, note: str) -> Figure | Skipped:
@@ -753,7 +755,7 @@ def fig_trajectory(df: pd.DataFrame, note: str) -> Figure | Skipped:
                 g = g.sort_values("step")
                 for c, lab in lines:
                     ax.plot(g["step"], pd.to_numeric(g[c], errors="coerce"), color=pal[c], lw=1.3, alpha=0.9,
-                            label=lab if seed == sub["seed"].min() else None)
+                            marker="o", markersize=2.5, label=lab if seed == sub["seed"].min() else None)
             ax.axhline(CHANCE_ACC, color="0.5", lw=0.8, ls=":")
             ax.set_ylim(-0.03, 1.03)
             ax.set_title(f"{mo}: {me}, per step")

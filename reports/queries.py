@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 AXES = ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots", "seed", "backend")
@@ -74,6 +75,8 @@ GAP_METRICS = ("mia_success", "mia_advantage", "mia_auc", "loss_auc", "rmia_auc"
 # columns a section needs; a store written by older code lacks some, and the section is skipped with a note
 HELDOUT_COLUMNS = ("mia_advantage", "mia_recall_heldout", "mia_fpr_floor")
 PROB_COLUMNS = tuple(f"prob_{i}" for i in range(10))
+# per-example scores of the other attacks (examples table), by the ROC's attack name
+SCORE_COLUMNS = {"rmia": "rmia_score", "lira": "lira_score"}
 
 # types of the columns reports rely on, so older or partial stores (and an empty one) still give every column
 _COLUMN_TYPES = {
@@ -196,7 +199,7 @@ def connect(root: str) -> Store:
         con.execute(f"CREATE VIEW cells AS {empty(_COLUMN_TYPES)}")
     if has_examples and n_cells:
         ex_have = {r[0] for r in con.execute("DESCRIBE SELECT * FROM store_examples").fetchall()}
-        probs = [c for c in PROB_COLUMNS if c in ex_have]
+        probs = [c for c in (*PROB_COLUMNS, *SCORE_COLUMNS.values()) if c in ex_have]
         con.execute(f"CREATE TEMP TABLE examples AS SELECT {', '.join([*_EXAMPLE_TYPES, *probs])} FROM store_examples "
                     "WHERE cell_id IN (SELECT cell_id FROM cells)")
     else:
@@ -445,16 +448,18 @@ def roc(s: Store, by: Iterable[str], filters: dict[str, Any] | None = None) -> p
     by = list(by)
     keys = ", ".join(f"c.{a}" for a in by)
     where = where_clause(filters, "c")
+    scores = ", ".join(["('paper-mlp', e.attack_score)", "('loss', -e.loss)"]
+                       + [f"('{a}', e.{c})" for a, c in SCORE_COLUMNS.items() if s.has(c)])
     return _order(s.df(f"""
       WITH sel AS (SELECT * FROM cell_ci c WHERE {where}),
       pop AS (SELECT DISTINCT cell_id FROM examples WHERE split = 'population'),
       ex AS (
         SELECT e.cell_id, e.split = 'train_forget' AS member, a.attack, a.score
         FROM examples e JOIN sel ON sel.cell_id = e.cell_id JOIN forget_labels f ON f.cell_id = e.cell_id,
-             LATERAL (VALUES ('paper-mlp', e.attack_score), ('loss', -e.loss)) a(attack, score)
-        WHERE e.split = 'train_forget'
+             LATERAL (VALUES {scores}) a(attack, score)
+        WHERE a.score IS NOT NULL AND NOT isnan(a.score) AND (e.split = 'train_forget'
            OR (e.split = 'population' AND e.cell_id IN (SELECT cell_id FROM pop))
-           OR (e.split = 'test' AND e.cell_id NOT IN (SELECT cell_id FROM pop) AND list_contains(f.labels, e.label))),
+           OR (e.split = 'test' AND e.cell_id NOT IN (SELECT cell_id FROM pop) AND list_contains(f.labels, e.label)))),
       tot AS (SELECT cell_id, attack, count(*) FILTER (WHERE member) AS np, count(*) FILTER (WHERE NOT member) AS nn
               FROM ex GROUP BY ALL),
       thr AS (SELECT cell_id, attack, score, count(*) FILTER (WHERE member) AS tp, count(*) FILTER (WHERE NOT member) AS fp
@@ -521,10 +526,12 @@ def ok_cell_count(s: Store, cond: str) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ vs retrain
-def seed_mean(df: pd.DataFrame, by: list[str], cols: Iterable[str]) -> pd.DataFrame:
-    """Mean of each column over the rows (seeds) of each `by` group, with a 95% t interval (scipy.stats.t);
-    one row keeps no interval. NaN values are skipped, as SQL aggregates skip NULL."""
-    cols = list(cols)
+def seed_mean(df: pd.DataFrame, by: list[str], cols: Iterable[str],
+              bounds: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:
+    """Mean of each column over the rows (seeds) of each `by` group, with a 95% t interval (scipy.stats.t),
+    clipped to the column's `bounds` where given; one row keeps no interval. NaN values are skipped, as SQL
+    aggregates skip NULL."""
+    cols, bounds = list(cols), bounds or {}
     out = []
     for key, g in df.groupby(by, dropna=False, sort=False):
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
@@ -533,7 +540,8 @@ def seed_mean(df: pd.DataFrame, by: list[str], cols: Iterable[str]) -> pd.DataFr
             v = pd.to_numeric(g[c], errors="coerce").dropna().to_numpy(float)
             row[c] = v.mean() if len(v) else float("nan")
             half = t975(len(v) - 1) * v.std(ddof=1) / len(v) ** 0.5 if len(v) >= 2 else float("nan")
-            row[f"{c}_lo"], row[f"{c}_hi"] = row[c] - half, row[c] + half
+            lo, hi = bounds.get(c, (-np.inf, np.inf))
+            row[f"{c}_lo"], row[f"{c}_hi"] = np.clip(row[c] - half, lo, hi), np.clip(row[c] + half, lo, hi)
         out.append(row)
     res = pd.DataFrame(out)
     return _order(res, by) if not res.empty else res
@@ -581,6 +589,21 @@ def closeness_cells(s: Store, filters: dict[str, Any]) -> pd.DataFrame:
                      "js_forget": f["js"].mean(), "js_test": t["js"].mean(), "forget_quality": float(fq)})
     out = cells.merge(pd.DataFrame(rows), on="cell_id")
     out["privleak"] = (out["mia_auc"] - out["retrain_mia_auc"]) / out["retrain_mia_auc"]
+    return out
+
+
+CLOSENESS_BOUNDS = {"kl_forget": (0.0, np.inf), "kl_test": (0.0, np.inf), "js_forget": (0.0, 1.0),
+                    "js_test": (0.0, 1.0), "forget_quality": (0.0, 1.0), "privleak": (-1.0, np.inf)}
+
+
+def forget_confusion_mean(cells: pd.DataFrame) -> pd.DataFrame:
+    """Mean over seeds of `forget_confusion`'s shares; a digit a seed never predicts counts as 0 there."""
+    if cells.empty:
+        return cells
+    keys = ["model", "forget", "method"]
+    n = cells.groupby(keys)["seed"].nunique().rename("n_seeds")
+    out = cells.groupby(keys + ["prediction"], as_index=False)["share"].sum().join(n, on=keys)
+    out["share"] = out["share"] / out["n_seeds"]
     return out
 
 

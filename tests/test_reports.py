@@ -350,3 +350,19 @@ def test_closeness_to_retrain_matches_scipy(store_root: Path) -> None:
     fq = stats.ks_2samp(u.loc["train_forget"]["loss"], r.loc["train_forget"]["loss"]).pvalue
     assert cc.loc["ga", "forget_quality"] == pytest.approx(fq)
     s.close()
+
+
+def test_sections_against_retrain_render_or_say_why(report: Path, store_root: Path) -> None:
+    """Each part of the retrain comparison is either drawn from the store's columns or skipped with a line naming
+    the missing column; never a crash, never a fake 0."""
+    from reports import queries as q
+
+    md = (report.parent / "report.md").read_text()
+    s = q.connect(str(store_root))
+    parts = [(s.has(*q.PROB_COLUMNS), "### Closeness to retrain", "no `prob_0`..`prob_9` columns"),
+             (s.has("relearn_steps"), "**Relearning:", "no `relearn_steps` column"),
+             (s.has("unlearn_trajectory"), "### Unlearning trajectories", "no `unlearn_trajectory` column")]
+    s.close()
+    for present, drawn, skipped in parts:
+        assert (drawn in md) == present and (skipped in md) == (not present), (drawn, present)
+    assert "### Collateral damage and where the forgotten class goes" in md
