@@ -76,9 +76,11 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
             return _passes(cfg.model, n_retain * mp["epochs"], s)
         if m == "ssd":
             return _passes(cfg.model, cfg.n_train + n_forget, s)
-        if m == "ga":
-            return _passes(cfg.model, n_forget * _EST_UNLEARN_EPOCHS, s)
-        return _passes(cfg.model, 2 * n_forget * _EST_UNLEARN_EPOCHS, s)  # rga: forget + retain batches
+        if m == "rga":  # importances as SSD, then gated ascent
+            return _passes(cfg.model, cfg.n_train + n_forget * (1 + _EST_UNLEARN_EPOCHS), s)
+        if m == "graddiff":  # forget + retain batches
+            return _passes(cfg.model, 2 * n_forget * _EST_UNLEARN_EPOCHS, s)
+        return _passes(cfg.model, n_forget * _EST_UNLEARN_EPOCHS, s)  # ga and any other ascent
     if kind == "attack":
         c = _forward(cfg.n_train + cfg.n_test, cfg.eval_shots)
         return StageCost(c.seconds + _SEC_ATTACK_FIT, c.circuits, c.shots)

@@ -27,14 +27,14 @@ from .inference import logits_on
 from .models import build_model, model_inputs, population_inputs
 from .registry import validate_backend
 from .training import accuracy, as_labels, fit
-from .unlearning import UnlearnData, unlearn
+from .unlearning import METHODS, UnlearnData, describe_stop, relearn_steps, unlearn
 
 Shots = int | None
 
 
 @dataclass(frozen=True)
 class CellConfig:
-    """The axes of one grid cell (DESIGN.md 10); shots of None mean exact."""
+    """The axes of one grid cell (docs/grid.md); shots of None mean exact."""
 
     model: str
     forget: str
@@ -100,6 +100,8 @@ def stage_specs(cfg: CellConfig) -> dict[str, dict[str, Any]]:
     else:
         unlearn_spec = {"train": train, "method": cfg.method, "forget": cfg.forget,
                         "unlearn_shots": cfg.unlearn_shots, "params": method_params}
+    if cfg.method != "none":
+        unlearn_spec["relearn"] = merged("relearn", cfg.params_dict().get("relearn"))
     attack = {"train": train, "eval_shots": cfg.eval_shots, "backend": cfg.backend,
               "params": merged("attack", cfg.params_dict().get("attack")),
               "lira": merged("lira", cfg.params_dict().get("lira"))}
@@ -151,20 +153,76 @@ def train_stage(cfg: CellConfig) -> StageResult:
 
 
 def unlearn_stage(cfg: CellConfig, original: dict[str, torch.Tensor]) -> StageResult:
+    """The method's model; its cost (device circuits included), relearning steps and, for the
+    ascent methods, the trajectory, which travels in the state under TRAJECTORY_KEY."""
     data = cell_data(cfg)
     recipe, params = resolve_params(cfg.model, cfg.method, cfg.params_dict())
     model = _model(cfg, data, original)
-    stop = params.get("stop_acc", "auto")
-    if stop == "auto":
-        stop = 0.1 if data.forget_class is not None else accuracy(model, data.x_test, data.y_test)
-    udata = UnlearnData(data.x_train[data.retain], data.y_train[data.retain],
-                        data.x_train[data.forget], data.y_train[data.forget], float(stop))
+    udata = _unlearn_data(cfg, data, _stop_acc(params, data, model))
     shots = cfg.train_shots if cfg.method == "retrain" else cfg.unlearn_shots
     out = unlearn(cfg.method, model, udata, recipe, params, shots, derive_seed(cfg.seed, "unlearn", cfg.method),
                   fresh=lambda: _model(cfg, data))
-    numeric = {k: float(v) for k, v in out.info.items() if isinstance(v, (int, float))}
-    return StageResult(out.model.state_dict(), _cost(out.cost.seconds, out.cost.circuits, out.cost.shots, **numeric),
-                       out.info)
+    relearn = merged("relearn", cfg.params_dict().get("relearn"))
+    steps = relearn_steps(model, out.model, udata.x_forget, udata.y_forget, recipe, relearn["fraction"],
+                          relearn["max_steps"], derive_seed(cfg.seed, "relearn"))
+    info = {**out.info, **({"relearn_steps": float(steps)} if steps is not None else {})}
+    state = dict(out.model.state_dict())
+    if out.trajectory:
+        state[TRAJECTORY_KEY] = torch.tensor([[p.get(k, math.nan) for k in TRAJECTORY_FIELDS] for p in out.trajectory],
+                                             dtype=torch.float64)
+    return StageResult(state, _cost(out.cost.seconds, out.cost.circuits, out.cost.shots,
+                                    circuits_device=float(out.cost.device_circuits), **info), out.info)
+
+
+TRAJECTORY_KEY = "unlearn_log.trajectory"  # not a weight: evaluate_stage strips it before loading
+TRAJECTORY_FIELDS = ("step", "forget_acc", "retain_acc", "test_acc", "loss_auc")
+UNLEARN_COLUMNS = ("unlearn_steps", "unlearn_reached_target", "forget_acc_at_stop", "relearn_steps",
+                   "ssd_dampened_fraction", "ssd_dampened_fraction_quantum", "ssd_dampened_fraction_classical")
+_STAGE_COST = ("seconds", "circuits", "shots", "circuits_device", "qpu_seconds")
+
+
+def _stop_acc(params: dict[str, Any], data: CellData, model: nn.Module) -> float:
+    stop = params.get("stop_acc", "auto")
+    if stop == "auto":
+        stop = 0.1 if data.forget_class is not None else accuracy(model, data.x_test, data.y_test)
+    return float(stop)
+
+
+def _unlearn_data(cfg: CellConfig, data: CellData, stop_acc: float) -> UnlearnData:
+    """Retain/forget sets, and the test samples the trajectory audit scores (held-out non-members:
+    same-class test samples for class forgetting, all test samples otherwise)."""
+    forget_labels = torch.unique(data.y_train[data.forget])
+    same = torch.isin(data.y_test, forget_labels) if data.forget_class is not None else torch.ones_like(data.y_test, dtype=torch.bool)
+    retained = data.y_test != data.forget_class if data.forget_class is not None else torch.ones_like(same)
+    return UnlearnData(data.x_train[data.retain], data.y_train[data.retain], data.x_train[data.forget],
+                       data.y_train[data.forget], stop_acc, data.x_test, data.y_test, same, retained)
+
+
+def split_unlearned(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """(model weights, trajectory rows or None) of an unlearn-stage state."""
+    weights = {k: v for k, v in state.items() if k != TRAJECTORY_KEY}
+    return weights, state.get(TRAJECTORY_KEY)
+
+
+def unlearn_columns(cfg: CellConfig, costs: dict[str, dict[str, float]], trajectory: torch.Tensor | None) -> dict[str, Any]:
+    """Row columns of the unlearn stage: device costs, every numeric info key it recorded (NaN when a
+    method has none), the stop rule and the trajectory as JSON text."""
+    un, train = costs.get("unlearn", {}), costs.get("train", {})
+    row: dict[str, Any] = {k: math.nan for k in UNLEARN_COLUMNS}
+    row.update({k: float(v) for k, v in un.items() if k not in _STAGE_COST})
+    if "relearn_steps" not in un:
+        row["relearn_steps"] = None  # did not recover within the bound
+    row["unlearn_circuits_device"] = un.get("circuits_device", math.nan)
+    row["train_circuits_device"] = train.get("circuits_device", math.nan)
+    _, params = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+    target = params.get("stop_acc")
+    if target == "auto":
+        target = 0.1 if parse_forget(cfg.forget, n_train=cfg.n_train).forget_class is not None else "test_acc(original)"
+    row["unlearn_stop_rule"] = describe_stop(params, target) if METHODS[cfg.method].stops else None
+    row["unlearn_trajectory"] = None if trajectory is None else json.dumps(
+        [{k: (None if math.isnan(v) else (int(v) if k == "step" else v)) for k, v in zip(TRAJECTORY_FIELDS, r.tolist())}
+         for r in trajectory])
+    return row
 
 
 def attack_stage(cfg: CellConfig, original: dict[str, torch.Tensor]) -> StageResult:
@@ -220,10 +278,11 @@ def evaluate_stage(
     attack: dict[str, torch.Tensor],
     costs: dict[str, dict[str, float]],
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Metrics row (DESIGN.md 7-8) and per-example rows of the unlearned model."""
+    """Metrics row (docs/metrics.md) and per-example rows of the unlearned model."""
     start = time.perf_counter()
     data = cell_data(cfg)
     params = merged("attack", cfg.params_dict().get("attack"))
+    unlearned, trajectory = split_unlearned(unlearned)
     model = _model(cfg, data, unlearned)
     mlp = attacks.load_paper_attack(attack, params)
     q = derive_seed(cfg.seed, "eval", cfg.eval_shots)
@@ -274,9 +333,7 @@ def evaluate_stage(
         "circuit_executions": sum(circuits.values()) + c_tr["circuits"] + c_te["circuits"],
         "shots_total": sum(shots.values()) + c_tr["shots"] + c_te["shots"],
         "qpu_seconds": stage("attack").get("qpu_seconds", 0.0) + c_tr.get("qpu_seconds", 0.0) + c_te.get("qpu_seconds", 0.0),
-        "unlearn_steps": stage("unlearn").get("unlearn_steps", math.nan),
-        "unlearn_reached_target": stage("unlearn").get("unlearn_reached_target", math.nan),
-        "ssd_dampened_fraction": stage("unlearn").get("ssd_dampened_fraction", math.nan),
+        **unlearn_columns(cfg, costs, trajectory),
     }
     if "lira.mu" in attack:
         mu, sigma = attack["lira.mu"].numpy(), float(attack["lira.sigma"][0])

@@ -11,7 +11,7 @@ from torch import nn
 
 from .circuits import N_QUBITS
 from .data import Split
-from .parameter_shift import ExecutionLog, ShotExpectation
+from .parameter_shift import ExecutionLog, ShotExpectation, shift_circuits
 from .registry import ModelSpec, model_spec
 from .statevector import amplitude_states, angle_states, apply_layers, expectations, tree_alpha
 
@@ -35,7 +35,13 @@ class QuantumLayer(nn.Module):
         if self.shots is None:
             states = amplitude_states(x) if self.encoding == "amplitude" else angle_states(x)
             self.log.add(x.shape[0], None)
-            return expectations(apply_layers(states, self.weight))
+            z = expectations(apply_layers(states, self.weight))
+            if z.requires_grad:  # autograd stands in for the shift circuits a device would run
+                n = shift_circuits(x.shape[0], self.weight.numel(), self.encoding, self.weight.requires_grad,
+                                   x.requires_grad)
+                log = self.log
+                z.register_hook(lambda g: (log.add_device_only(n), g)[1])
+            return z
         enc = tree_alpha(x) if self.encoding == "amplitude" else x
         return ShotExpectation.apply(enc, self.weight, self.encoding, self.shots, self.generator, self.log)
 

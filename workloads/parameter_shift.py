@@ -35,14 +35,26 @@ SHIFT = math.pi / 2
 
 @dataclass
 class ExecutionLog:
-    """Circuits executed and shots spent, the cost a device would bill."""
+    """Circuits executed and shots spent; `device` also counts the parameter-shift circuits that a
+    device would run for gradients the simulator took by autograd (equal to `circuits` at finite shots)."""
 
     circuits: int = 0
     shots: int = 0
+    device: int = 0
 
     def add(self, circuits: int, shots: int | None) -> None:
         self.circuits += int(circuits)
         self.shots += int(circuits) * int(shots or 0)
+        self.device += int(circuits)
+
+    def add_device_only(self, circuits: int) -> None:
+        self.device += int(circuits)
+
+
+def shift_circuits(rows: int, n_weights: int, encoding: str, weight_grad: bool, input_grad: bool) -> int:
+    """Parameter-shift circuits of one backward pass over `rows` samples, as `ShotExpectation` runs them."""
+    per_row = (2 * n_weights if weight_grad else 0) + (2 * (255 if encoding == "amplitude" else 8) if input_grad else 0)
+    return rows * per_row
 
 
 def encode(encoding: str, enc: torch.Tensor) -> torch.Tensor:

@@ -21,11 +21,20 @@ MODELS: dict[str, ModelSpec] = {
     "hqnn-l1": ModelSpec("hqnn", 1, "amplitude"),
     "qnn-angle-l2": ModelSpec("qnn", 2, "angle"),
 }
-METHODS = ("none", "retrain", "finetune", "ga", "ssd", "rga")
 SIMULATORS = ("torch", "aer", "aer-noise")
 _REMOTE = re.compile(r"^(fake|ibm):([A-Za-z0-9_\-]+)$")
 
 __all__ = ["DATASETS", "MODELS", "METHODS", "SIMULATORS", "ModelSpec", "model_spec", "validate_backend"]
+
+
+def __getattr__(name: str):
+    """METHODS: the method names of `workloads.unlearning.METHODS`, the one method table (imported
+    lazily because the methods import the models, which import this module)."""
+    if name == "METHODS":
+        from .unlearning import METHODS
+
+        return tuple(METHODS)
+    raise AttributeError(name)
 
 
 def model_spec(name: str) -> ModelSpec:

@@ -19,9 +19,20 @@ class Cost:
     seconds: float
     circuits: int
     shots: int
+    device_circuits: int = 0  # circuits a device would run, parameter-shift gradients included
 
     def as_dict(self) -> dict[str, float]:
-        return {"seconds": self.seconds, "circuits": float(self.circuits), "shots": float(self.shots)}
+        return {"seconds": self.seconds, "circuits": float(self.circuits), "shots": float(self.shots),
+                "circuits_device": float(self.device_circuits)}
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.seconds + other.seconds, self.circuits + other.circuits, self.shots + other.shots,
+                    self.device_circuits + other.device_circuits)
+
+    @staticmethod
+    def of(seconds: float, log: Any) -> "Cost":
+        """The cost recorded by an execution log over `seconds`."""
+        return Cost(seconds, log.circuits, log.shots, log.device)
 
 
 def sgd(model: nn.Module, recipe: dict[str, Any]) -> torch.optim.Optimizer:
@@ -56,7 +67,7 @@ def fit(
                 opt.zero_grad()
                 F.cross_entropy(model(x[idx]), y[idx]).backward()
                 opt.step()
-    return Cost(time.perf_counter() - start, log.circuits, log.shots)
+    return Cost.of(time.perf_counter() - start, log)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shots: int | None = None, seed: int = 0) -> float:

@@ -1,0 +1,111 @@
+"""The loop shared by GA, RGA and GradDiff: ascend on forget batches until a cheap stop rule fires.
+
+The stop rule reads forget-set accuracy at the unlearning shots, either on the forget batch the step
+is about to use (`batch`: its forward pass is needed anyway, so the check is free), on a fixed
+subsample of at most `stop_subsample` forget samples (`subsample`), or on the whole forget set
+(`full`), every `stop_every` steps. The trajectory is an audit on exact outputs, outside the cost.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..hparams import AUDIT_EVERY
+from ..models import shots_mode
+from ..training import Cost, batches, sgd
+from .base import Outcome, UnlearnData, audit_point
+
+# (model, forget logits, forget labels, generator) -> the loss to minimise.
+StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+# () -> per-parameter gradient weights (None: every parameter moves freely).
+Gate = Callable[[], "list[torch.Tensor] | None"]
+
+
+def describe_stop(params: dict[str, Any], stop_acc: float | str) -> str:
+    """The recorded stop rule, e.g. `forget_acc<=0.1 on subsample:64 every 1 steps, max_epochs 60`."""
+    where = {"batch": "the step's batch", "subsample": f"subsample:{params['stop_subsample']}",
+             "full": "the forget set"}[params["stop_rule"]]
+    return f"forget_acc<={stop_acc} on {where} every {params['stop_every']} steps, max_epochs {params['max_epochs']}"
+
+
+def _batch_acc(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.detach().argmax(1) == y).double().mean())
+
+
+def ascend(model: nn.Module, data: UnlearnData, params: dict[str, Any], shots: int | None, seed: int,
+           step_loss: StepLoss, gate: Gate | None = None) -> Outcome:
+    gen = torch.Generator().manual_seed(seed + 2)
+    shot_gen = torch.Generator().manual_seed(seed + 3)
+    sub = torch.randperm(len(data.y_forget), generator=torch.Generator().manual_seed(seed + 8))
+    sub = sub[: params["stop_subsample"]] if params["stop_rule"] == "subsample" else sub
+    opt = sgd(model, {**params, "nesterov": False})
+    refresh = params.get("refresh_every", 0)
+    steps, stop, audit_s, trajectory = 0, "max_epochs", 0.0, []
+    start = time.perf_counter()
+
+    def audit() -> None:
+        nonlocal audit_s
+        t = time.perf_counter()
+        trajectory.append(audit_point(model, data, steps))
+        audit_s += time.perf_counter() - t
+
+    saved = [p.requires_grad for p in model.parameters()]
+    with shots_mode(model, shots, shot_gen) as log:
+        weights = _gated(model, gate)
+        audit()
+        for _ in range(params["max_epochs"] if weights is None or any(p.requires_grad for p in model.parameters()) else 0):
+            for idx in batches(len(data.y_forget), params["batch_size"], gen):
+                check = steps % params["stop_every"] == 0
+                if check and params["stop_rule"] != "batch" and _check(model, data, sub) <= data.stop_acc:
+                    stop = "target"
+                    break
+                model.train()
+                opt.zero_grad()
+                logits = model(data.x_forget[idx])
+                if check and params["stop_rule"] == "batch" and _batch_acc(logits, data.y_forget[idx]) <= data.stop_acc:
+                    stop = "target"
+                    break
+                step_loss(model, logits, data.y_forget[idx], gen).backward()
+                if weights is not None:
+                    for p, w in zip(model.parameters(), weights):
+                        if p.grad is not None:
+                            p.grad.mul_(w)
+                opt.step()
+                steps += 1
+                if refresh and gate and steps % refresh == 0:
+                    weights = _gated(model, gate)
+                    if not any(p.requires_grad for p in model.parameters()):
+                        break
+                if steps % AUDIT_EVERY == 0:
+                    audit()
+            else:
+                continue
+            break
+        if trajectory[-1]["step"] != steps:
+            audit()
+    for p, r in zip(model.parameters(), saved):
+        p.requires_grad_(r)
+    cost = Cost.of(time.perf_counter() - start - audit_s, log)
+    info = {"unlearn_steps": float(steps), "unlearn_reached_target": float(stop == "target"),
+            "forget_acc_at_stop": trajectory[-1]["forget_acc"]}
+    return Outcome(model, cost, info, trajectory)
+
+
+def _gated(model: nn.Module, gate: Gate | None) -> "list[torch.Tensor] | None":
+    """The gate's weights; a parameter whose weights are all zero takes no gradient (no shift circuits)."""
+    weights = gate() if gate else None
+    if weights is not None:
+        for p, w in zip(model.parameters(), weights):
+            p.requires_grad_(bool(w.any()))
+    return weights
+
+
+def _check(model: nn.Module, data: UnlearnData, idx: torch.Tensor) -> float:
+    """Forget accuracy on `idx` at the unlearning shots (these forward circuits count)."""
+    model.eval()
+    with torch.no_grad():
+        return _batch_acc(model(data.x_forget[idx]), data.y_forget[idx])

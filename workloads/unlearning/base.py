@@ -1,0 +1,72 @@
+"""What every unlearning method receives and returns, and the audit helpers they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..metrics import auc
+from ..models import shots_mode
+from ..training import Cost
+
+
+@dataclass(frozen=True)
+class UnlearnData:
+    """Retain and forget sets, the resolved stop target, and the test samples the audit reads.
+
+    `heldout` marks test samples that stand in for the forget set's non-members (same class for class
+    forgetting); `test_retain` marks the test samples of retained classes.
+    """
+
+    x_retain: torch.Tensor
+    y_retain: torch.Tensor
+    x_forget: torch.Tensor
+    y_forget: torch.Tensor
+    stop_acc: float
+    x_test: torch.Tensor | None = None
+    y_test: torch.Tensor | None = None
+    heldout: torch.Tensor | None = None
+    test_retain: torch.Tensor | None = None
+
+
+@dataclass
+class Outcome:
+    model: nn.Module
+    cost: Cost
+    info: dict[str, float] = field(default_factory=dict)
+    trajectory: list[dict[str, float]] = field(default_factory=list)
+
+
+Fresh = Callable[[], nn.Module]
+Run = Callable[[nn.Module, UnlearnData, dict[str, Any], dict[str, Any], "int | None", int, Fresh], Outcome]
+
+
+def exact_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Exact outputs for the audit: no shots drawn, nothing added to the method's cost."""
+    model.eval()
+    with torch.no_grad(), shots_mode(model, None, None):
+        return torch.cat([model(x[i : i + 1000]) for i in range(0, len(x), 1000)]) if len(x) else x.new_zeros(0, 10)
+
+
+def _acc(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return float((logits.argmax(1) == y).double().mean()) if len(y) else float("nan")
+
+
+def audit_point(model: nn.Module, data: UnlearnData, step: int) -> dict[str, float]:
+    """One trajectory point: forget, retain and retained-class test accuracy, and the loss-attack AUC
+    of the forget set against held-out non-members (exact outputs)."""
+    lf = exact_logits(model, data.x_forget)
+    point = {"step": step, "forget_acc": _acc(lf, data.y_forget),
+             "retain_acc": _acc(exact_logits(model, data.x_retain), data.y_retain)}
+    if data.x_test is not None:
+        lt = exact_logits(model, data.x_test)
+        point["test_acc"] = _acc(lt[data.test_retain], data.y_test[data.test_retain])
+        loss_f = F.cross_entropy(lf, data.y_forget, reduction="none").numpy()
+        loss_h = F.cross_entropy(lt[data.heldout], data.y_test[data.heldout], reduction="none").numpy()
+        point["loss_auc"] = auc(-loss_f, -loss_h)
+    return {k: (round(v, 6) if isinstance(v, float) and np.isfinite(v) else v) for k, v in point.items()}

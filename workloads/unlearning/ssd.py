@@ -1,0 +1,49 @@
+"""`ssd`: selective synaptic dampening (Foster et al. 2023), no retraining.
+
+Every parameter with I_f > alpha * I_D is multiplied by beta = min(lam * I_D / I_f, 1). Rotation
+angles are periodic, so `dampen_quantum: wrap` first wraps each angle to (-pi, pi] and then dampens
+it toward 0, the identity gate; `dampen_quantum: false` leaves the angles alone (and computes no
+importance for them, which saves their parameter-shift circuits).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from ..models import shots_mode
+from ..training import Cost
+from .base import Outcome
+from .importance import importances, is_quantum, selection, trainable
+
+
+def wrap_angles(theta: torch.Tensor) -> torch.Tensor:
+    """The same gates with every angle in (-pi, pi] (U3 is 2pi-periodic up to a global phase)."""
+    return math.pi - torch.remainder(math.pi - theta, 2 * math.pi)
+
+
+def run(model, data, recipe, params, shots, seed, fresh) -> Outcome:
+    start = time.perf_counter()
+    quantum = params["dampen_quantum"] == "wrap"
+    wanted = (lambda n: True) if quantum else (lambda n: not is_quantum(n))
+    with shots_mode(model, shots, torch.Generator().manual_seed(seed + 5)) as log, trainable(model, wanted):
+        i_d, i_f = importances(model, torch.cat([data.x_retain, data.x_forget]), torch.cat([data.y_retain, data.y_forget]),
+                               data.x_forget, data.y_forget, params["batch_size"], seed + 6)
+    counts = {"quantum": [0, 0], "classical": [0, 0]}  # dampened, total
+    with torch.no_grad():
+        for (name, p), d, f in zip(model.named_parameters(), i_d, i_f):
+            kind = "quantum" if is_quantum(name) else "classical"
+            counts[kind][1] += p.numel()
+            if kind == "quantum" and not quantum:
+                continue
+            if kind == "quantum":
+                p.copy_(wrap_angles(p))
+            mask, beta = selection(d, f, params["alpha"], params["lam"])
+            p[mask] *= beta[mask]
+            counts[kind][0] += int(mask.sum())
+    frac = lambda k: counts[k][0] / counts[k][1] if counts[k][1] else float("nan")  # noqa: E731
+    info = {"ssd_dampened_fraction": sum(c[0] for c in counts.values()) / sum(c[1] for c in counts.values()),
+            "ssd_dampened_fraction_quantum": frac("quantum"), "ssd_dampened_fraction_classical": frac("classical")}
+    return Outcome(model, Cost.of(time.perf_counter() - start, log), info)
