@@ -66,7 +66,7 @@ def test_wrapped_angles_are_the_same_gates():
         w = model.quantum.weight
         w.copy_(w + 4 * math.pi)  # far outside the range
         w.copy_(wrap_angles(w))
-    assert float(w.max()) <= math.pi and float(w.min()) > -math.pi
+    assert float(w.detach().max()) <= math.pi and float(w.detach().min()) > -math.pi
     assert torch.allclose(model(x), before, atol=1e-10)
 
 

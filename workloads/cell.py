@@ -149,7 +149,8 @@ def train_stage(cfg: CellConfig) -> StageResult:
     recipe, _ = resolve_params(cfg.model, cfg.method, cfg.params_dict())
     model = _model(cfg, data)
     cost = fit(model, data.x_train, data.y_train, recipe, cfg.train_shots, derive_seed(cfg.seed, "train"))
-    return StageResult(model.state_dict(), _cost(cost.seconds, cost.circuits, cost.shots))
+    return StageResult(model.state_dict(), _cost(cost.seconds, cost.circuits, cost.shots,
+                                                 circuits_device=float(cost.device_circuits)))
 
 
 def unlearn_stage(cfg: CellConfig, original: dict[str, torch.Tensor]) -> StageResult:
