@@ -17,7 +17,7 @@ from workloads.unlearning import METHODS, UnlearnData, unlearn
 from workloads.unlearning.relearn import relearn_steps
 from workloads.unlearning.ssd import wrap_angles
 
-FAST = {"hqnn-l1": {"epochs": 6}, "attack": {"epochs": 100}, "relearn": {"max_steps": 30}}
+FAST = {"hqnn-l1": {"epochs": 5}, "attack": {"epochs": 100}, "relearn": {"max_steps": 10}}
 
 
 def test_one_method_table_feeds_names_and_defaults():
@@ -148,15 +148,14 @@ def test_row_carries_device_costs_relearning_and_the_trajectory(digits):
     base, train = digits
     attack = attack_stage(base, train.state)
     rows = {}
-    for method in ("retrain", "ga", "ssd"):
+    for method in ("ga", "ssd"):
         cfg = replace(base, method=method)
         un = unlearn_stage(cfg, train.state)
         rows[method], _ = evaluate_stage(cfg, train.state, un.state, attack.state,
                                          {"train": train.cost, "unlearn": un.cost, "attack": attack.cost})
-    ga, retrain, ssd = rows["ga"], rows["retrain"], rows["ssd"]
-    assert ga["train_circuits_device"] == retrain["train_circuits_device"] > 0
-    assert 0 < ga["unlearn_circuits_device"] < retrain["unlearn_circuits_device"]
-    assert retrain["unlearn_circuits_device"] > retrain["unlearn_circuits"]  # autograd gradients counted too
+    ga, ssd = rows["ga"], rows["ssd"]
+    assert ga["train_circuits_device"] == ssd["train_circuits_device"] > train.cost["circuits"]  # autograd counted
+    assert 0 < ga["unlearn_circuits_device"] < ga["train_circuits_device"]
     assert ga["unlearn_stop_rule"].startswith("forget_acc<=0.1") and ssd["unlearn_stop_rule"] is None
     trajectory = json.loads(ga["unlearn_trajectory"])
     assert trajectory[0]["step"] == 0 and trajectory[-1]["step"] == ga["unlearn_steps"]
@@ -165,3 +164,24 @@ def test_row_carries_device_costs_relearning_and_the_trajectory(digits):
     assert ssd["unlearn_trajectory"] is None and not math.isnan(ssd["ssd_dampened_fraction_classical"])
     for row in rows.values():
         assert row["relearn_steps"] is None or row["relearn_steps"] >= 0
+
+
+@pytest.mark.slow
+def test_mnist_rga_forgets_cheaply_and_keeps_accuracy():
+    """Issue 11 acceptance on hqnn-l1, MNIST, class:4, seed 0: rga reaches forget accuracy <= 0.1 with a
+    retained test drop of at most 3 points, at <= 25% of retrain's device circuits (and so does ga)."""
+    torch.set_num_threads(1)
+    base = CellConfig("hqnn-l1", "class:4", "none", None, None, None, 0)
+    train = train_stage(base)
+    attack = attack_stage(base, train.state)
+    rows = {}
+    for method in ("none", "retrain", "ga", "rga"):
+        cfg = replace(base, method=method)
+        un = unlearn_stage(cfg, train.state)
+        rows[method], _ = evaluate_stage(cfg, train.state, un.state, attack.state,
+                                         {"train": train.cost, "unlearn": un.cost, "attack": attack.cost})
+    rga, ga, none, retrain = rows["rga"], rows["ga"], rows["none"], rows["retrain"]
+    assert rga["acc_train_forget"] <= 0.1
+    assert none["acc_test_retain"] - rga["acc_test_retain"] <= 0.03
+    for row in (rga, ga):
+        assert row["unlearn_circuits_device"] <= 0.25 * retrain["unlearn_circuits_device"]

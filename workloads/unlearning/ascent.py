@@ -80,7 +80,7 @@ def ascend(model: nn.Module, data: UnlearnData, params: dict[str, Any], shots: i
                     weights = _gated(model, gate)
                     if not any(p.requires_grad for p in model.parameters()):
                         break
-                if steps % AUDIT_EVERY == 0:
+                if steps % (AUDIT_EVERY if steps < 20 * AUDIT_EVERY else 5 * AUDIT_EVERY) == 0:
                     audit()
             else:
                 continue
