@@ -152,11 +152,17 @@ def test_sql_intervals_and_roc_agree_with_workloads_metrics(store_root: Path) ->
     s.close()
 
 
-def test_report_files_self_contained_and_complete(report: Path) -> None:
+def test_report_files_self_contained_and_complete(report: Path, store_root: Path) -> None:
+    from reports import queries as q
+
     out = report.parent
     html = report.read_text()
     md = (out / "report.md").read_text()
-    names = ("leakage_vs_accuracy", "shot_shield", "forget_set_size", "roc", "cost", "collateral_damage", "compare")
+    s = q.connect(str(store_root))
+    optional = (("closeness_to_retrain", s.has(*q.PROB_COLUMNS)), ("unlearning_trajectory", s.has("unlearn_trajectory")))
+    s.close()
+    names = ("leakage_vs_accuracy", "shot_shield", "forget_set_size", "roc", "cost", "collateral_damage", "compare",
+             *(n for n, present in optional if present))
     for name in names:
         assert (out / "figures" / f"{name}.png").stat().st_size > 5000, name
         assert (out / "figures" / f"{name}.svg").exists(), name
@@ -296,9 +302,10 @@ def test_cost_ratio_and_collateral_match_direct_queries(store_root: Path) -> Non
 
     s = q.connect(str(store_root))
     ratio, what = q.cost_ratio_cells(s, {"grid": "t", "eval_shots": None, "forget": "class:4"})
-    assert "unlearn_circuits" in what and set(ratio["method"]) == {"ga"} and len(ratio) == 2
+    col = "unlearn_circuits_device" if s.has("unlearn_circuits_device") else "unlearn_circuits"
+    assert f"`{col}`" in what and set(ratio["method"]) == {"ga"} and len(ratio) == 2
     for r in ratio.itertuples():
-        ((u,), (rt,)) = _direct(store_root, f"""SELECT unlearn_circuits FROM c WHERE grid = 't' AND seed = {r.seed}
+        ((u,), (rt,)) = _direct(store_root, f"""SELECT {col} FROM c WHERE grid = 't' AND seed = {r.seed}
             AND forget = 'class:4' AND eval_shots IS NULL AND method IN ('ga', 'retrain') ORDER BY method = 'retrain'""")
         assert r.circuit_ratio == pytest.approx(u / rt)
     ch = q.collateral_cells(s, {"grid": "t", "eval_shots": None, "forget": "class:4", "seed": 0})
