@@ -1,4 +1,4 @@
-"""The `qmu` command line (DESIGN.md section 9). Exit codes: 0 ok, 1 some cells failed, 2 bad input."""
+"""The `qmu` command line (README: Commands; definitions in docs/). Exit codes: 0 ok, 1 some cells failed, 2 bad input."""
 
 from __future__ import annotations
 

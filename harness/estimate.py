@@ -1,6 +1,6 @@
 """Rough cost model of a stage (seconds on one core, circuit executions, shots) for `--dry-run` and for
 the scheduler's priorities. It only needs to rank stages and warn before hours of work, so it is a few
-calibrated constants times the work counts of DESIGN.md sections 4-7, not a simulation.
+calibrated constants times the work counts of docs/methods.md and docs/metrics.md, not a simulation.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ _SEC_PER_SAMPLE_STEP = {"hqnn": 0.6e-3, "qnn": 0.04e-3}
 # One parameter-shift circuit sampled with shots, batched: about a + b*L seconds (measured at L=1 and 10).
 _SEC_PER_CIRCUIT_SHOTS = (3.2e-5, 3.3e-6)
 _SEC_ATTACK_FIT = 1.5  # the 13-64-64-1 MLP, 1000 full-batch epochs
-_TREE_SHIFTS = 2 * 255  # amplitude-embedding input gradient (HQNN front end), DESIGN.md section 5
+_TREE_SHIFTS = 2 * 255  # amplitude-embedding input gradient (HQNN front end), docs/methods.md
 _EST_UNLEARN_EPOCHS = 3  # GA/RGA stop early; their bound (max_epochs) is far above the usual
 
 

@@ -1,4 +1,4 @@
-"""Grid YAML (DESIGN.md section 10) -> a validated, typed `GridSpec` that expands into cells.
+"""Grid YAML (docs/grid.md) -> a validated, typed `GridSpec` that expands into cells.
 
 Everything is checked here, before any Ray or store work: unknown keys, wrong types, empty or duplicated
 axes, unknown model/method/backend/dataset names, bad forget specs and bad `params` overrides. Every error
@@ -80,7 +80,7 @@ class GridSpec:
         return n
 
     def combinations(self) -> list[dict[str, Any]]:
-        """Every cell's axis values, in axis order (DESIGN.md section 8)."""
+        """Every cell's axis values, in axis order (docs/grid.md)."""
         return [dict(zip(AXES, combo)) for combo in itertools.product(*(self.axes[a] for a in AXES))]
 
     def cells(self, cell_config: type | None = None) -> list[Any]:

@@ -1,4 +1,4 @@
-"""Hardware evaluation through a job ledger (DESIGN.md section 9, `qmu hw ...`).
+"""Hardware evaluation through a job ledger (README: Running on IBM Quantum hardware, `qmu hw ...`).
 
 Training and unlearning always run on the simulator (torch, the same stages and artifacts as `qmu run`).
 What goes to the device is evaluation: the attack's queries of the original model and the evaluation

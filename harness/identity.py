@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 STAGES = ("train", "unlearn", "attack", "evaluate")
-# Which stages a stage consumes (DESIGN.md section 8): train -> {unlearn, attack} -> evaluate.
+# Which stages a stage consumes (docs/grid.md, Reuse and resuming): train -> {unlearn, attack} -> evaluate.
 DEPS: dict[str, tuple[str, ...]] = {
     "train": (),
     "unlearn": ("train",),

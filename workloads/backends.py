@@ -1,4 +1,4 @@
-"""Evaluation of a model's quantum layer on qiskit backends (DESIGN.md section 5).
+"""Evaluation of a model's quantum layer on qiskit backends (docs/grid.md, backends).
 
 Backends: `aer` (qiskit-aer SamplerV2, seeded), `aer-noise` (depolarizing p1=5e-4, p2=5e-3 and readout
 bit-flip 1e-2), `fake:<Name>` (a qiskit-ibm-runtime fake backend run locally with its noise model) and
@@ -33,7 +33,7 @@ from .circuits import model_circuit, parameter_values
 
 DEFAULT_OPTIMIZATION_LEVEL = 1
 DEFAULT_SEED_TRANSPILER = 0
-# aer-noise (DESIGN.md section 5)
+# aer-noise (docs/grid.md)
 AER_NOISE = {"p1": 5e-4, "p2": 5e-3, "readout": 1e-2}
 # QPU-time model for estimates: per-job overhead plus, per shot of every circuit, the repetition delay and
 # the circuit's scheduled duration (IBM executes circuits column-wise over shots; usage is QPU-locked time).

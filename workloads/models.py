@@ -20,7 +20,7 @@ class QuantumLayer(nn.Module):
     """Encoding + L-layer ansatz -> the 8 <Z_j>, exact (autograd) or estimated with `shots`.
 
     `shots` is None for exact; with shots, the forward pass samples S shots and the backward
-    pass runs the parameter-shift circuits, every one with S shots (DESIGN.md 5).
+    pass runs the parameter-shift circuits, every one with S shots (docs/methods.md).
     """
 
     def __init__(self, n_layers: int, encoding: str):
