@@ -1,89 +1,223 @@
-"""The `qmu` command line (README: Commands; definitions in docs/). Exit codes: 0 ok, 1 some cells failed, 2 bad input."""
+"""The `qmu` command line. Exit codes: 0 ok, 1 some cells (or hardware jobs) failed, 2 bad input or no store.
+
+The grid format, the metrics and the result columns are described in docs/ (grid.md, metrics.md, results.md).
+"""
 
 from __future__ import annotations
 
-import subprocess
+import os
+import socket
 import sys
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from .grid_spec import GridError, load_grid
 from .hw_cli import app as hw_app
+from .ui import examples, fail, fmt_duration, note
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="qmu-bench: membership leakage and unlearning of quantum neural networks, at scale.")
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, context_settings=CONTEXT,
+    rich_markup_mode=None,
+    help="qmu-bench: membership leakage and unlearning of quantum neural networks, at scale.\n\n"
+         "Grid format, metrics, methods and result columns: docs/ in the project (grid.md, metrics.md, "
+         "methods.md, results.md). Start with `qmu run grids/smoke.yaml`, then `qmu report`.")
 app.add_typer(hw_app, name="hw")
-err = Console(stderr=True)
 RESULTS_HELP = "results root: a local directory or a pyarrow filesystem URI (s3://..., gs://...)"
+# The workload module every stage runs. Tests point it at harness.trivial through a fixture; it is not a flag.
+WORKLOAD = "workloads.cell"
 
 
-def _bad_input(msg: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False, markup=True, soft_wrap=True)
-    return typer.Exit(2)
-
-
-@app.command()
-def run(
-    grid: Path = typer.Argument(..., help="grid spec YAML"),
-    results: str = typer.Option("results", help=RESULTS_HELP),
-    address: Optional[str] = typer.Option(None, help="join a running Ray cluster ('auto' or HOST:PORT)"),
-    workers: Optional[int] = typer.Option(None, min=1, help="worker actors (default: one per CPU)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="print cells, stages and a cost estimate; run nothing"),
-    impl: str = typer.Option("workloads.cell", hidden=True, help="workload module (tests, benchmarks)"),
-    max_retries: int = typer.Option(2, hidden=True, min=0, help="retries of a stage whose worker died"),
-) -> None:
-    """Run or resume a grid, with progress."""
+def _process_start() -> float:
+    """When this process started (so the summary's wall time matches `time qmu run ...`)."""
     try:
-        spec = load_grid(grid, impl)
-    except GridError as e:
-        raise _bad_input(str(e)) from None
-    if not dry_run:
-        _require_credentials(grid, spec)
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # noqa: BLE001 -- psutil is optional
+        return time.time()
+
+
+def _where(store: Any) -> str:
+    return store.base if store.local else store.root
+
+
+def _store(results: str, *, must_exist: bool = False):
+    """The ResultStore at `results`; exit 2 on a URI pyarrow cannot open, or (must_exist) a root with no store."""
     from .store import ResultStore
 
-    store = ResultStore(results)
-    if dry_run:
-        _dry_run(spec, store, impl, workers)
+    try:
+        store = ResultStore(results)
+    except (ValueError, OSError) as e:  # pyarrow.ArrowInvalid is a ValueError
+        raise fail(f"--results {results!r}: cannot open it ({str(e).splitlines()[0][:200]}); give a local "
+                   "directory or a filesystem URI such as s3://BUCKET/PREFIX") from None
+    if store.local and os.path.exists(store.base) and not os.path.isdir(store.base):
+        raise fail(f"--results {store.base}: is a file, not a directory")
+    if must_exist:
+        try:
+            grids = store.grids()
+        except OSError as e:
+            raise fail(f"--results {results!r}: cannot read it ({str(e).splitlines()[0][:200]})") from None
+        if not grids:
+            raise fail(f"--results {_where(store)}: no result store there (no cells/ or manifests/); run "
+                       f"`qmu run GRID.yaml --results {results}` first, or point --results at an existing store")
+    return store
+
+
+def _manifest(store: Any, grid: str) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return store.manifest(grid)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise fail(f"{store.manifest_path(grid)}: corrupt manifest ({e}); delete it, and `qmu run` of "
+                   f"grid {grid!r} writes it again") from None
+
+
+def _load_grid(grid: Path):
+    """The validated grid (exit 2 naming file, key and problem), with its fingerprint for the manifest."""
+    import dataclasses
+
+    from .grid_spec import GridError, load_grid
+
+    try:
+        spec = load_grid(grid, WORKLOAD)
+    except GridError as e:
+        raise fail(str(e)) from None
+    return dataclasses.replace(spec, fingerprint=fingerprint(grid.read_bytes()))
+
+
+def fingerprint(text: bytes) -> str:
+    """Equal fingerprints expand into the same cells: same grid bytes, workload module and science code."""
+    import hashlib
+
+    import workloads  # the package only: code_version hashes the sources without importing torch
+
+    h = hashlib.sha256(text)
+    h.update(f"\0{WORKLOAD}\0{workloads.code_version()}".encode())
+    return h.hexdigest()[:24]
+
+
+# ------------------------------------------------------------------------------------------------- run
+@app.command(epilog=examples(
+    "qmu run grids/smoke.yaml                        # local Ray, results in ./results",
+    "qmu run grids/paper.yaml --dry-run              # cells, stages, cost estimate; runs nothing",
+    "qmu run grids/paper.yaml --address auto -r s3://BUCKET/qmu   # on a Ray cluster",
+    "qmu run grids/hardware.yaml --max-qpu-seconds 600            # ibm: backends, QPU budget"))
+def run(
+    grid: Path = typer.Argument(..., help="grid spec YAML (format: docs/grid.md)"),
+    results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
+    address: Optional[str] = typer.Option(None, help="join a running Ray cluster: 'auto' or HOST:PORT"),
+    workers: Optional[int] = typer.Option(None, min=1, help="worker actors (default: one per CPU)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print cells, stages and a cost estimate; run nothing"),
+    max_qpu_seconds: Optional[float] = typer.Option(
+        None, min=0.0, help="QPU budget for ibm: backends (required for them): cells go through the same job "
+                            "ledger as `qmu hw submit`; cells past the budget are stored as budget_skipped"),
+    max_retries: int = typer.Option(2, min=0, help="retries of a stage whose worker died"),
+) -> None:
+    """Run or resume a grid, with progress. A finished grid returns at once ("nothing to do")."""
+    t0 = _process_start()
+    print(f"qmu run {grid}: planning", flush=True)
+    store = _store(results)
+    if not dry_run and _already_done(grid, store, t0):
         return
+    spec = _load_grid(grid)
+    if any(b.startswith("ibm:") for b in spec.axes["backend"]):
+        return _run_on_hardware(spec, grid, results, max_qpu_seconds, dry_run)
+    if max_qpu_seconds is not None:
+        note("note: --max-qpu-seconds applies to ibm: backends only; this grid has none")
+    if dry_run:
+        _dry_run(spec, store, workers)
+        return
+    _check_address(address)
     from .progress import make_progress
     from .runner import run_grid
 
-    summary = run_grid(spec, store, workers=workers, impl=impl, progress=make_progress(), max_retries=max_retries,
-                       address=address)
-    ran = ", ".join(f"{k} {v}" for k, v in sorted(summary.stages_run.items())) or "none"
-    reused = ", ".join(f"{k} {v}" for k, v in sorted(summary.stages_reused.items())) or "none"
-    print(f"{spec.name}: {summary.cells_ok} ok, {summary.cells_failed} failed, {summary.cells_skipped} already done "
-          f"of {summary.cells_total} cells | stages run: {ran} | reused: {reused} | retries {summary.retries} | "
-          f"{len(summary.hosts)} node(s) | {summary.wall_seconds:.1f} s | results: {results}")
-    for cid, error in summary.failures[:10]:
-        err.print(f"failed {cid}: {error.splitlines()[0]}", highlight=False, markup=False)
+    try:
+        summary = run_grid(spec, store, workers=workers, impl=WORKLOAD, progress=make_progress(),
+                           max_retries=max_retries, address=address)
+    except ConnectionError as e:  # Ray could not be started or joined
+        raise fail(f"--address {address or '(local)'}: cannot start or join Ray: {str(e).splitlines()[0]}") from None
+    _summary(spec.name, summary, store, t0)
     if summary.cells_failed:
         raise typer.Exit(1)
 
 
-def _require_credentials(path: Path, spec) -> None:
-    """An ibm: backend without credentials is bad input: fail before any work (the token is never shown)."""
-    from workloads.backends import MissingCredentials, require_credentials
+def _already_done(grid: Path, store: Any, t0: float) -> bool:
+    """True (and a one-line summary) when the store holds every cell of this exact grid file and code: no
+    workload import, no Ray. Anything unusual falls through to the full path, which checks it properly."""
+    import yaml
 
-    for backend in spec.axes.get("backend", ()):
-        try:
-            require_credentials(backend)
-        except MissingCredentials as e:
-            raise _bad_input(f"{path}: backend: {e}") from None
+    try:
+        data = grid.read_bytes()
+        name = yaml.safe_load(data)["name"]
+        manifest = store.manifest(str(name))
+    except Exception:  # noqa: BLE001 -- unreadable or unusual: the full path reports it
+        return False
+    if not manifest or manifest.get("fingerprint") != fingerprint(data):
+        return False
+    statuses = store.cell_statuses(name)
+    cells = manifest.get("cells") or []
+    if not all(statuses.get(c) == "ok" for c in cells):
+        return False
+    print(f"{name}: nothing to do: all {len(cells)} cells are stored | wall {fmt_duration(time.time() - t0)} | "
+          f"results: {_where(store)}")
+    return True
 
 
-def _dry_run(spec, store, impl: str, workers: int | None) -> None:
+def _check_address(address: str | None) -> None:
+    """A HOST:PORT that does not answer is bad input; found in seconds (Ray itself retries for minutes)."""
+    if address in (None, "auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise fail(f"--address {address!r}: expected 'auto' or HOST:PORT of a Ray head (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise fail(f"--address {address}: no Ray head answers there ({e.strerror or e}); start one with "
+                   "`ray start --head`, or use --address auto on a node of a running cluster") from None
+
+
+def _summary(name: str, s: Any, store: Any, t0: float) -> None:
+    ran = ", ".join(f"{k} {v}" for k, v in sorted(s.stages_run.items())) or "none"
+    reused = ", ".join(f"{k} {v}" for k, v in sorted(s.stages_reused.items())) or "none"
+    done = "nothing to do" if s.cells_ok + s.cells_failed == 0 else \
+        f"{s.cells_ok} cells done, {s.cells_failed} failed"
+    nodes = f" on {len(s.hosts)} node(s)" if s.hosts else ""
+    print(f"{name}: {done}, {s.cells_skipped} reused of {s.cells_total} | stages run: {ran}{nodes} | "
+          f"reused: {reused} | retries {s.retries} | wall {fmt_duration(time.time() - t0)} | "
+          f"results: {_where(store)}")
+    for cid, error in s.failures[:10]:
+        note(f"failed {cid}: {error.splitlines()[0] if error else ''}")
+
+
+def _run_on_hardware(spec: Any, grid: Path, results: str, max_qpu_seconds: float | None, dry_run: bool) -> None:
+    """ibm: backends spend QPU time: only through the ledger and a budget, as `qmu hw submit --wait`."""
+    from . import hw_cli
+
+    ibm = next(b for b in spec.axes["backend"] if b.startswith("ibm:"))
+    if dry_run:
+        return hw_cli.estimate(grid=grid, results=results, optimization_level=None)
+    if max_qpu_seconds is None:
+        raise fail(f"{grid}: backend {ibm} runs on IBM hardware and spends QPU time: give --max-qpu-seconds N "
+                   f"(jobs go through the ledger, as `qmu hw submit {grid} --max-qpu-seconds N` does); "
+                   f"`qmu hw estimate {grid}` prints the estimate")
+    hw_cli.submit(grid=grid, results=results, max_qpu_seconds=max_qpu_seconds, optimization_level=None, tag=[],
+                  wait=True)
+
+
+def _dry_run(spec: Any, store: Any, workers: int | None) -> None:
     """Counts and estimated cost of what `run` would do; reads the store, writes nothing."""
-    import os
-
     from .estimate import plan_estimate
     from .runner import plan_grid
 
-    plan, all_ids, cv = plan_grid(spec, store, impl)
+    plan, all_ids, cv = plan_grid(spec, store, WORKLOAD)
     n = workers or os.cpu_count() or 1
     est = plan_estimate(plan, store.has_artifact, n)
     print(f"{spec.name}: {len(all_ids)} cells, {len(all_ids) - len(plan.cells)} already done (code {cv})")
@@ -94,56 +228,80 @@ def _dry_run(spec, store, impl: str, workers: int | None) -> None:
         t.add_row(kind, str(est.stages.get(kind, 0)), str(est.reused.get(kind, 0)))
     Console().print(t)
     print(f"estimate: {est.cost.circuits:,.0f} circuit executions, {est.cost.shots:,.0f} shots, "
-          f"{est.cost.seconds / 3600:.2f} CPU-hours, about {_fmt_s(est.wall_seconds)} on {n} worker(s)")
+          f"{est.cost.seconds / 3600:.2f} CPU-hours, about {fmt_duration(est.wall_seconds)} on {n} worker(s)")
     print("nothing was run or written (--dry-run)")
 
 
-def _fmt_s(s: float) -> str:
-    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
-
-
-@app.command()
-def status(results: str = typer.Option("results", help=RESULTS_HELP)) -> None:
-    """Done / pending / failed cells per grid."""
-    from .store import ResultStore
-
-    store = ResultStore(results)
-    t = Table(title=f"results: {results}")
-    for col in ("grid", "cells", "ok", "failed", "budget_skipped", "pending"):
-        t.add_column(col, justify="left" if col == "grid" else "right")
-    grids = store.grids()
-    for g in grids:
-        statuses = store.cell_statuses(g)
-        manifest = store.manifest(g)
-        ids = manifest["cells"] if manifest else list(statuses)
-        counts = {s: sum(1 for c in ids if statuses.get(c) == s) for s in ("ok", "failed", "budget_skipped")}
-        pending = len(ids) - sum(counts.values())
-        t.add_row(g, str(len(ids)), str(counts["ok"]), str(counts["failed"]), str(counts["budget_skipped"]),
-                  str(pending))
-    if not grids:
-        print(f"no results under {results}")
+# ------------------------------------------------------------------------------------------------- status
+@app.command(epilog=examples("qmu status", "qmu status --results s3://BUCKET/qmu",
+                             "qmu status --watch          # follow a running grid from another terminal"))
+def status(
+    results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
+    watch: bool = typer.Option(False, "--watch", "-w", help="refresh until no cell is pending (Ctrl-C stops "
+                                                              "watching, not the run)"),
+    interval: float = typer.Option(5.0, min=0.5, help="seconds between refreshes with --watch"),
+) -> None:
+    """Done / failed / budget_skipped / pending cells per grid."""
+    store = _store(results, must_exist=True)
+    if not watch:
+        Console(width=120).print(_status_table(store)[0])
         return
-    Console(width=120).print(t)
+    first, t_first = None, time.time()
+    console = Console(width=120)
+    try:
+        while True:
+            table, finished, pending = _status_table(store)
+            first = finished if first is None else first
+            rate = (finished - first) / max(1e-9, time.time() - t_first)
+            eta = f"; about {fmt_duration(pending / rate)} to go at this rate" if rate > 0 and pending else ""
+            console.print(table)
+            print(f"[{time.strftime('%H:%M:%S')}] {finished - first} cells finished while watching, "
+                  f"{pending} pending{eta}", flush=True)
+            if not pending:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return
 
 
-@app.command()
+def _status_table(store: Any) -> tuple[Table, int, int]:
+    """(table, cells finished, cells pending) over every grid of the store."""
+    from .store import STATUSES
+
+    t = Table(title=f"results: {_where(store)}")
+    for col in ("grid", "cells", *STATUSES, "pending"):
+        t.add_column(col, justify="left" if col == "grid" else "right")
+    finished = pending = 0
+    for g in store.grids():
+        statuses = store.cell_statuses(g)
+        manifest = _manifest(store, g)
+        ids = manifest["cells"] if manifest else list(statuses)
+        counts = {s: sum(1 for c in ids if statuses.get(c) == s) for s in STATUSES}
+        left = len(ids) - sum(counts.values())
+        finished, pending = finished + sum(counts.values()), pending + left
+        t.add_row(g, str(len(ids)), *(str(counts[s]) for s in STATUSES), str(left))
+    return t, finished, pending
+
+
+# ------------------------------------------------------------------------------------------------- query
+@app.command(epilog=examples(
+    "qmu query \"select method, avg(mia_success) from cells group by 1\"",
+    "qmu query \"select * from cells where status <> 'ok'\" -f csv > not_ok.csv",
+    "qmu query \"describe cells\"                 # the columns (docs/results.md explains them)"))
 def query(
-    sql: str = typer.Argument(..., help="DuckDB SQL over the views `cells` and `examples`"),
-    results: str = typer.Option("results", help=RESULTS_HELP),
+    sql: str = typer.Argument(..., help="one DuckDB SELECT over the views `cells` and `examples`"),
+    results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
     format: str = typer.Option("table", "--format", "-f", help="table | csv | json"),
 ) -> None:
-    """Run DuckDB SQL over the result store."""
-    import duckdb
+    """Run one read-only DuckDB SELECT over the result store.
 
-    from .store import ResultStore, connect_duckdb
-
+    The connection reads the results root and nothing else: COPY, ATTACH, INSTALL, LOAD, SET and every
+    other statement but one SELECT (or EXPLAIN) exit 2."""
     if format not in ("table", "csv", "json"):
-        raise _bad_input(f"--format: unknown format {format!r}; choose table, csv or json")
-    con = connect_duckdb(ResultStore(results))
-    try:
-        df = con.execute(sql).df()
-    except duckdb.Error as e:
-        raise _bad_input(f"query: {e}") from None
+        raise fail(f"--format: unknown format {format!r}; choose table, csv or json")
+    _check_read_only(sql)
+    store = _store(results, must_exist=True)
+    df = read_only_query(store, sql)
     if format == "csv":
         sys.stdout.write(df.to_csv(index=False))
     elif format == "json":
@@ -154,8 +312,43 @@ def query(
             t.add_column(str(c), overflow="fold")
         for rec in df.itertuples(index=False):
             t.add_row(*(_cell_text(v) for v in rec))
-        Console(width=max(120, 14 * len(df.columns))).print(t)
+        Console(width=max(120, 14 * len(df.columns))).print(t, markup=False)
         print(f"({len(df)} row{'s' if len(df) != 1 else ''})")
+
+
+def _check_read_only(sql: str) -> None:
+    """Exactly one SELECT or EXPLAIN: COPY, ATTACH, INSTALL/LOAD, SET, PRAGMA, CREATE ... exit 2."""
+    import duckdb
+
+    try:
+        stmts = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise fail(f"query: {str(e).splitlines()[0]}") from None
+    kinds = [s.type.name for s in stmts]
+    if len(kinds) != 1:
+        raise fail(f"query: give exactly one statement (got {len(kinds)})")
+    if kinds[0] not in ("SELECT", "EXPLAIN"):
+        raise fail(f"query: {kinds[0]} statements are not allowed; `qmu query` runs one read-only SELECT "
+                   "(to export, use --format csv or json and redirect the output)")
+
+
+def read_only_query(store: Any, sql: str):
+    """`sql` on a DuckDB connection that can read the results root and nothing else, with its settings locked
+    (no COPY TO, ATTACH, INSTALL or LOAD elsewhere on the disk, no extensions autoloaded)."""
+    import duckdb
+
+    from .store import connect_duckdb
+
+    try:
+        con = connect_duckdb(store)
+        root = (store.base if store.local else store.root).rstrip("/") + "/"
+        con.execute(f"SET allowed_directories = ['{root.replace(chr(39), chr(39) * 2)}']")
+        for setting in ("enable_external_access = false", "autoinstall_known_extensions = false",
+                        "autoload_known_extensions = false", "lock_configuration = true"):
+            con.execute(f"SET {setting}")
+        return con.execute(sql).df()
+    except duckdb.Error as e:
+        raise fail(f"query: {str(e).splitlines()[0]}") from None
 
 
 def _cell_text(v: object) -> str:
@@ -170,36 +363,50 @@ def _cell_text(v: object) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+# ------------------------------------------------------------------------------------------------- report
+@app.command(epilog=examples(
+    "qmu report                                # every grid under ./results",
+    "qmu report --grid smoke --out /tmp/smoke-report",
+    "qmu report --compare paper shots          # two grids (or backends) side by side",
+    "qmu report --grid paper --replication     # the study's findings, reproduced or not"))
 def report(
-    ctx: typer.Context,
-    results: str = typer.Option("results", help=RESULTS_HELP),
-    out: Optional[str] = typer.Option(None, help="output directory (default: RESULTS/report)"),
+    results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
+    out: Optional[str] = typer.Option(None, help="output directory (default: RESULTS/report, or ./report for a "
+                                                 "remote store)"),
+    grid: Optional[str] = typer.Option(None, help="only this grid (default: every grid in the store)"),
+    compare: Optional[Tuple[str, str]] = typer.Option(None, metavar="A B",
+                                                      help="two grids (or backends) side by side"),
+    replication: bool = typer.Option(False, "--replication",
+                                     help="open with the study's findings, each marked reproduced / partly / not"),
 ) -> None:
-    """Build report.html, report.md and figures/*.png from the result store (extra options go to
-    `reports.build`, e.g. --grid NAME, --compare A B, --replication)."""
+    """Build report.html, report.md and figures/*.png from the result store."""
+    store = _store(results, must_exist=True)
+    grids = store.grids()
+    if grid is not None and grid not in grids:
+        raise fail(f"--grid {grid!r}: no such grid under {_where(store)}; grids there: {', '.join(grids)}")
     if out is None:  # beside the results when they are local; remote stores report to ./report
         out = "report" if "://" in results else f"{results.rstrip('/')}/report"
-    try:
-        from reports import build  # lazy: reports is optional for every other command
-    except ImportError:
-        err.print("qmu report: the reports package has no `reports.build` module yet")
-        raise typer.Exit(1) from None
-    if not hasattr(build, "main"):
-        err.print("qmu report: reports.build provides no main(argv)")
-        raise typer.Exit(1)
-    rc = build.main(["--results", results, "--out", out, *ctx.args])
+    from reports import build  # lazy: every other command works without the plotting stack
+
+    argv = ["--results", results, "--out", out]
+    argv += ["--grid", grid] if grid else []
+    argv += ["--compare", *compare] if compare and all(compare) else []
+    argv += ["--replication"] if replication else []
+    rc = build.main(argv)
     raise typer.Exit(rc if isinstance(rc, int) else 0)
 
 
-@app.command()
+# ------------------------------------------------------------------------------------------------- bench
+@app.command(epilog=examples("qmu bench", "qmu bench simulator"))
 def bench(
     which: str = typer.Argument("all", help="all | simulator | harness"),
 ) -> None:
     """Print the simulator and harness benchmark ratios (runs benchmarks/*.py)."""
+    import subprocess
+
     scripts = {"simulator": "bench_simulator.py", "harness": "bench_harness.py"}
     if which not in (*scripts, "all"):
-        raise _bad_input(f"bench: unknown benchmark {which!r}; choose all, simulator or harness")
+        raise fail(f"bench: unknown benchmark {which!r}; choose all, simulator or harness")
     root = Path(__file__).resolve().parent.parent / "benchmarks"
     rc = 0
     for name, script in scripts.items():
@@ -207,9 +414,7 @@ def bench(
             continue
         path = root / script
         if not path.exists():
-            err.print(f"qmu bench: {path} not found (benchmarks ship with a source checkout)")
-            rc = max(rc, 2)
-            continue
+            raise fail(f"bench: {path} not found (benchmarks ship with a source checkout)")
         print(f"== {script}", flush=True)
         rc = max(rc, subprocess.call([sys.executable, str(path)], cwd=root.parent))
     raise typer.Exit(min(rc, 2))

@@ -2,12 +2,14 @@
 
     qmu hw estimate GRID.yaml        circuits, shots and estimated QPU seconds per cell and in total
     qmu hw submit GRID.yaml          simulator stages, then submit the evaluation jobs (Batch mode), record
-                                     every job id in the ledger before waiting; refuses past --max-qpu-seconds
+                                     every job id in the ledger before waiting; cells past --max-qpu-seconds
+                                     are stored as budget_skipped (`qmu run` on ibm: backends does the same)
     qmu hw collect                   fetch finished jobs (also after a killed driver, another day), store rows
     qmu hw status                    pending / done / failed jobs, with reasons
 
-Exit codes: 0 ok, 1 some cells failed, 2 bad input (grid, credentials, budget). Missing credentials for an
-`ibm:` backend fail with exit 2 before any work. The token never appears in output or the ledger.
+Exit codes: 0 ok, 1 some cells failed, 2 bad input (grid, credentials, a budget no cell fits, no or a corrupt
+ledger). Missing credentials for an `ibm:` backend fail with exit 2 before any work. The token never appears
+in output or the ledger.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(name="hw", no_args_is_help=True, help="Hardware jobs through a ledger (QPU budget).")
-err = Console(stderr=True)
+from .ui import examples
+
+app = typer.Typer(name="hw", no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Hardware jobs through a ledger and a QPU budget (ibm:, fake:, aer backends).")
 RESULTS_HELP = "results root: a local directory or a pyarrow filesystem URI"
 LEVEL_HELP = "preset pass manager optimization level (0-3; default 1 or $QMU_HW_OPTIMIZATION_LEVEL)"
 
@@ -28,17 +33,28 @@ LEVEL_HELP = "preset pass manager optimization level (0-3; default 1 or $QMU_HW_
 def _fail(msg: str, code: int = 2) -> typer.Exit:
     from workloads.backends import scrub
 
-    err.print(f"[bold red]error:[/] {scrub(msg)}", highlight=False, markup=True, soft_wrap=True)
-    return typer.Exit(code)
+    from .ui import fail
+
+    return fail(scrub(msg), code)
+
+
+def _store(results: str, need_ledger: bool = False):
+    """The store (exit 2 on a bad URI) and, with need_ledger, exit 2 when no job was ever recorded there."""
+    from .cli import _store as open_store
+    from .hardware import Ledger
+
+    store = open_store(results)
+    if need_ledger and not Ledger(store).exists():
+        where = store.base if store.local else store.root
+        raise _fail(f"--results {where}: no hardware ledger there (no hw/jobs); submit first with "
+                    "`qmu hw submit GRID.yaml --max-qpu-seconds N`, or point --results at the store you submitted to")
+    return store
 
 
 def _load(grid: Path):
-    from .grid_spec import GridError, load_grid
+    from .cli import _load_grid
 
-    try:
-        spec = load_grid(grid)
-    except GridError as e:
-        raise _fail(str(e)) from None
+    spec = _load_grid(grid)
     bad = [b for b in spec.axes["backend"] if b == "torch"]
     if bad:
         raise _fail(f"{grid}: backend: 'torch' is not a hardware backend; use fake:<Name>, ibm:<name>, aer or "
@@ -52,21 +68,23 @@ def _level(level: Optional[int]) -> Optional[int]:
     return level
 
 
-@app.command()
+@app.command(epilog=examples("qmu hw estimate grids/hardware.yaml"))
 def estimate(
     grid: Path = typer.Argument(..., help="grid spec YAML"),
-    results: str = typer.Option("results", help=RESULTS_HELP),
+    results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
     optimization_level: Optional[int] = typer.Option(None, help=LEVEL_HELP),
 ) -> None:
     """Circuits, shots and estimated QPU seconds per cell and in total (cells already stored excluded)."""
     from workloads.backends import BackendError
 
-    from .hardware import Ledger, estimate as est_cells, plan_cells
-    from .store import ResultStore
+    from .hardware import Ledger, LedgerError, estimate as est_cells, plan_cells
 
     spec = _load(grid)
-    store = ResultStore(results)
-    plans = plan_cells(spec, store, Ledger(store))
+    store = _store(results)
+    try:
+        plans = plan_cells(spec, store, Ledger(store))
+    except LedgerError as e:
+        raise _fail(str(e)) from None
     todo = [p for p in plans if p.state in ("submit", "resubmit")]
     try:
         ests = est_cells(todo, _level(optimization_level))
@@ -80,7 +98,7 @@ def estimate(
         c = e.cfg
         t.add_row(e.cell_id, c.model, c.method, str(c.eval_shots), c.backend, str(e.two_qubit_gates), str(e.depth),
                   f"{e.circuits:,}", f"{e.shots:,}", str(e.jobs), f"{e.qpu_seconds:.1f}")
-    Console(width=160).print(t)
+    Console(width=160).print(t, markup=False)
     total = sum(e.qpu_seconds for e in ests)
     from .hardware import _estimate_backend
 
@@ -92,39 +110,37 @@ def estimate(
           f"{sum(p.state == 'ok' for p in plans)} cells stored, {sum(p.state == 'pending' for p in plans)} in flight")
 
 
-@app.command()
+@app.command(epilog=examples("qmu hw submit grids/hardware.yaml --max-qpu-seconds 600",
+                             "qmu hw submit grids/hardware.yaml --max-qpu-seconds 600 --wait   # and collect"))
 def submit(
     grid: Path = typer.Argument(..., help="grid spec YAML"),
-    results: str = typer.Option("results", help=RESULTS_HELP),
-    max_qpu_seconds: float = typer.Option(60.0, help="refuse to submit more than this estimated QPU time"),
+    results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
+    max_qpu_seconds: float = typer.Option(60.0, min=0.0, help="QPU budget: cells are admitted in grid order "
+                                                              "while their estimates fit; the rest are stored "
+                                                              "as budget_skipped"),
     optimization_level: Optional[int] = typer.Option(None, help=LEVEL_HELP),
     tag: List[str] = typer.Option([], "--tag", help="extra job tag (repeatable)"),
     wait: bool = typer.Option(False, "--wait/--no-wait", help="wait for the jobs and collect the rows"),
 ) -> None:
     """Submit the evaluation jobs of a grid's cells (those neither stored nor in flight)."""
-    import os
-    import time
-
     from workloads.backends import BackendError, MissingCredentials
 
-    from .hardware import PAUSE_ENV, BudgetExceeded, submit as submit_cells
-    from .store import ResultStore
+    from .hardware import BudgetExceeded, LedgerError, submit as submit_cells
 
     spec = _load(grid)
     level = _level(optimization_level)
-    store = ResultStore(results)
+    store = _store(results)
     try:
-        s = submit_cells(spec, store, max_qpu_seconds=max_qpu_seconds, level=level, tags=tuple(tag), wait=wait)
-    except (MissingCredentials, BudgetExceeded) as e:
+        s = submit_cells(spec, store, max_qpu_seconds=max_qpu_seconds, level=level, tags=tuple(tag))
+    except (MissingCredentials, BudgetExceeded, LedgerError) as e:
         raise _fail(str(e)) from None
     except BackendError as e:
         raise _fail(str(e), 1) from None
+    skipped = (f"; {s.cells_budget_skipped} cells budget_skipped (their estimates are in the error column; "
+               "submit again with a larger --max-qpu-seconds)") if s.cells_budget_skipped else ""
     print(f"{spec.name}: submitted {len(s.submitted_jobs)} jobs for {s.cells_submitted} cells "
-          f"(estimated {s.qpu_seconds_est:.1f} QPU s); {s.cells_skipped_ok} cells already stored, "
-          f"{s.cells_pending} in flight; ledger: {results}/hw", flush=True)
-    pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
-    if pause:
-        time.sleep(pause)
+          f"(estimated {s.qpu_seconds_est:.1f} QPU s of {max_qpu_seconds:g}); {s.cells_skipped_ok} cells already "
+          f"stored, {s.cells_pending} in flight{skipped}; ledger: {results}/hw", flush=True)
     if wait:
         _collect_loop(store, spec.name, poll=30.0)
 
@@ -134,13 +150,13 @@ def _collect_loop(store, grid: Optional[str], poll: float, once: bool = False) -
 
     from workloads.backends import BackendError, MissingCredentials
 
-    from .hardware import collect as collect_cells
+    from .hardware import LedgerError, collect as collect_cells
 
     failed = 0
     while True:
         try:
             c = collect_cells(store, grid)
-        except MissingCredentials as e:
+        except (MissingCredentials, LedgerError) as e:
             raise _fail(str(e)) from None
         except BackendError as e:
             raise _fail(str(e), 1) from None
@@ -153,38 +169,36 @@ def _collect_loop(store, grid: Optional[str], poll: float, once: bool = False) -
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(epilog=examples("qmu hw collect", "qmu hw collect --wait --poll 60"))
 def collect(
-    results: str = typer.Option("results", help=RESULTS_HELP),
+    results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
     grid: Optional[str] = typer.Option(None, help="only this grid"),
     wait: bool = typer.Option(False, "--wait/--no-wait", help="poll until no job is pending"),
     poll: float = typer.Option(30.0, help="seconds between polls with --wait"),
 ) -> None:
     """Fetch finished jobs and store their cells' rows (exit 1 if a cell failed)."""
-    from .store import ResultStore
-
-    _collect_loop(ResultStore(results), grid, poll, once=not wait)
+    _collect_loop(_store(results, need_ledger=True), grid, poll, once=not wait)
 
 
-@app.command()
+@app.command(epilog=examples("qmu hw status", "qmu hw status --no-refresh   # the ledger only, no service call"))
 def status(
-    results: str = typer.Option("results", help=RESULTS_HELP),
+    results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
     grid: Optional[str] = typer.Option(None, help="only this grid"),
     refresh: bool = typer.Option(True, "--refresh/--no-refresh", help="ask the service about pending jobs"),
 ) -> None:
     """Pending, done and failed jobs of the ledger, with reasons and QPU seconds."""
     from workloads.backends import BackendError
 
-    from .hardware import job_table
-    from .store import ResultStore
+    from .hardware import LedgerError, job_table
 
     try:
-        rows = job_table(ResultStore(results), grid, refresh=refresh)
+        rows = job_table(_store(results, need_ledger=True), grid, refresh=refresh)
+    except LedgerError as e:
+        raise _fail(str(e)) from None
     except BackendError as e:
         raise _fail(str(e), 1) from None
     if not rows:
-        print(f"no hardware jobs under {results}")
-        return
+        raise _fail(f"--grid {grid}: no hardware jobs of that grid under {results}")
     t = Table(title=f"hardware jobs: {results}")
     for col in ("job id", "grid", "stage", "backend", "cells", "circuits", "shots", "status", "QPU s", "est s",
                 "submitted", "reason"):
@@ -194,6 +208,6 @@ def status(
         t.add_row(r["job_id"], r["grid"], r["stage"], r["backend"], str(len(r["cells"])), str(sum(r["circuits"])),
                   str(r["shots"]), r["status"], "-" if q is None else f"{q:.1f}", f"{r['qpu_seconds_est']:.1f}",
                   r["submitted_at"][:19], r.get("reason") or "")
-    Console(width=200).print(t)
+    Console(width=200).print(t, markup=False)
     counts = {s: sum(r["status"] == s for r in rows) for s in ("pending", "done", "failed")}
     print(", ".join(f"{k} {v}" for k, v in counts.items()))

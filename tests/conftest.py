@@ -22,6 +22,15 @@ def ray_local() -> Iterator[None]:
         ray.shutdown()
 
 
+@pytest.fixture
+def trivial_workload(monkeypatch: pytest.MonkeyPatch) -> str:
+    """`qmu run` in this test runs the trivial workload (harness.trivial) instead of workloads.cell."""
+    import harness.cli
+
+    monkeypatch.setattr(harness.cli, "WORKLOAD", "harness.trivial")
+    return "harness.trivial"
+
+
 def make_spec(name: str = "t", *, methods: tuple[str, ...] = ("none", "ga", "ssd"),
               eval_shots: tuple[Any, ...] = (None, 16), seeds: tuple[int, ...] = (0,),
               models: tuple[str, ...] = ("qnn-angle-l2",), forget: tuple[str, ...] = ("class:4",),

@@ -95,7 +95,8 @@ def test_sigkill_driver_midway_then_resume_equals_clean_run(tmp_path: Path) -> N
 
     res = qmu("run", str(grid), "--results", str(killed))
     assert res.exit_code == 0, res.output
-    assert f"{12 - n_before} ok, 0 failed, {n_before} already done of 12 cells" in res.output
+    assert f"{12 - n_before} cells done, 0 failed, {n_before} reused of 12" in res.output
+    assert f"results: {killed}" in res.output  # the absolute path of the results
 
     def ids(root: Path) -> list[str]:
         out = qmu("query", "select cell_id from cells order by cell_id", "--results", str(root), "--format", "json")
@@ -112,15 +113,15 @@ def test_sigkill_driver_midway_then_resume_equals_clean_run(tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(120)
-def test_failed_cells_exit_1_rest_stored_and_query_formats(tmp_path: Path) -> None:
+def test_failed_cells_exit_1_rest_stored_and_query_formats(tmp_path: Path, trivial_workload) -> None:
     grid = tmp_path / "g.yaml"
     write_real_grid(grid, name="fails", methods="none, ga", eval_shots="exact")
     text = grid.read_text().replace("params:\n", "params:\n  trivial: {fail_method: ga}\n")
     grid.write_text(text)
     results = tmp_path / "r"
-    res = qmu("run", str(grid), "--results", str(results), "--impl", "harness.trivial")
+    res = qmu("run", str(grid), "--results", str(results))
     assert res.exit_code == 1, res.output
-    assert "1 ok, 1 failed" in res.output and "trivial failure of method ga" in res.output
+    assert "1 cells done, 1 failed" in res.output and "trivial failure of method ga" in res.output
 
     csv = qmu("query", "select method, status, eval_shots from cells order by method", "--results", str(results),
               "--format", "csv")
@@ -135,13 +136,16 @@ def test_failed_cells_exit_1_rest_stored_and_query_formats(tmp_path: Path) -> No
     assert [c.strip() for c in line.split("│")[1:-1]] == ["fails", "2", "1", "1", "0", "0"]
 
 
-def test_query_errors_exit_2(tmp_path: Path) -> None:
-    assert qmu("query", "select nope from cells", "--results", str(tmp_path)).exit_code == 2
-    assert qmu("query", "select 1", "--results", str(tmp_path), "-f", "xml").exit_code == 2
-    empty = qmu("query", "select count(*) n from cells", "--results", str(tmp_path), "-f", "csv")
-    assert empty.exit_code == 0 and empty.output.splitlines() == ["n", "0"]
-    assert "no results" in qmu("status", "--results", str(tmp_path)).output
-    assert not any(tmp_path.iterdir())
+@pytest.mark.parametrize("command", [["status"], ["query", "select 1"], ["report"]])
+@pytest.mark.parametrize("root", ["missing", "empty"])
+def test_no_store_exits_2_naming_the_path(tmp_path: Path, command: list[str], root: str) -> None:
+    path = tmp_path / "r"
+    if root == "empty":
+        path.mkdir()
+    res = qmu(*command, "--results", str(path))
+    assert res.exit_code == 2, res.output
+    assert f"--results {path}: no result store there" in res.output
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ([] if root == "missing" else ["r"])
 
 
 def test_bench_report_hw_commands_are_mounted(tmp_path: Path) -> None:
@@ -150,23 +154,9 @@ def test_bench_report_hw_commands_are_mounted(tmp_path: Path) -> None:
     assert hw.exit_code == 0 and all(c in hw.output for c in ("estimate", "submit", "collect", "status"))
     top = qmu("--help").output
     assert all(c in top for c in ("run", "status", "query", "report", "hw", "bench"))
-    rep = runner.invoke(app, ["report", "--results", str(tmp_path), "--out", str(tmp_path / "out")])
-    # a root without a store is bad input: exit 2, naming the path, nothing written
-    assert rep.exit_code == 2, rep.output
-    assert not (tmp_path / "out").exists()
-
-
-def test_run_on_ibm_without_credentials_is_bad_input(tmp_path, monkeypatch):
-    from typer.testing import CliRunner
-
-    from harness.cli import app
-
-    monkeypatch.delenv("QISKIT_IBM_TOKEN", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))  # no saved qiskit account either
-    grid = tmp_path / "ibm.yaml"
-    grid.write_text("name: ibm\ndataset: digits\nn_train: 100\nn_test: 50\nbackend: ibm:ibm_torino\n"
-                    "grid:\n  model: [qnn-angle-l2]\n  method: [none]\n  forget: ['class:4']\n  eval_shots: [128]\n")
-    res = CliRunner().invoke(app, ["run", str(grid), "--results", str(tmp_path / "res")])
-    assert res.exit_code == 2
-    assert "QISKIT_IBM_TOKEN" in res.output and "ibm.yaml" in res.output
-    assert not (tmp_path / "res").exists()
+    for cmd in ("run", "status", "query", "report", "bench", "hw"):  # -h is --help everywhere, with examples
+        h = qmu(cmd, "-h")
+        assert h.exit_code == 0 and "Usage:" in h.output, h.output
+        assert cmd == "hw" or "Examples:" in h.output
+    assert all(o in qmu("report", "--help").output for o in ("--grid", "--compare", "--replication", "--out"))
+    assert "--max-qpu-seconds" in qmu("run", "-h").output and "--watch" in qmu("status", "-h").output
