@@ -71,6 +71,9 @@ class GridSpec:
     axes: dict[str, tuple[Any, ...]]
     params: dict[str, dict[str, Any]]
     n_eval: int | None = None  # evaluate at most this many samples per split (hardware studies)
+    # hash of the grid file, the workload module and the science code (set by the CLI); the manifest keeps it,
+    # so a re-run of a finished grid is recognised without importing the workload
+    fingerprint: str | None = None
 
     @property
     def n_cells(self) -> int:
@@ -80,7 +83,7 @@ class GridSpec:
         return n
 
     def combinations(self) -> list[dict[str, Any]]:
-        """Every cell's axis values, in axis order (docs/grid.md)."""
+        """Every cell's axis values, in axis order (the last axis varies fastest)."""
         return [dict(zip(AXES, combo)) for combo in itertools.product(*(self.axes[a] for a in AXES))]
 
     def cells(self, cell_config: type | None = None) -> list[Any]:
@@ -143,9 +146,11 @@ def load_grid(path: str | Path, impl: str = "workloads.cell") -> GridSpec:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode()
     except OSError as e:
         raise GridError(path, "(file)", f"cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise GridError(path, "(file)", "not a text file (expected UTF-8 YAML)") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:

@@ -1,15 +1,31 @@
-"""Progress of a run: a rich live display on a terminal, plain timestamped lines in CI logs."""
+"""Progress of a run: a rich live display on a terminal, plain timestamped lines in CI logs.
+
+Both name the work: each finished cell as model / forget / method / shots / seed with its two headline
+numbers, and the running stages as "train hqnn-l1 seed 0 (12 s)". The ETA is the cost model's estimate of
+the work left, scaled by how long the finished stages really took against their estimates, over the
+workers in use (or the longest remaining dependency chain, when that is longer).
+
+The runner may hand a worker several stages at once (a batch, and a queued next batch), so a stage counts as
+running from the later of its dispatch and the previous finish on the same worker: per worker these busy
+times add up to the measured work, which is what the calibration needs.
+"""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichBar, TextColumn
+from rich.text import Text
 
 from .estimate import stage_estimate
+from .ui import fmt_duration
+
+# The two numbers a finished cell is summarised by: leakage left on the forget set, utility kept.
+HEADLINE = (("mia_success", "MIA success"), ("acc_test_retain", "test acc"))
 
 
 class Progress:
@@ -18,7 +34,7 @@ class Progress:
     def start(self, grid: str, total_cells: int, skipped: int, plan: Any) -> None: ...
     def stage_started(self, node: Any, worker: dict[str, Any]) -> None: ...
     def stage_finished(self, node: Any, state: str) -> None: ...  # done | failed | reused
-    def cell_finished(self, cell_id: str, status: str) -> None: ...
+    def cell_finished(self, cell_id: str, status: str, row: dict[str, Any] | None = None) -> None: ...
     def tick(self) -> None: ...
     def close(self, summary: Any) -> None: ...
 
@@ -26,60 +42,159 @@ class Progress:
 NullProgress = Progress
 
 
+def _shots(v: Any) -> str:
+    return "exact" if v is None else str(v)
+
+
+def stage_label(kind: str, cfg: Any) -> str:
+    """'train hqnn-l1 seed 0', 'unlearn ga hqnn-l1 seed 0', 'evaluate ga hqnn-l1 shots 16 seed 0'."""
+    g = lambda k: getattr(cfg, k, None)  # noqa: E731
+    seed = f"seed {g('seed')}"
+    if kind == "train":
+        parts = [g("model")] + ([f"shots {g('train_shots')}"] if g("train_shots") is not None else []) + [seed]
+    elif kind == "unlearn":
+        parts = [g("method"), g("model"), seed]
+    elif kind == "attack":
+        parts = [g("model"), f"shots {_shots(g('eval_shots'))}", seed]
+    else:
+        parts = [g("method"), g("model"), f"shots {_shots(g('eval_shots'))}", seed]
+    return " ".join([kind, *map(str, parts)])
+
+
+def cell_label(cfg: Any) -> str:
+    """'hqnn-l1 / class:4 / ga / shots 16 / seed 0' (train/unlearn/eval shots when training samples too)."""
+    g = lambda k: getattr(cfg, k, None)  # noqa: E731
+    trained = g("train_shots") is not None or g("unlearn_shots") is not None
+    shots = "/".join(_shots(g(k)) for k in ("train_shots", "unlearn_shots", "eval_shots")) if trained \
+        else _shots(g("eval_shots"))
+    backend = g("backend")
+    extra = f" / {backend}" if backend not in (None, "torch") else ""
+    return f"{g('model')} / {g('forget')} / {g('method')} / shots {shots} / seed {g('seed')}{extra}"
+
+
+def headline(row: dict[str, Any] | None) -> str:
+    if not row:
+        return ""
+    out = []
+    for col, name in HEADLINE:
+        v = row.get(col)
+        ok = isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))
+        out.append(f"{name} {v:.3f}" if ok else f"{name} NULL")
+    return ", ".join(out)
+
+
 class _Counts(Progress):
-    """Bookkeeping shared by the two displays."""
+    """Bookkeeping shared by the two displays: counts, running stages and the calibrated ETA."""
 
     def start(self, grid: str, total_cells: int, skipped: int, plan: Any) -> None:
         self.grid, self.total, self.t0 = grid, total_cells, time.time()
         self.cells_done, self.cells_failed, self.skipped = skipped, 0, skipped
         self.stages_total, self.stages_done, self.stages_failed = len(plan.stages), 0, 0
-        self.active: set[str] = set()
-        # ETA from the cost model: elapsed time scaled by estimated work left over estimated work done, so
-        # it is meaningful long before the first cell finishes (trains and unlearns run first).
+        self.cfgs = {c.cell_id: c.cfg for c in plan.cells}
+        self.nodes = dict(plan.stages)
+        self.running: dict[str, tuple[float, Any]] = {}  # stage key -> (dispatch time, worker id)
+        self.free_at: dict[Any, float] = {}  # worker id -> when its last stage finished
+        self.seen_workers: set[Any] = set()
+        self.left = set(plan.stages)
         self.est = {s.key: stage_estimate(s.kind, s.cfg).seconds + 0.01 for s in plan.stages.values()}
-        self.est_left, self.est_done = sum(self.est.values()), 0.0
+        self.chain = _chains(plan, self.est)
+        self.measured = self.estimated = 0.0  # wall and estimate of the stages that ran to completion here
 
     @property
-    def running(self) -> int:
-        return len(self.active)
+    def workers(self) -> int:
+        return max(1, len(self.seen_workers))
 
-    def stage_started(self, node: Any, worker: dict[str, Any]) -> None:
-        self.active.add(node.key)
+    def _began(self, key: str) -> float:
+        """When the stage really started: its dispatch, or the previous finish on its worker if later."""
+        t, wid = self.running[key]
+        return max(t, self.free_at.get(wid, t))
+
+    def stage_started(self, node: Any, worker: dict[str, Any] | None) -> None:
+        wid = (worker or {}).get("pid", node.key)
+        self.running[node.key] = (time.time(), wid)
+        self.seen_workers.add(wid)
 
     def stage_finished(self, node: Any, state: str) -> None:
-        self.active.discard(node.key)
-        cost = self.est.get(node.key, 0.0)
-        self.est_left -= cost
-        if state != "reused":
-            self.est_done += cost
-        if state == "failed":
-            self.stages_failed += 1
+        if node.key in self.running:
+            began = self._began(node.key)
+            _, wid = self.running.pop(node.key)
+            now = time.time()
+            if state == "done":
+                self.measured += now - began
+                self.estimated += self.est.get(node.key, 0.0)
+            self.free_at[wid] = now
+        self.left.discard(node.key)
+        self.stages_failed += state == "failed"
         self.stages_done += 1
 
-    def cell_finished(self, cell_id: str, status: str) -> None:
+    def current(self) -> dict[str, float]:
+        """The stage each worker is busy with now (its earliest-dispatched unfinished one) -> its start."""
+        first: dict[Any, tuple[float, str]] = {}
+        for k, (t, wid) in self.running.items():
+            if wid not in first or t < first[wid][0]:
+                first[wid] = (t, k)
+        return {k: self._began(k) for _, k in first.values()}
+
+    def cell_finished(self, cell_id: str, status: str, row: dict[str, Any] | None = None) -> None:
         self.cells_done += 1
         self.cells_failed += status == "failed"
 
+    def ratio(self) -> float | None:
+        """Measured over estimated seconds of the finished stages: how far off the cost model is here."""
+        return self.measured / self.estimated if self.estimated > 0 else None
+
     def eta(self) -> str:
-        if self.est_done <= 0:
-            return "?"
-        return _fmt(max(0.0, self.est_left) * (time.time() - self.t0) / self.est_done)
+        """'eta 1m20s' once a stage has been timed; '~1m20s' (uncalibrated cost model) before."""
+        if not self.left:
+            return ""
+        r = self.ratio()
+        k = r if r is not None else 1.0
+        now = time.time()
+        busy = {s: now - t for s, t in self.current().items()}
+        work = sum(max(0.0, self.est[s] * k - busy.get(s, 0.0)) for s in self.left)
+        chain = max(self.chain[s] * k - busy.get(s, 0.0) for s in self.left)
+        return f"eta {'' if r is not None else '~'}{fmt_duration(max(work / self.workers, chain, 0.0))}"
+
+    def running_text(self) -> str:
+        now = time.time()
+        queued = len(self.running) - len(self.current())
+        text = ", ".join(f"{stage_label(self.nodes[k].kind, self.nodes[k].cfg)} ({fmt_duration(now - t)})"
+                         for k, t in sorted(self.current().items(), key=lambda kv: kv[1]))
+        return text + (f" (+{queued} queued)" if queued and text else "")
 
     def line(self) -> str:
         return (f"{self.grid}: cells {self.cells_done}/{self.total} (failed {self.cells_failed}) | "
-                f"stages {self.stages_done}/{self.stages_total} (running {self.running}, "
-                f"failed {self.stages_failed}) | elapsed {_fmt(time.time() - self.t0)} eta {self.eta()}")
+                f"stages {self.stages_done}/{self.stages_total} (running {len(self.current())}, "
+                f"failed {self.stages_failed}) | elapsed {fmt_duration(time.time() - self.t0)} {self.eta()}".rstrip())
+
+    def cell_text(self, cell_id: str, status: str, row: dict[str, Any] | None) -> str:
+        cfg = self.cfgs.get(cell_id)
+        label = cell_label(cfg) if cfg is not None else cell_id
+        if status == "ok":
+            return f"ok     {label}: {headline(row)}"
+        err = str((row or {}).get("error") or "").strip().splitlines()
+        return f"{status} {label}" + (f": {err[0][:160]}" if err else "")
 
 
-def _fmt(s: float) -> str:
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+def _chains(plan: Any, est: dict[str, float]) -> dict[str, float]:
+    """Estimated seconds from a stage's start to the end of its longest chain of dependents."""
+    deps = plan.dependents()
+    out: dict[str, float] = {}
+
+    def walk(k: str) -> float:
+        if k not in out:
+            out[k] = est[k] + max((walk(d) for d in deps[k]), default=0.0)
+        return out[k]
+
+    for k in plan.stages:
+        walk(k)
+    return out
 
 
 class PlainProgress(_Counts):
-    """One line per finished cell and a heartbeat every `every` seconds: readable in CI logs."""
+    """Timestamped lines: every finished cell and non-evaluate stage, and a heartbeat naming what runs."""
 
-    def __init__(self, out: TextIO | None = None, every: float = 30.0) -> None:
+    def __init__(self, out: TextIO | None = None, every: float = 15.0) -> None:
         self.out, self.every, self.last = out or sys.stdout, every, 0.0
 
     def _print(self, msg: str) -> None:
@@ -88,26 +203,41 @@ class PlainProgress(_Counts):
 
     def start(self, grid: str, total_cells: int, skipped: int, plan: Any) -> None:
         super().start(grid, total_cells, skipped, plan)
-        self._print(f"{grid}: {total_cells} cells, {skipped} already done, {len(plan.stages)} stages to check")
+        est = sum(self.est.values())
+        self._print(f"{grid}: {total_cells} cells, {skipped} already done; {len(plan.stages)} stages to check "
+                    f"(cost model: about {fmt_duration(est)} of CPU)")
 
-    def cell_finished(self, cell_id: str, status: str) -> None:
-        super().cell_finished(cell_id, status)
-        self._print(f"cell {cell_id} {status} | {self.line()}")
+    def stage_started(self, node: Any, worker: dict[str, Any]) -> None:
+        super().stage_started(node, worker)
+        if node.kind != "evaluate":
+            self._print(f"start  {stage_label(node.kind, node.cfg)}")
+
+    def stage_finished(self, node: Any, state: str) -> None:
+        began = self._began(node.key) if node.key in self.running else None
+        super().stage_finished(node, state)
+        if node.kind != "evaluate" and state != "reused" and began is not None:
+            self._print(f"{state:<6} {stage_label(node.kind, node.cfg)} in {fmt_duration(time.time() - began)} "
+                        f"(cost model {fmt_duration(self.est.get(node.key, 0.0))}) | {self.line()}")
+
+    def cell_finished(self, cell_id: str, status: str, row: dict[str, Any] | None = None) -> None:
+        super().cell_finished(cell_id, status, row)
+        self._print(f"{self.cell_text(cell_id, status, row)} | {self.line()}")
 
     def tick(self) -> None:
         if time.time() - self.last >= self.every:
-            self._print(self.line())
+            running = self.running_text()
+            self._print(self.line() + (f" | running: {running}" if running else ""))
 
     def close(self, summary: Any) -> None:
         self._print(f"done | {self.line()}")
 
 
 class RichProgress(_Counts):
-    """Two live bars (cells, stages) with running/failed counts and ETA."""
+    """A live cells bar with the ETA, the running stages under it, and finished cells printed above."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.bar = RichBar(TextColumn("{task.description:<7}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[info]}"), console=console, transient=False)
+        self.bar = RichBar(TextColumn("{task.description:<8}", markup=False), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[info]}", markup=False), console=console, transient=False)
 
     def start(self, grid: str, total_cells: int, skipped: int, plan: Any) -> None:
         super().start(grid, total_cells, skipped, plan)
@@ -118,9 +248,10 @@ class RichProgress(_Counts):
 
     def _refresh(self) -> None:
         self.bar.update(self.cells, completed=self.cells_done,
-                        info=f"failed {self.cells_failed}  elapsed {_fmt(time.time() - self.t0)}  eta {self.eta()}")
+                        info=f"failed {self.cells_failed}  elapsed {fmt_duration(time.time() - self.t0)}  {self.eta()}")
+        running = self.running_text()
         self.bar.update(self.stages, completed=self.stages_done,
-                        info=f"running {self.running} failed {self.stages_failed}")
+                        info=f"failed {self.stages_failed}" + (f"  running: {running}" if running else ""))
 
     def stage_started(self, node: Any, worker: dict[str, Any]) -> None:
         super().stage_started(node, worker)
@@ -130,8 +261,9 @@ class RichProgress(_Counts):
         super().stage_finished(node, state)
         self._refresh()
 
-    def cell_finished(self, cell_id: str, status: str) -> None:
-        super().cell_finished(cell_id, status)
+    def cell_finished(self, cell_id: str, status: str, row: dict[str, Any] | None = None) -> None:
+        super().cell_finished(cell_id, status, row)
+        self.bar.console.print(Text(self.cell_text(cell_id, status, row)), soft_wrap=True)
         self._refresh()
 
     def tick(self) -> None:

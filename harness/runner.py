@@ -485,7 +485,7 @@ class _Driver:
             else:
                 self.summary.cells_failed += 1
                 self.summary.failures.append((r["cell_id"], r["error"]))
-            self.progress.cell_finished(r["cell_id"], r["status"])
+            self.progress.cell_finished(r["cell_id"], r["status"], r)
 
     # rows -----------------------------------------------------------------------------------------
     def _base_row(self, cid: str) -> dict[str, Any]:
@@ -554,7 +554,8 @@ def run_grid(spec: GridSpec, store: ResultStore, *, workers: int | None = None, 
     plan, all_ids, cv = plan_grid(spec, store, impl)
     store.clean_temp()
     store.write_manifest(spec.name, {"grid": spec.name, "path": spec.path, "cells": all_ids,
-                                     "code_version": cv, "written_at": datetime.now(timezone.utc).isoformat()})
+                                     "code_version": cv, "written_at": datetime.now(timezone.utc).isoformat(),
+                                     "fingerprint": spec.fingerprint})
     summary = RunSummary(grid=spec.name, cells_total=len(all_ids), cells_skipped=len(all_ids) - len(plan.cells))
     progress.start(spec.name, len(all_ids), summary.cells_skipped, plan)
     if plan.cells:

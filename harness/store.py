@@ -30,9 +30,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-import pandas as pd
+if TYPE_CHECKING:  # only in annotations: `qmu status` and a finished re-run start without pandas
+    import pandas as pd
+
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq

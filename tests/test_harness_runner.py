@@ -46,8 +46,11 @@ def test_runs_resumes_and_never_duplicates(tmp_path: Path) -> None:
     assert set(df.cell_id) == {cell_id("t", c) for c in spec.cells(__import__(TRIVIAL, fromlist=["x"]).CellConfig)}
     # committed in group files (one per flush), each cell once
     assert sum(pq.read_metadata(f).num_rows for f in _files(tmp_path, "cells")) == 18
-    assert len(_files(tmp_path, "artifacts")) == 0
-    assert len(list((tmp_path / "artifacts").glob("*.safetensors"))) == 2 + 6 + 6
+    # every artifact is a safetensors file (no pickles, no parquet, no temp files left), one per stage key
+    artifacts = [p for p in (tmp_path / "artifacts").rglob("*") if p.is_file()]
+    assert {p.suffix for p in artifacts} == {".safetensors"} and len(artifacts) == 2 + 6 + 6
+    keys = {df[f"{k}_key"].iloc[i] for k in ("train", "unlearn", "attack") for i in range(len(df))}
+    assert {p.stem for p in artifacts} == keys
 
     s2 = run_grid(spec, store, impl=TRIVIAL, workers=2)
     assert (s2.cells_ok, s2.cells_skipped) == (0, 18) and sum(s2.stages_run.values()) == 0
@@ -169,8 +172,16 @@ def test_progress_rich_on_terminal_plain_in_logs(tmp_path: Path) -> None:
     s = run_grid(spec, ResultStore(str(tmp_path / "a")), impl=TRIVIAL, workers=2, progress=PlainProgress(log))
     lines = log.getvalue().splitlines()
     assert "4 cells, 0 already done" in lines[0]
-    assert sum(" ok | " in ln for ln in lines) == 2 and sum(" failed | " in ln for ln in lines) == 2
+    cells = [ln.split("] ", 1)[1] for ln in lines if "/ class:4 /" in ln]
+    assert sorted(c.split()[0] for c in cells) == ["failed", "failed", "ok", "ok"]
+    # a finished cell names model / forget / method / shots / seed and its two headline numbers
+    ok = next(c for c in cells if c.startswith("ok"))
+    assert "qnn-angle-l2 / class:4 / none / shots " in ok and "/ seed 0:" in ok
+    assert "MIA success" in ok and "test acc" in ok
+    assert any("trivial failure of method ga" in c for c in cells if c.startswith("failed"))
+    assert any("start  train qnn-angle-l2 seed 0" in ln for ln in lines)
     assert "cells 4/4 (failed 2)" in lines[-1] and "running 0" in lines[-1] and s.cells_failed == 2
+    assert "eta" not in lines[-1]  # no ETA once nothing is left
     assert all("\x1b" not in ln for ln in lines)  # no terminal control codes in CI logs
 
     term = io.StringIO()
