@@ -1,10 +1,12 @@
-"""Hardware evaluation through a job ledger (README: Running on IBM Quantum hardware, `qmu hw ...`).
+"""Hardware evaluation through a job ledger (`qmu hw ...`, and `qmu run` on ibm: backends).
 
 Training and unlearning always run on the simulator (torch, the same stages and artifacts as `qmu run`).
 What goes to the device is evaluation: the attack's queries of the original model and the evaluation
 outputs of the unlearned model. `submit` runs the simulator stages, captures the backend queries that the
 attack and evaluate stages make (`workloads.backends.query_hook`), submits them as sampler jobs in Batch
-mode and records every job id in the ledger *before* waiting. `collect` (any later process, any day)
+mode and records every job id in the ledger *before* waiting. Cells are admitted in grid order while their
+estimated QPU seconds fit the budget; the rest are stored as `budget_skipped` rows (the estimate in `error`)
+and are submitted by a later call with a larger budget. `collect` (any later process, any day)
 fetches finished jobs, replays the attack and evaluate stages on the measured bits and stores the cell
 rows through the result store.
 
@@ -41,7 +43,10 @@ from .store import ResultStore
 ROOT = "hw"
 DEFAULT_MAX_QPU_SECONDS = 60.0
 PENDING, DONE, FAILED = "pending", "done", "failed"
-PAUSE_ENV = "QMU_HW_PAUSE_AFTER_SUBMIT"  # test hook: seconds to sleep after the last job is recorded
+
+
+class LedgerError(ValueError):
+    """A ledger file that cannot be read back; str() names the file (the CLI exits 2)."""
 
 
 def _now() -> str:
@@ -74,7 +79,19 @@ class Ledger:
         if not self.store.exists(path):
             return None
         with self.store.fs.open_input_stream(path) as f:
-            return json.loads(f.read())
+            data = f.read()
+        try:
+            rec = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise LedgerError(f"{path}: corrupt ledger record ({e}); restore it from a backup, or delete it "
+                              "and resubmit the cells it belonged to") from None
+        if not isinstance(rec, dict):
+            raise LedgerError(f"{path}: corrupt ledger record (expected a JSON object)")
+        return rec
+
+    def exists(self) -> bool:
+        """Whether any job was ever recorded here."""
+        return bool(self._list("jobs"))
 
     def _list(self, *parts: str, suffix: str = ".json") -> list[str]:
         sel = pafs.FileSelector(self._p(*parts), allow_not_found=True, recursive=True)
@@ -90,11 +107,8 @@ class Ledger:
         return self._read_json(self._p("jobs", f"{job_id}.json"))
 
     def jobs(self) -> list[dict[str, Any]]:
-        out = []
-        for p in self._list("jobs"):
-            with self.store.fs.open_input_stream(p) as f:
-                out.append(json.loads(f.read()))
-        return sorted(out, key=lambda r: r.get("submitted_at", ""))
+        out = [self._read_json(p) for p in self._list("jobs")]
+        return sorted((r for r in out if r is not None), key=lambda r: r.get("submitted_at", ""))
 
     def put_result(self, job_id: str, pubs: list[tuple[np.ndarray, int]]) -> None:
         buf = io.BytesIO()
@@ -107,7 +121,7 @@ class Ledger:
 
     def result(self, job_id: str) -> list[tuple[np.ndarray, int]]:
         with self.store.fs.open_input_stream(self._p("results", f"{job_id}.npz")) as f:
-            data = np.load(io.BytesIO(f.read()))
+            data = np.load(io.BytesIO(f.read()), allow_pickle=False)
             nbits = data["num_bits"]
             return [(data[f"bits_{i}"], int(nb)) for i, nb in enumerate(nbits)]
 
@@ -120,11 +134,7 @@ class Ledger:
 
     def cells(self, grid: str | None = None) -> list[dict[str, Any]]:
         parts = ("cells", f"grid={grid}") if grid else ("cells",)
-        out = []
-        for p in self._list(*parts):
-            with self.store.fs.open_input_stream(p) as f:
-                out.append(json.loads(f.read()))
-        return out
+        return [r for r in (self._read_json(p) for p in self._list(*parts)) if r is not None]
 
     def put_stage(self, key: str, rec: dict[str, Any]) -> None:
         self._write_json(self._p("stages", f"{key}.json"), rec)
@@ -203,13 +213,13 @@ class CellEstimate:
     depth: int
 
 
-def estimate(plans: list[CellPlan], level: int | None = None) -> list[CellEstimate]:
+def estimate(plans: list[CellPlan], level: int | None = None, seen: set[str] | None = None) -> list[CellEstimate]:
     """Circuits, shots and estimated QPU seconds per cell; a shared attack stage is counted once, on the
-    first cell that needs it."""
+    first cell that needs it (attack keys in `seen` are already paid for)."""
     from workloads import backends as wb
     from workloads.registry import model_spec
 
-    seen_attacks: set[str] = set()
+    seen_attacks: set[str] = set(seen or ())
     out = []
     for p in plans:
         cfg = p.cfg
@@ -285,16 +295,44 @@ class SubmitSummary:
     cells_submitted: int = 0
     cells_skipped_ok: int = 0
     cells_pending: int = 0
+    cells_budget_skipped: int = 0
     qpu_seconds_est: float = 0.0
 
 
 class BudgetExceeded(ValueError):
-    pass
+    """Not one cell fits the QPU budget (the CLI exits 2; nothing is submitted or stored)."""
+
+
+def fit_budget(plans: list[CellPlan], level: int | None, budget: float
+               ) -> tuple[list[CellPlan], list[tuple[CellPlan, float]]]:
+    """(cells admitted in grid order while their estimates fit `budget`, [(cell, estimate) left out])."""
+    paid: set[str] = set()  # attack stages already carried by an admitted cell
+    fit, skipped, used = [], [], 0.0
+    for p in plans:
+        e = estimate([p], level, seen=paid)[0].qpu_seconds
+        if used + e <= budget:
+            fit.append(p)
+            used += e
+            paid.add(p.keys["attack"])
+        else:
+            skipped.append((p, e))
+    return fit, skipped
+
+
+def _store_budget_skipped(store: ResultStore, grid: str, p: CellPlan, cv: str, est: float, budget: float) -> None:
+    """A `budget_skipped` row: the cell was not submitted; a later submit with a larger budget runs it."""
+    c = config_dict(p.cfg)
+    row = {k: c.get(k) for k in ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots",
+                                 "seed", "backend", "dataset", "n_train", "n_test", "n_eval")}
+    row.update(params=json.dumps(c.get("params") or {}, sort_keys=True), code_version=cv, status="budget_skipped",
+               error=f"estimated {est:.1f} QPU seconds does not fit what is left of --max-qpu-seconds {budget:g}; "
+                     "submit again with a larger budget", qpu_seconds_est=float(est), host=socket.gethostname(),
+               **{f"{k}_key": v for k, v in p.keys.items()})
+    store.write_cell(grid, p.cell_id, row, None)
 
 
 def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAULT_MAX_QPU_SECONDS,
-           level: int | None = None, tags: tuple[str, ...] = (), wait: bool = False,
-           echo: Callable[[str], None] = print) -> SubmitSummary:
+           level: int | None = None, tags: tuple[str, ...] = (), echo: Callable[[str], None] = print) -> SubmitSummary:
     """Submit the grid's cells that are neither stored nor in flight; returns after recording every job."""
     from workloads import backends as wb
     from workloads.registry import model_spec
@@ -310,11 +348,12 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
         return summary
     for b in sorted({p.cfg.backend for p in todo}):
         wb.require_credentials(b)  # before any work
-    est = sum(e.qpu_seconds for e in estimate(todo, level))
-    if est > max_qpu_seconds:
-        raise BudgetExceeded(f"{len(todo)} cells need an estimated {est:.0f} QPU seconds, more than "
-                             f"--max-qpu-seconds {max_qpu_seconds:g}; raise the limit to submit (nothing was submitted)")
-
+    todo, skipped = fit_budget(todo, level, max_qpu_seconds)
+    if not todo:
+        cheapest = min(e for _, e in skipped)
+        raise BudgetExceeded(f"the cheapest cell needs an estimated {cheapest:.0f} QPU seconds, more than "
+                             f"--max-qpu-seconds {max_qpu_seconds:g}; raise the limit to submit (nothing was "
+                             "submitted; `qmu hw estimate GRID` lists every cell's estimate)")
     # 1. simulator stages and captured queries, for every cell, before anything is submitted
     work = []  # (plan, attack queries to submit with this cell or None, evaluate queries)
     attacks: dict[str, Any] = {}  # attack key -> captured attack stage (its state lets evaluate run)
@@ -338,18 +377,22 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
             wc.evaluate_stage(cfg, original, unlearned, att.state,
                               {"train": c_train, "unlearn": c_unl, "attack": att.cost})
         work.append((p, aq, cap_e.queries))
-    # exact budget check from the captured queries
-    exact = 0.0
+    # the exact estimate from the captured queries: cells past the budget (from the end) are skipped too
+    costs = []
     for p, aq, eq in work:
         spec_m = model_spec(p.cfg.model)
         t = wb.transpiled(spec_m.encoding, spec_m.n_layers, p.cfg.backend, level)
-        for qs in (aq, eq):
-            if qs:
-                exact += wb.qpu_seconds_estimate(p.cfg.backend, sum(len(q.values) for q in qs), qs[0].shots, 1, t)
-    if exact > max_qpu_seconds:
-        raise BudgetExceeded(f"the captured queries need an estimated {exact:.0f} QPU seconds, more than "
-                             f"--max-qpu-seconds {max_qpu_seconds:g} (nothing was submitted)")
-    summary.qpu_seconds_est = exact
+        costs.append(sum(wb.qpu_seconds_estimate(p.cfg.backend, sum(len(q.values) for q in qs), qs[0].shots, 1, t)
+                         for qs in (aq, eq) if qs))
+    while work and sum(costs) > max_qpu_seconds:
+        skipped.insert(0, (work.pop()[0], costs.pop()))
+    if not work:
+        raise BudgetExceeded(f"the captured queries need more than --max-qpu-seconds {max_qpu_seconds:g} "
+                             "(nothing was submitted)")
+    summary.qpu_seconds_est = float(sum(costs))
+    for p, est_s in skipped:
+        _store_budget_skipped(store, spec.name, p, cv, est_s, max_qpu_seconds)
+    summary.cells_budget_skipped = len(skipped)
 
     # 2. submit, one job per stage (its queries are the job's PUBs), Batch mode per backend
     batches: dict[Any, Any] = {}
@@ -364,12 +407,12 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
             if aq:
                 attack_jobs[akey] = _submit_job(ledger, batches, spec.name, cfg, t, aq, "attack", akey,
                                                 [c.cell_id for c in todo if c.keys["attack"] == akey],
-                                                base_tags, wait)
+                                                base_tags)
                 ledger.put_stage(akey, {"job_id": attack_jobs[akey], "backend": cfg.backend})
                 summary.submitted_jobs.append(attack_jobs[akey])
             a_job = attack_jobs.get(akey) or ledger.stage(akey)["job_id"]
             e_job = _submit_job(ledger, batches, spec.name, cfg, t, eq, "evaluate", p.keys["evaluate"], [p.cell_id],
-                                base_tags, wait)
+                                base_tags)
             summary.submitted_jobs.append(e_job)
             ledger.put_cell({
                 "grid": spec.name, "cell_id": p.cell_id, "cfg": config_dict(cfg), "keys": p.keys, "code_version": cv,
@@ -392,7 +435,7 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
 
 
 def _submit_job(ledger: Ledger, batches: dict, grid: str, cfg: Any, t: Any, queries: list[Any], kind: str,
-                key: str, cells: list[str], tags: tuple[str, ...], wait: bool) -> str:
+                key: str, cells: list[str], tags: tuple[str, ...]) -> str:
     """Submit one stage's queries as one sampler job; record it; for local backends, retain its result."""
     from workloads import backends as wb
 
@@ -450,8 +493,9 @@ def _finish_job(ledger: Ledger, rec: dict[str, Any], job: Any) -> None:
         ledger.put_job(rec)
         return
     ledger.put_result(rec["job_id"], pubs)
+    # QPU time is what the service reported, else unknown (None); local simulators report none
     usage = None if rec["local"] else wb.job_usage_seconds(job)
-    rec.update(status=DONE, reason=None, finished_at=_now(), qpu_seconds=usage if usage is not None else (0.0 if rec["local"] else None))
+    rec.update(status=DONE, reason=None, finished_at=_now(), qpu_seconds=usage)
     ledger.put_job(rec)
 
 
@@ -470,7 +514,7 @@ def _job_state(ledger: Ledger, rec: dict[str, Any], refresh: bool = True) -> str
         return rec["status"]
     if rec["local"]:
         if ledger.has_result(rec["job_id"]):
-            rec.update(status=DONE, finished_at=_now(), qpu_seconds=0.0)
+            rec.update(status=DONE, finished_at=_now(), qpu_seconds=None)
             ledger.put_job(rec)
             return DONE
         if rec.get("host") == socket.gethostname() and rec["pid"] != os.getpid() and _pid_alive(rec["pid"]):
@@ -524,14 +568,16 @@ class _Replay:
             raise RuntimeError(f"job {self.rec['job_id']}: parameters of query {i} differ from the submitted ones")
         packed, nb = self.pubs[i]
         z = wb.z_from_bits(packed, nb)
-        usage = (self.rec.get("qpu_seconds") or 0.0) if i == 0 else 0.0
         est = self.rec.get("qpu_seconds_est", 0.0) if i == 0 else 0.0
         tr = self.rec["transpile"]
         dev = self.rec["device"]
-        cost = {"circuits": float(len(q.values)), "shots": float(len(q.values) * q.shots), "qpu_seconds": usage,
+        cost = {"circuits": float(len(q.values)), "shots": float(len(q.values) * q.shots),
                 "qpu_seconds_est": est, "transpiled_depth": tr["depth"], "two_qubit_gates": tr["two_qubit_gates"],
                 "calibration_time": dev["calibration_time"], "job_ids": [self.rec["job_id"]],
                 "backend_version": dev["backend_version"]}
+        usage = self.rec.get("qpu_seconds")
+        if usage is not None:  # unknown QPU time is left out, never counted as 0 (the row's value is set below)
+            cost["qpu_seconds"] = usage if i == 0 else 0.0
         return wb.QueryResult(z, cost)
 
 
@@ -609,13 +655,14 @@ def _base_row(rec: dict[str, Any]) -> dict[str, Any]:
 def _provenance(a: dict[str, Any], e: dict[str, Any]) -> dict[str, Any]:
     dev = e["device"]
     used = [j.get("qpu_seconds") for j in (a, e)]
+    reported = all(u is not None for u in used) and not e["local"]
     return {
         "job_ids": [a["job_id"], e["job_id"]],
         "backend_name": dev["backend_name"], "backend_version": dev["backend_version"],
         "calibration_time": dev["calibration_time"], "qiskit_ibm_runtime_version": dev["qiskit_ibm_runtime_version"],
         "transpiled_depth": e["transpile"]["depth"], "two_qubit_gates": e["transpile"]["two_qubit_gates"],
-        "qpu_seconds": float(sum(u or 0.0 for u in used)),
-        "qpu_seconds_reported": all(u is not None for u in used) and not e["local"],
+        "qpu_seconds": float(sum(used)) if reported else None,  # NULL unless the service reported both jobs
+        "qpu_seconds_reported": reported,
         "qpu_seconds_est": float(a.get("qpu_seconds_est", 0.0) + e.get("qpu_seconds_est", 0.0)),
     }
 

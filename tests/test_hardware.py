@@ -64,6 +64,18 @@ def _qmu(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.Co
                           timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
 
 
+# `qmu` whose driver stops for good after `hw submit` recorded every job, before it collects any: the test
+# SIGKILLs it there, as a crash or a closed laptop would.
+PAUSED_SUBMIT = """\
+import sys, time
+import harness.hw_cli as hw
+hw._collect_loop = lambda *a, **k: time.sleep(120)
+from harness.cli import main
+sys.argv = ["qmu", *sys.argv[1:]]
+main()
+"""
+
+
 def _all_text(root: Path) -> str:
     out = []
     for p in root.rglob("*"):
@@ -236,8 +248,8 @@ def test_estimate_submit_kill_collect_resubmit(tmp_path: Path, monkeypatch) -> N
     assert "total: 2 cells to submit, 160 circuits, 2,560 shots" in est.output  # attack 40 once + 2 x 60
 
     # submit, wait in the driver after every job id is recorded, and kill it there
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "hw", "submit", str(grid), "--results", res,
-                             "--wait"], env={**env, "QMU_HW_PAUSE_AFTER_SUBMIT": "120"},
+    proc = subprocess.Popen([sys.executable, "-c", PAUSED_SUBMIT, "hw", "submit", str(grid), "--results", res,
+                             "--wait"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parent.parent)
     lines = []
@@ -271,6 +283,9 @@ def test_estimate_submit_kill_collect_resubmit(tmp_path: Path, monkeypatch) -> N
     assert row["calibration_time"] and row["qiskit_ibm_runtime_version"]
     assert len(json.loads(row["job_ids"])) == 2 and row["eval_shots"] == 16
     assert 0.0 <= row["mia_success"] <= 1.0 and row["qpu_seconds_est"] > 0
+    # a local fake backend reports no QPU time: unknown is NULL, never 0
+    assert np.isnan(row["qpu_seconds"]) and not row["qpu_seconds_reported"]
+    assert all(j["qpu_seconds"] is None for j in ledger.jobs())
     n_ex = connect_duckdb(store).execute("select count(*) from examples").fetchone()[0]
     assert n_ex == 2 * 60
 
@@ -302,6 +317,37 @@ def test_estimate_submit_kill_collect_resubmit(tmp_path: Path, monkeypatch) -> N
     everything = "\n".join([est.output, col.output, col2.output, st.output, sub.output, "".join(lines),
                             proc.stderr.read(), _all_text(res_dir)])
     assert TOKEN not in everything
+
+
+@pytest.mark.timeout(600)
+def test_budget_admits_the_cells_that_fit_and_stores_the_rest_as_budget_skipped(tmp_path: Path) -> None:
+    from harness.grid_spec import load_grid
+    from harness.hardware import Ledger, estimate, plan_cells
+    from harness.store import ResultStore, connect_duckdb
+
+    grid = _grid(tmp_path, "budget")
+    res = str(tmp_path / "res")
+    store = ResultStore(res)
+    plans = plan_cells(load_grid(grid), store, Ledger(store))
+    first = estimate(plans[:1])[0].qpu_seconds  # the first cell also carries the shared attack job
+    both = sum(e.qpu_seconds for e in estimate(plans))
+    budget = (first + both) / 2
+    r = _cli("hw", "submit", str(grid), "--results", res, "--max-qpu-seconds", f"{budget:.3f}", "--wait")
+    assert r.exit_code == 0, r.output
+    assert "submitted 2 jobs for 1 cells" in r.output and "1 cells budget_skipped" in r.output
+    rows = connect_duckdb(store).execute("select method, status, error, qpu_seconds_est from cells "
+                                         "order by method").df()
+    assert list(rows.status) == ["ok", "budget_skipped"] and list(rows.method) == ["none", "rga"]
+    skipped = rows.iloc[1]
+    assert f"estimated {skipped.qpu_seconds_est:.1f} QPU seconds" in skipped.error
+    assert abs(skipped.qpu_seconds_est - (both - first)) < 1e-6
+    st = _cli("status", "--results", res)
+    line = next(ln for ln in st.output.splitlines() if "budget" in ln and "│" in ln)
+    assert [c.strip() for c in line.split("│")[1:-1]] == ["budget", "2", "1", "0", "1", "0"]
+    # a larger budget submits the skipped cell (the shared attack job is reused, not paid twice)
+    r2 = _cli("hw", "submit", str(grid), "--results", res, "--max-qpu-seconds", f"{both:.3f}", "--wait")
+    assert r2.exit_code == 0 and "submitted 1 jobs for 1 cells" in r2.output, r2.output
+    assert set(store.cell_statuses("budget").values()) == {"ok"}
 
 
 def test_shipped_hardware_grid() -> None:

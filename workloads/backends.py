@@ -433,9 +433,9 @@ def query_cost(q: Query, t: Transpiled, job_ids: list[str], usage: float | None,
     """The cost dict of one query (keys that `workloads.cell.evaluate_stage` copies into the row)."""
     n = len(q.values)
     info = device_info(q.backend)
+    reported = {} if usage is None else {"qpu_seconds": float(usage)}  # unknown QPU time is absent, never 0
     return {
-        "circuits": float(n), "shots": float(n * q.shots),
-        "qpu_seconds": float(usage or 0.0),
+        "circuits": float(n), "shots": float(n * q.shots), **reported,
         "qpu_seconds_est": qpu_seconds_estimate(q.backend, n, q.shots, jobs, t),
         "transpiled_depth": t.depth, "two_qubit_gates": t.two_qubit_gates,
         "optimization_level": t.optimization_level,
