@@ -5,7 +5,9 @@
     estimate   rough stage costs for --dry-run and for scheduling priorities
     store      Parquet cells/examples and safetensors artifacts, atomic writes, DuckDB views
     runner     Ray actor pool and the dependency-driven driver loop (the only module that knows Ray)
-    progress   rich bars on a terminal, plain lines in logs
+    progress   rich bars on a terminal, plain lines in logs; both name the cells and running stages
+    hardware   the QPU job ledger and budget (`qmu hw`, and `qmu run` on ibm: backends)
+    ui         error lines (exit 2, no markup, no token) and the one duration format
     cli        `qmu run|status|query|report|hw|bench`
     trivial    a do-nothing workload with the workloads.cell interface, for tests and benchmarks
 """
