@@ -204,8 +204,9 @@ class PlainProgress(_Counts):
     def start(self, grid: str, total_cells: int, skipped: int, plan: Any) -> None:
         super().start(grid, total_cells, skipped, plan)
         est = sum(self.est.values())
+        starting = "; starting workers" if plan.stages else ""
         self._print(f"{grid}: {total_cells} cells, {skipped} already done; {len(plan.stages)} stages to check "
-                    f"(cost model: about {fmt_duration(est)} of CPU)")
+                    f"(cost model: about {fmt_duration(est)} of CPU){starting}")
 
     def stage_started(self, node: Any, worker: dict[str, Any]) -> None:
         super().stage_started(node, worker)
