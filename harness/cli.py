@@ -202,6 +202,9 @@ def _run_on_hardware(spec: Any, grid: Path, results: str, max_qpu_seconds: float
     from . import hw_cli
 
     ibm = next(b for b in spec.axes["backend"] if b.startswith("ibm:"))
+    if "torch" in spec.axes["backend"]:
+        raise fail(f"{grid}: grid.backend mixes torch with {ibm}; put the hardware backends in a grid of their own "
+                   "(torch cells run with `qmu run`, hardware cells through the QPU budget)")
     if dry_run:
         return hw_cli.estimate(grid=grid, results=results, optimization_level=None)
     if max_qpu_seconds is None:
@@ -384,6 +387,8 @@ def report(
     grids = store.grids()
     if grid is not None and grid not in grids:
         raise fail(f"--grid {grid!r}: no such grid under {_where(store)}; grids there: {', '.join(grids)}")
+    for g in grids:  # a corrupt manifest is named here, not deep inside the report
+        _manifest(store, g)
     if out is None:  # beside the results when they are local; remote stores report to ./report
         out = "report" if "://" in results else f"{results.rstrip('/')}/report"
     from reports import build  # lazy: every other command works without the plotting stack

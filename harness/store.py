@@ -62,6 +62,7 @@ EXAMPLE_SCHEMA = pa.schema([
 AXES = ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots", "seed", "backend")
 TMP_PREFIX = ".tmp-"
 CURRENT = "current.json"
+STATUSES = ("ok", "failed", "budget_skipped")  # a cell row's `status` (the one list; reports import it)
 # DuckDB parallelises a scan by row group and its own writer uses 122,880 rows per group.
 ROW_GROUP_ROWS = 122_880
 EXAMPLE_FILE_ROWS = 16 * ROW_GROUP_ROWS

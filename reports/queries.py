@@ -26,7 +26,7 @@ import pandas as pd
 AXES = ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots", "seed", "backend")
 GROUP_AXES = tuple(a for a in AXES if a != "seed")
 SHOT_AXES = ("train_shots", "unlearn_shots", "eval_shots")
-STATUSES = ("ok", "failed", "budget_skipped")
+from harness.store import STATUSES  # noqa: E402 -- the one list of cell statuses, owned by the writer
 METHODS = ("none", "retrain", "finetune", "ga", "ssd", "rga", "graddiff")  # docs/methods.md, in display order
 Z = 1.959963984540054
 

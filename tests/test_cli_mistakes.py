@@ -99,6 +99,10 @@ MISTAKES = [
     ("hw status, no ledger", {}, ["hw", "status", "--results", "nowhere"], "no hardware ledger there"),
     ("corrupt ledger", {"r": "STORE", "r/hw/jobs/j1.json": "{oops"}, ["hw", "status", "--results", "r"],
      "j1.json: corrupt ledger record"),
+    ("torch and ibm mixed", {"g.yaml": _grid("[exact]", "[128]") + "  backend: [torch, ibm:ibm_torino]\n"},
+     ["run", "g.yaml", "--max-qpu-seconds", "10"], "mixes torch with ibm:ibm_torino"),
+    ("report, corrupt manifest", {"r": "STORE", "r/manifests/grid=g.json": "[1, 2"}, ["report", "--results", "r"],
+     "grid=g.json: corrupt manifest"),
     ("hw on torch", {"g.yaml": GOOD}, ["hw", "submit", "g.yaml"], "'torch' is not a hardware backend"),
     ("unknown command", {}, ["nope"], "No such command"),
 ]

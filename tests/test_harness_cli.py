@@ -122,6 +122,8 @@ def test_failed_cells_exit_1_rest_stored_and_query_formats(tmp_path: Path, trivi
     res = qmu("run", str(grid), "--results", str(results))
     assert res.exit_code == 1, res.output
     assert "1 cells done, 1 failed" in res.output and "trivial failure of method ga" in res.output
+    # the manifest carries the grid's fingerprint, which lets a finished re-run skip Ray (test_cli_status.py)
+    assert json.loads((results / "manifests" / "grid=fails.json").read_text())["fingerprint"]
 
     csv = qmu("query", "select method, status, eval_shots from cells order by method", "--results", str(results),
               "--format", "csv")
