@@ -286,6 +286,23 @@ def _status_table(store: Any) -> tuple[Table, int, int]:
     return t, finished, pending
 
 
+# ------------------------------------------------------------------------------------------------ compact
+@app.command(epilog=examples("qmu compact", "qmu compact --results s3://BUCKET/qmu --grid paper"))
+def compact(
+    results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
+    grid: Optional[str] = typer.Option(None, "--grid", help="only this grid (default: every grid in the store)"),
+) -> None:
+    """Fold a grid's result files into a few large sorted Parquet files (fast queries at scale; `qmu run`
+    does this itself after a run that left many files)."""
+    store = _store(results, must_exist=True)
+    grids = store.grids()
+    if grid is not None and grid not in grids:
+        raise fail(f"--grid {grid!r}: no such grid under {_where(store)} (grids: {', '.join(grids)})")
+    for g in [grid] if grid else grids:
+        info = store.compact(g)
+        print(f"{g}: {info['cells']} cells compacted, {info['absorbed']} pending file(s) folded in")
+
+
 # ------------------------------------------------------------------------------------------------- query
 @app.command(epilog=examples(
     "qmu query \"select method, avg(mia_success) from cells group by 1\"",

@@ -73,6 +73,9 @@ os.umask(_UMASK)  # read once: mkstemp creates 0600 files, published files shoul
 def open_fs(root: str) -> tuple[pafs.FileSystem, str, bool]:
     """(filesystem, base path, is_local) for a local path or a pyarrow filesystem URI."""
     if "://" in root:
+        if root.startswith("s3://") and "allow_delayed_open" not in root:
+            # small objects in one PutObject instead of a three-request multipart upload
+            root += ("&" if "?" in root else "?") + "allow_delayed_open=true"
         fs, base = pafs.FileSystem.from_uri(root)
         return fs, base.rstrip("/"), isinstance(fs, pafs.LocalFileSystem)
     return pafs.LocalFileSystem(), os.path.abspath(root), True

@@ -190,3 +190,60 @@ def test_progress_rich_on_terminal_plain_in_logs(tmp_path: Path) -> None:
     out = term.getvalue()
     assert "cells" in out and "stages" in out and "4/4" in out and "failed 2" in out
     assert isinstance(make_progress(io.StringIO()), PlainProgress)
+
+
+# A process that compacts a store and SIGKILLs itself at one point of the compaction.
+_COMPACT_AND_DIE = """
+import os, signal, sys
+from harness.store import ResultStore
+
+point, root = sys.argv[1], sys.argv[2]
+real_write, real_delete = ResultStore._write, ResultStore._delete_absorbed
+calls = []
+
+def write(self, path, data):
+    if point == "before_swap" and path.endswith("current.json"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_write(self, path, data)
+
+def delete(self, grid, ptr):
+    calls.append(1)
+    if point == "after_swap" and len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_delete(self, grid, ptr)
+
+ResultStore._write, ResultStore._delete_absorbed = write, delete
+ResultStore(root).compact("t")
+"""
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("point", ["before_swap", "after_swap"])
+def test_sigkill_during_compaction_then_rerun_same_cells_no_duplicates(tmp_path: Path, point: str) -> None:
+    import subprocess
+    import sys
+
+    flag = tmp_path / "broken"
+    flag.touch()
+    spec = make_spec(methods=("none", "ga", "ssd"), eval_shots=(None, 16), seeds=(0, 1),
+                     params={"trivial": {"fail_if_exists": str(flag)}})
+    store = ResultStore(str(tmp_path / "r"))
+    s = run_grid(spec, store, impl=TRIVIAL, workers=2, compact=False)
+    assert (s.cells_ok, s.cells_failed) == (4, 8)
+    store.write_cell("t", "extra", {"model": "m", "status": "ok"}, None)  # a second pending file at least
+    p = subprocess.run([sys.executable, "-c", _COMPACT_AND_DIE, point, store.root], cwd=Path(__file__).parent.parent,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}, timeout=120)
+    assert p.returncode == -signal.SIGKILL
+    df = _cells(store)
+    assert len(df) == 13 and df.cell_id.is_unique  # no row twice, none missing, whatever the kill left
+    flag.unlink()
+    s2 = run_grid(spec, store, impl=TRIVIAL, workers=2, compact=True)
+    assert (s2.cells_ok, s2.cells_failed, s2.cells_skipped) == (8, 0, 4)
+    df2 = _cells(store)
+    expected = {cell_id("t", c) for c in spec.cells(__import__(TRIVIAL, fromlist=["x"]).CellConfig)} | {"extra"}
+    assert set(df2.cell_id) == expected and df2.cell_id.is_unique and len(df2) == 13
+    assert set(df2[df2.cell_id != "extra"].status) == {"ok"}
+    ex = connect_duckdb(store).execute("select cell_id, count(*) n, count(distinct sample_index) d "
+                                       "from examples group by 1").df()
+    assert len(ex) == 12 and set(ex.n) == {4} and set(ex.d) == {4}
+    assert not list((tmp_path / "r" / "cells" / "grid=t").glob("*.parquet"))  # all folded in
