@@ -52,7 +52,7 @@ def one(n: int, address: str, results: str) -> dict:
             write_s[0] += time.perf_counter() - t
 
     store_mod.ResultStore._write_many = timed
-    connect(address)
+    connect(address, None if address else 2)
     spec = trivial_spec(n)
     store = store_mod.ResultStore(results)
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -90,11 +90,25 @@ def _report_query(results: str) -> float:
     return time.perf_counter() - t0
 
 
+def _cluster(cpus: int, tries: int = 3):
+    """The head node; on a loaded machine a raylet can miss Ray's 30 s start-up deadline, so try again."""
+    from ray.cluster_utils import Cluster
+
+    for i in range(tries):
+        try:
+            return Cluster(initialize_head=True, head_node_args={"num_cpus": cpus, "include_dashboard": False})
+        except Exception:  # noqa: BLE001 -- Ray raises a bare Exception for the start-up timeout
+            if i == tries - 1:
+                raise
+            time.sleep(10)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", type=int, default=100_000, help="largest N (the curve stops there)")
     ap.add_argument("--sizes", default=None, help="comma-separated N values (default 1000,10000,100000 up to --cells)")
-    ap.add_argument("--nodes", type=int, default=3, help="Ray nodes of the simulated cluster")
+    ap.add_argument("--nodes", type=int, default=3,
+                    help="Ray nodes of the simulated cluster (0: each driver starts a plain local Ray instead)")
     ap.add_argument("--cpus-per-node", type=int, default=1)
     ap.add_argument("--report", type=int, default=0, help="also time `qmu report` at this N (one of the sizes)")
     ap.add_argument("--dir", default=None, help="where the results roots go (default: a temp dir, removed)")
@@ -107,28 +121,28 @@ def main() -> int:
         return 0
 
     import ray
-    from ray.cluster_utils import Cluster
 
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [n for n in SIZES if n <= args.cells]
     if not args.sizes and args.cells not in sizes:
         sizes.append(args.cells)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": args.cpus_per_node})
-    # Cluster advertises itself as the machine's default Ray (/tmp/ray/ray_current_cluster), so that any other
-    # process's plain ray.init() would join it; the drivers here get its address explicitly instead.
-    ray._common.utils.reset_ray_address()
-    for _ in range(args.nodes - 1):
-        cluster.add_node(num_cpus=args.cpus_per_node)
-    cluster.wait_for_nodes()
+    cluster = _cluster(args.cpus_per_node) if args.nodes else None
+    if cluster is not None:
+        # Cluster advertises itself as the machine's default Ray (/tmp/ray/ray_current_cluster), so that any
+        # other process's plain ray.init() would join it; the drivers here get its address explicitly instead.
+        ray._common.utils.reset_ray_address()
+        for _ in range(args.nodes - 1):
+            cluster.add_node(num_cpus=args.cpus_per_node)
+        cluster.wait_for_nodes()
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; cluster: {args.nodes} Ray nodes x "
-          f"{args.cpus_per_node} CPU, ray {ray.__version__}", flush=True)
+          f"{args.cpus_per_node} CPU (0: a local Ray per driver), ray {ray.__version__}", flush=True)
     base = Path(args.dir or tempfile.mkdtemp(prefix="qmu-scale-"))
     rows = []
     try:
         for n in sizes:
             results = str(base / f"n{n}")
             shutil.rmtree(results, ignore_errors=True)
-            p = subprocess.run([sys.executable, __file__, "--one", str(n), "--address", cluster.address,
-                                "--results", results], capture_output=True, text=True, cwd=ROOT,
+            addr = ["--address", cluster.address] if cluster else []
+            p = subprocess.run([sys.executable, __file__, "--one", str(n), *addr, "--results", results], capture_output=True, text=True, cwd=ROOT,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
             if p.returncode != 0:
                 print(p.stderr[-3000:])
@@ -144,7 +158,8 @@ def main() -> int:
             rows.append(r)
             _print_row(r)
     finally:
-        cluster.shutdown()
+        if cluster is not None:
+            cluster.shutdown()
         if not args.dir:
             shutil.rmtree(base, ignore_errors=True)
     _print_table(rows)
