@@ -66,6 +66,36 @@ def one(n: int, address: str, results: str) -> dict:
     return out
 
 
+def store_only(n: int, results: str) -> dict:
+    """The store half without Ray: n trivial cells committed in the driver's group writes (2,000 cells per
+    file), with 4 example rows each, then compacted; the same rows `run_grid` would write."""
+    from benchmarks.bench_harness import trivial_spec
+    from harness import trivial
+    from harness.identity import cell_id, config_dict
+    from harness.store import ResultStore, examples_arrow
+    import pandas as pd
+
+    spec = trivial_spec(n)
+    store = ResultStore(results)
+    cfgs = spec.cells(trivial.CellConfig)
+    ids = [cell_id(spec.name, c) for c in cfgs]
+    store.write_manifest(spec.name, {"grid": spec.name, "cells": ids})
+    ex = examples_arrow(pd.DataFrame({"split": ["train_forget"] * 4, "sample_index": range(4), "label": [4] * 4,
+                                      "prediction": [4] * 4, "loss": [0.1] * 4, "attack_score": [0.5] * 4}))
+    t0 = time.perf_counter()
+    for i in range(0, n, 2000):
+        rows = []
+        for cid, c in zip(ids[i:i + 2000], cfgs[i:i + 2000]):
+            d = config_dict(c)
+            rows.append({k: d[k] for k in ("model", "forget", "method", "train_shots", "unlearn_shots",
+                                           "eval_shots", "seed", "backend")}
+                        | {"cell_id": cid, "status": "ok", "mia_success": 0.5, "acc_test_retain": 0.9,
+                           "params": "{}", "train_key": "k" * 24, "host": "h"})
+        store.write_batch(spec.name, rows, [ex] * len(rows))
+    write_s = time.perf_counter() - t0
+    return {"cells": n, "write_s": write_s, "pending_files": len(store.grid_files(spec.name).pending_cells)}
+
+
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -112,6 +142,8 @@ def main() -> int:
     ap.add_argument("--cpus-per-node", type=int, default=1)
     ap.add_argument("--report", type=int, default=0, help="also time `qmu report` at this N (one of the sizes)")
     ap.add_argument("--dir", default=None, help="where the results roots go (default: a temp dir, removed)")
+    ap.add_argument("--store-only", action="store_true",
+                    help="no Ray: write N cells as the driver's group commits would, then time compaction and queries")
     ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--address", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--results", default=None, help=argparse.SUPPRESS)
@@ -119,6 +151,8 @@ def main() -> int:
     if args.one:  # the driver process of one size
         print(json.dumps(one(args.one, args.address, args.results)))
         return 0
+    if args.store_only:
+        return _store_curve(args)
 
     import ray
 
@@ -163,6 +197,35 @@ def main() -> int:
         if not args.dir:
             shutil.rmtree(base, ignore_errors=True)
     _print_table(rows)
+    return 0
+
+
+def _store_curve(args: argparse.Namespace) -> int:
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else [n for n in SIZES if n <= args.cells]
+    base = Path(args.dir or tempfile.mkdtemp(prefix="qmu-scale-store-"))
+    print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; store only (no Ray)", flush=True)
+    try:
+        for n in sizes:
+            results = str(base / f"n{n}")
+            shutil.rmtree(results, ignore_errors=True)
+            r = store_only(n, results)
+            r["status_pending_s"], _ = _cli("status", "--results", results)
+            r["compact_s"], _ = _cli("compact", "--results", results)
+            r["status_s"], _ = _cli("status", "--results", results)
+            r["query_s"], _ = _cli("query", QUERY, "--results", results, "--format", "csv")
+            r["report_query_s"] = _report_query(results)
+            t0 = time.perf_counter()
+            from harness.store import ResultStore
+
+            ResultStore(results).cell_statuses("bench")
+            r["statuses_inproc_s"] = time.perf_counter() - t0
+            print(f"  N={n:>7}: writes {r['write_s']:.1f} s into {r['pending_files']} files; status "
+                  f"{r['status_pending_s']:.2f} s before `qmu compact` ({r['compact_s']:.1f} s), {r['status_s']:.2f} s "
+                  f"after (in process {r['statuses_inproc_s']:.2f} s); query {r['query_s']:.2f} s; report-style "
+                  f"query {r['report_query_s']:.2f} s", flush=True)
+    finally:
+        if not args.dir:
+            shutil.rmtree(base, ignore_errors=True)
     return 0
 
 
