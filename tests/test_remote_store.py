@@ -54,7 +54,7 @@ def test_run_status_query_compact_report_on_s3(tmp_path: Path, s3_root: str) -> 
     grid = write_real_grid(tmp_path / "g.yaml", name="remote", methods="none, ga", eval_shots="exact")
     res = qmu("run", str(grid), "--results", s3_root, "--workers", "2")
     assert res.exit_code == 0, res.output
-    assert "2 ok, 0 failed" in res.output
+    assert "2 cells done, 0 failed" in res.output
     assert not (tmp_path / "results").exists() and not Path("results/cells/grid=remote").exists()
 
     def status() -> list[str]:
@@ -81,7 +81,7 @@ def test_run_status_query_compact_report_on_s3(tmp_path: Path, s3_root: str) -> 
     assert query(cells_q) == before and query(examples_q)[0] == ex and status() == ["remote", "2", "2", "0", "0", "0"]
     # a re-run finds every cell stored (in the compacted files) and runs nothing
     again = qmu("run", str(grid), "--results", s3_root)
-    assert again.exit_code == 0 and "0 ok, 0 failed, 2 already done" in again.output, again.output
+    assert again.exit_code == 0 and "nothing to do: all 2 cells are stored" in again.output, again.output
 
     out_dir = tmp_path / "report"
     rep = qmu("report", "--results", s3_root, "--out", str(out_dir))
