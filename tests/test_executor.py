@@ -38,12 +38,26 @@ def test_statevector_matches_qiskit(encoding, n_layers):
         assert np.abs(ours[i] - ref).max() <= 1e-10
 
 
-def test_large_batch_path_equals_layer_by_layer():
+@pytest.mark.parametrize("complex_input", [False, True])
+@pytest.mark.parametrize("n_layers", [1, 4])
+def test_hand_written_backward_equals_autograd(complex_input, n_layers):
+    """`ansatz_expectations` differentiates by hand; autograd through `apply_layers` is the reference."""
     rng = np.random.default_rng(3)
-    feats, w = _unit(rng, 300), rng.uniform(0, 6, size=(4, 8, 3))
-    big = _torch_states("amplitude", feats, w)
-    small = torch.cat([_torch_states("amplitude", feats[i : i + 100], w) for i in range(0, 300, 100)])
-    assert (big - small).abs().max() <= 1e-12
+    x = torch.tensor(_unit(rng, 5))
+    if complex_input:
+        x = torch.polar(x, torch.tensor(rng.uniform(0, 6, size=x.shape)))
+    w = torch.tensor(rng.uniform(0, 6, size=(n_layers, 8, 3)))
+    grad_z = torch.tensor(rng.normal(size=(5, 8)))
+    grads = []
+    for fn in (lambda s, v: sv.expectations(sv.apply_layers(s, v)), sv.ansatz_expectations):
+        xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+        z = fn(xs, ws)
+        grads.append((z.detach(), *torch.autograd.grad(z, (xs, ws), grad_z)))
+    for ref, ours in zip(*grads):
+        assert ours.dtype == ref.dtype
+        assert (ours - ref).abs().max() <= 1e-12
+    with torch.no_grad():
+        assert (sv.ansatz_expectations(x, w) - grads[0][0]).abs().max() <= 1e-15
 
 
 def test_float32_close_to_float64():

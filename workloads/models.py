@@ -13,7 +13,7 @@ from .circuits import N_QUBITS
 from .data import Split
 from .parameter_shift import ExecutionLog, ShotExpectation, shift_circuits
 from .registry import ModelSpec, model_spec
-from .statevector import amplitude_states, angle_states, apply_layers, expectations, tree_alpha
+from .statevector import angle_states, ansatz_expectations, tree_alpha
 
 
 class QuantumLayer(nn.Module):
@@ -33,9 +33,9 @@ class QuantumLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shots is None:
-            states = amplitude_states(x) if self.encoding == "amplitude" else angle_states(x)
+            states = x if self.encoding == "amplitude" else angle_states(x)
             self.log.add(x.shape[0], None)
-            z = expectations(apply_layers(states, self.weight))
+            z = ansatz_expectations(states, self.weight)
             if z.requires_grad:  # autograd stands in for the shift circuits a device would run
                 n = shift_circuits(x.shape[0], self.weight.numel(), self.encoding, self.weight.requires_grad,
                                    x.requires_grad)
