@@ -5,6 +5,7 @@ States are (rows, 256) complex tensors indexed like qiskit (bit q of the index i
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import torch
@@ -36,24 +37,34 @@ def z_signs(dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return (1 - 2 * ((b >> torch.arange(N_QUBITS)) & 1)).to(dtype)
 
 
+@lru_cache(maxsize=None)
+def _u3_tables(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """U3's entries as cos(theta/2 + shift) exp(i angles @ phase): the shifts give c, -s, s, c
+    and the phase matrix maps (theta, phi, lambda) to 0, lambda, phi, phi + lambda."""
+    shift = torch.tensor([0.0, math.pi / 2, -math.pi / 2, 0.0], dtype=dtype)
+    phase = torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1], [0, 1, 0, 1]], dtype=dtype)
+    return shift, phase
+
+
 def u3_matrices(w: torch.Tensor) -> torch.Tensor:
     """(..., 3) angles -> (..., 2, 2) complex U3(theta, phi, lambda), as qiskit defines it."""
-    theta, phi, lam = w.unbind(-1)
-    c, s = torch.cos(theta / 2), torch.sin(theta / 2)
-    mag = torch.stack([c, -s, s, c], dim=-1)
-    arg = torch.stack([torch.zeros_like(phi), lam, phi, phi + lam], dim=-1)
+    shift, phase = _u3_tables(w.dtype)
+    mag, arg = torch.cos(w[..., :1] / 2 + shift), w @ phase
+    # Not torch.polar: its backward assumes a non-negative magnitude.
     return torch.complex(mag * torch.cos(arg), mag * torch.sin(arg)).unflatten(-1, (2, 2))
+
+
+def _kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched Kronecker product over the last two axes."""
+    return (a[..., :, None, :, None] * b[..., None, :, None, :]).flatten(-4, -3).flatten(-2, -1)
 
 
 def gate_halves(gates: torch.Tensor) -> torch.Tensor:
     """(..., 8, 2, 2) single-qubit gates -> (..., 2, 16, 16): the tensor products of qubits 7..4
     (high half) and 3..0 (low half), most significant qubit first."""
-    g = gates.flip(-3).unflatten(-3, (2, 4))  # (..., half, 4 qubits, 2, 2)
-    out = g[..., 0, :, :]
-    for i in range(1, 4):
-        nxt = g[..., i, :, :]
-        out = (out[..., :, None, :, None] * nxt[..., None, :, None, :]).flatten(-4, -3).flatten(-2, -1)
-    return out
+    g = gates.flip(-3).unflatten(-3, (2, 2, 2))  # (..., half, pair, member, 2, 2)
+    pairs = _kron(g[..., 0, :, :], g[..., 1, :, :])
+    return _kron(pairs[..., 0, :, :], pairs[..., 1, :, :])
 
 
 def half_unitaries(weights: torch.Tensor) -> torch.Tensor:
@@ -95,9 +106,9 @@ def ring_gathers(rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, t
     return to_halves, torch.argsort(to_halves), to_rows, torch.argsort(to_rows)
 
 
-def to_halves(states: torch.Tensor) -> torch.Tensor:
-    """(rows, 256) -> (16, rows, 16)."""
-    return states.reshape(-1, 16, 16).transpose(0, 1).contiguous()
+def to_halves(states: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(rows, 256) -> (16, rows, 16) of complex `dtype`."""
+    return states.reshape(-1, 16, 16).transpose(0, 1).to(dtype, memory_format=torch.contiguous_format)
 
 
 def _layers(x: torch.Tensor, halves: torch.Tensor, saved: list | None = None) -> torch.Tensor:
@@ -117,7 +128,7 @@ def apply_layers(states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Apply the ansatz (weights (L, 8, 3)) to states (rows, 256), differentiable by autograd."""
     if len(weights) == 0:
         return states
-    x = to_halves(states.to(COMPLEX[weights.dtype]))
+    x = to_halves(states, COMPLEX[weights.dtype])
     return _layers(x, half_unitaries(weights))
 
 
@@ -141,29 +152,33 @@ class _Ansatz(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, states, weights):
-        halves = half_unitaries(weights)
+        gates = u3_matrices(weights)
+        halves = gate_halves(gates)
         saved: list = []
-        final = _layers(to_halves(states.to(halves.dtype)), halves, saved)
+        final = _layers(to_halves(states, halves.dtype), halves, saved)
         ctx.saved = saved
         ctx.real_input = not states.is_complex()
-        ctx.save_for_backward(final, weights, halves)
+        ctx.save_for_backward(final, weights, gates, halves)
         return expectations(final)
 
     @staticmethod
     def backward(ctx, grad_z):
-        final, weights, halves = ctx.saved_tensors
+        final, weights, gates, halves = ctx.saved_tensors
         rows, n_layers = final.shape[0], len(halves)
         _, mid_inv, _, last_inv = ring_gathers(rows)
         halves_conj = halves.conj().resolve_conj()
-        # d loss/d psi of z = |psi|^2 @ signs.
-        grad = (final * (2 * grad_z @ z_signs(grad_z.dtype).T)).reshape(-1)
-        env = []  # per layer: U_half^dagger (d loss / d U_half) for the high and low halves
+        # d loss/d psi of z = |psi|^2 @ signs, a real factor per amplitude.
+        factor = (2 * grad_z) @ z_signs(grad_z.dtype).T
+        grad = torch.view_as_complex(torch.view_as_real(final) * factor[..., None]).reshape(-1)
+        # Per layer, U_half^dagger (d loss/d U_half): the high half, and the low half transposed.
+        env = torch.empty(2, n_layers, 16, 16, dtype=halves.dtype)
         for layer in range(n_layers - 1, -1, -1):
             x, z = ctx.saved[layer]
             gv = grad.index_select(0, last_inv if layer == n_layers - 1 else mid_inv).reshape(16, -1)
             gz = halves[layer, 0].mH @ gv
             gx = gz.reshape(-1, 16) @ halves_conj[layer, 1]
-            env.append(torch.stack([gz @ z.mH, (x.reshape(-1, 16).mH @ gx).T]))
+            torch.mm(gz, z.mH, out=env[0, layer])
+            torch.mm(x.reshape(-1, 16).mH, gx, out=env[1, layer])
             grad = gx.reshape(-1)
         ctx.saved = None
         g_states = g_w = None
@@ -171,14 +186,14 @@ class _Ansatz(torch.autograd.Function):
             g_states = grad.reshape(16, rows, 16).transpose(0, 1).reshape(rows, DIM)
             g_states = g_states.real if ctx.real_input else g_states
         if ctx.needs_input_grad[1]:
-            g_w = _weight_grads(weights, torch.stack(env[::-1]))
+            g_w = _weight_grads(weights, gates, env)
         return g_states, g_w
 
 
 @lru_cache(maxsize=None)
 def _partial_traces(dtype: torch.dtype) -> torch.Tensor:
-    """(256, 16) 0/1 matrix: a flattened 16x16 operator on 4 qubits -> its 4 single-qubit
-    partial traces, (position p most significant first, row bit, column bit)."""
+    """(2, 256, 16) 0/1 matrices: a flattened 16x16 operator on 4 qubits ([0]: as is, [1]:
+    transposed) -> its 4 single-qubit partial traces (position most significant first, row, column)."""
     flat = torch.arange(DIM)
     a, b = flat // 16, flat % 16
     out = torch.zeros(DIM, 4, 2, 2, dtype=dtype)
@@ -186,27 +201,29 @@ def _partial_traces(dtype: torch.dtype) -> torch.Tensor:
         bit = 3 - p
         same_rest = ((a ^ b) | (1 << bit)) == (1 << bit)
         out[flat[same_rest], p, (a[same_rest] >> bit) & 1, (b[same_rest] >> bit) & 1] = 1
-    return out.reshape(256, 16)
+    return torch.stack([out.reshape(DIM, 16), out.reshape(16, 16, 16).transpose(0, 1).reshape(DIM, 16)])
 
 
-def _weight_grads(weights: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
-    """d loss/d (theta, phi, lambda) of every gate from env = U_half^dagger G_half, (L, 2, 16, 16).
+@lru_cache(maxsize=None)
+def _phase_masks(dtype: torch.dtype) -> torch.Tensor:
+    """(4, 2): the U3 entries that carry phi (the second row) and lambda (the second column)."""
+    return torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=dtype)
 
-    With U3 = U K_w for the generator K_w = U^dagger dU/dw, d loss/dw = Re sum(conj(m) * K_w),
-    m the 2x2 partial trace of env onto the gate's qubit:
-      K_theta = [[0, -e], [e*, 0]] / 2,  K_phi = i [[s^2, sc e], [sc e*, c^2]],  K_lambda = [[0, 0], [0, i]]
-    with c, s = cos, sin(theta / 2) and e = exp(i lambda).
+
+def _weight_grads(weights: torch.Tensor, gates: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+    """d loss/d (theta, phi, lambda) of every gate U from `env` (see `_Ansatz.backward`).
+
+    Let m be the 2x2 partial trace of U_half^dagger G_half onto the gate's qubit (G = d loss/d U).
+    Then d loss/dw = Re sum(dU/dw * conj(U m)), with dU/dtheta = U3(theta + pi, phi, lambda) / 2,
+    dU/dphi = i U on the second row and dU/dlambda = i U on the second column.
     """
-    traces = (env.flatten(-2) @ _partial_traces(env.dtype)).reshape(len(weights), 8, 2, 2).flip(1)
-    m00, m01, m10, m11 = traces.conj().flatten(-2).unbind(-1)
-    theta, _, lam = weights.unbind(-1)
-    c, s = torch.cos(theta / 2), torch.sin(theta / 2)
-    e = torch.polar(torch.ones_like(lam), lam)
-    cross = e * m01
-    g_theta = (m10 * e.conj() - cross).real / 2
-    g_phi = -(s * s * m00 + s * c * (cross + e.conj() * m10) + c * c * m11).imag
-    g_lam = -m11.imag
-    return torch.stack([g_theta, g_phi, g_lam], dim=-1)
+    n_layers = len(weights)
+    traces = (env.flatten(-2) @ _partial_traces(env.dtype)).transpose(0, 1)  # (L, half, 16)
+    v = (gates @ traces.reshape(n_layers, 8, 2, 2).flip(1)).conj().flatten(-2)
+    d_theta = u3_matrices(weights + torch.tensor([math.pi, 0.0, 0.0], dtype=weights.dtype)).flatten(-2)
+    g_theta = (d_theta * v).real.sum(-1, keepdim=True) / 2
+    g_phases = -((gates.flatten(-2) * v).imag @ _phase_masks(weights.dtype))
+    return torch.cat([g_theta, g_phases], dim=-1)
 
 
 def product(units: list[torch.Tensor]) -> torch.Tensor:
