@@ -17,7 +17,7 @@ from .statevector import angle_states, ansatz_expectations, tree_alpha
 
 
 class QuantumLayer(nn.Module):
-    """Encoding + L-layer ansatz -> the 8 <Z_j>, exact (autograd) or estimated with `shots`.
+    """Encoding + L-layer ansatz -> the 8 <Z_j>, exact (adjoint gradients) or estimated with `shots`.
 
     `shots` is None for exact; with shots, the forward pass samples S shots and the backward
     pass runs the parameter-shift circuits, every one with S shots (docs/methods.md).

@@ -1,4 +1,4 @@
-"""Batched torch statevector executor for the circuits of `circuits.py`, with autograd.
+"""Batched torch statevector executor for the circuits of `circuits.py`, differentiable.
 
 States are (rows, 256) complex tensors indexed like qiskit (bit q of the index is qubit q).
 """
