@@ -269,15 +269,21 @@ def _leak_takeaway(df: pd.DataFrame, lm: str, same: list[list[str]]) -> str:
         un = [m for m in sub.index if m not in ("none", "retrain")]
         if not un:
             continue
-        def near(m: str) -> bool:
-            lo, hi = sub.loc[m].get(f"gap_{lm}_lo"), sub.loc[m].get(f"gap_{lm}_hi")
+
+        def near(m: str, metric: str) -> bool:
+            lo, hi = sub.loc[m].get(f"gap_{metric}_lo"), sub.loc[m].get(f"gap_{metric}_hi")
             return not _isnull(lo) and not _isnull(hi) and lo <= 0 <= hi
 
-        reach = [m for m in un if near(m)]
+        # judge by the first leakage measure that tells the original model from retrain at this slice
+        m_used = next((m for m in dict.fromkeys([lm, "mia_auc"]) if "none" in sub.index and _has(df, f"gap_{m}")
+                       and not near("none", m)), lm)
+        reach = [m for m in un if near(m, m_used)]
         s = f"on {mo} ({primary[0]}), " + (f"{_join(reach)} reach{'es' if len(reach) == 1 else ''} retrain's "
-                                           f"{LABELS[lm]}" if reach else f"no method reaches retrain's {LABELS[lm]}")
-        if "none" in sub.index and near("none"):
-            s += f" (so does none: at this slice the {LABELS[lm]} cannot tell the original model from retrain)"
+                                           f"{LABELS[m_used]}" if reach else f"no method reaches retrain's {LABELS[m_used]}")
+        if "none" in sub.index and near("none", m_used):
+            s += f" (so does none: at this slice the {LABELS[m_used]} cannot tell the original model from retrain)"
+        elif m_used != lm:
+            s += f" (the {LABELS[lm]} cannot tell the original model from retrain here)"
         if "none" in sub.index and not _isnull(sub.loc["none"].get("acc_test_retain")):
             base = float(sub.loc["none"]["acc_test_retain"])
             losses = [(m, base - float(sub.loc[m]["acc_test_retain"])) for m in un
