@@ -24,7 +24,7 @@ from .data import load_split
 from .forget_set import forget_split, parse_forget
 from .hparams import merged, resolve_params
 from .inference import logits_on
-from .models import build_model, model_inputs, population_inputs
+from .models import build_model, model_inputs, role_inputs
 from .registry import validate_backend
 from .training import accuracy, as_labels, fit
 from .unlearning import METHODS, UnlearnData, describe_stop, relearn_steps, unlearn
@@ -253,7 +253,7 @@ def attack_stage(cfg: CellConfig, original: dict[str, torch.Tensor]) -> StageRes
 def _lira_shadows(cfg: CellConfig, data: CellData, k: int) -> dict[str, torch.Tensor]:
     """Train k OUT shadows on the population and fit LiRA's OUT distribution for every target."""
     split = load_split(cfg.dataset, cfg.n_train, cfg.n_test, cfg.seed)
-    x_pop, y_pop = population_inputs(cfg.model, split), as_labels(split.y_pop)
+    x_pop, y_pop = role_inputs(cfg.model, split, "attack"), as_labels(split.labels["attack"])
     size = min(cfg.n_train, len(y_pop) // 2)
     if size < 10:
         raise ValueError(f"lira: {cfg.dataset!r} leaves {len(y_pop)} population samples; shadows need at least 20")

@@ -95,22 +95,22 @@ def build_model(name: str, seed: int, image_side: int = 28) -> nn.Module:
         return HQNN(spec, image_side) if spec.family == "hqnn" else QNN(spec)
 
 
+def input_view(name: str) -> str:
+    """Which view of a `Split` the model consumes: images (HQNN), amplitudes or angles."""
+    spec = model_spec(name)
+    if spec.family == "hqnn":
+        return "images"
+    return "angle" if spec.encoding == "angle" else "amp"
+
+
+def role_inputs(name: str, split: Split, role: str) -> torch.Tensor:
+    """The inputs of one data role (train, test, attack, eval) in the form the model consumes."""
+    return split.inputs(input_view(name), role)
+
+
 def model_inputs(name: str, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
     """(train inputs, test inputs) in the form the model consumes."""
-    spec = model_spec(name)
-    if spec.family == "hqnn":
-        return split.images_train, split.images_test
-    if spec.encoding == "angle":
-        return split.angle_train, split.angle_test
-    return split.amp_train, split.amp_test
-
-
-def population_inputs(name: str, split: Split) -> torch.Tensor:
-    """The population (neither train nor test) in the form the model consumes."""
-    spec = model_spec(name)
-    if spec.family == "hqnn":
-        return split.images_pop
-    return split.angle_pop if spec.encoding == "angle" else split.amp_pop
+    return role_inputs(name, split, "train"), role_inputs(name, split, "test")
 
 
 def quantum_layer(model: nn.Module) -> QuantumLayer:
