@@ -15,7 +15,8 @@ from .identity import Plan
 _SEC_PER_SAMPLE_STEP = {"hqnn": 0.6e-3, "qnn": 0.04e-3}
 # One parameter-shift circuit sampled with shots, batched: about a + b*L seconds (measured at L=1 and 10).
 _SEC_PER_CIRCUIT_SHOTS = (3.2e-5, 3.3e-6)
-_SEC_ATTACK_FIT = 1.5  # the 13-64-64-1 MLP, 1000 full-batch epochs
+_SEC_ATTACK_FIT = 1.5  # one 13-64-64-1 MLP, 1000 full-batch epochs (the study and heldout attacks fit one each)
+_DATASET_SIZE = {"mnist": 5000, "digits": 1797}
 _TREE_SHIFTS = 2 * 255  # amplitude-embedding input gradient (HQNN front end), docs/methods.md
 _EST_UNLEARN_EPOCHS = 3  # GA/RGA stop early; their bound (max_epochs) is far above the usual
 
@@ -54,16 +55,30 @@ def _forward(samples: float, shots: int | None) -> StageCost:
                      samples * (shots or 0))
 
 
+def _population_half(cfg: Any) -> int:
+    """Size of P_attack (and of P_eval): half of what train and test leave of the dataset."""
+    return max(0, _DATASET_SIZE.get(cfg.dataset, 5000) - cfg.n_train - cfg.n_test) // 2
+
+
 def stage_estimate(kind: str, cfg: Any) -> StageCost:
     """Estimated cost of one stage of `cfg`; a flat 1 s for workloads the registry does not know."""
+    if kind == "reference":  # cfg is the workload's ReferenceConfig: one half of P_attack, its recipe's epochs
+        try:
+            return _passes(cfg.model, _population_half(cfg) // 2 * dict(cfg.recipe)["epochs"], cfg.train_shots)
+        except (AttributeError, KeyError, ImportError):
+            return StageCost(1.0, 0.0, 0.0)
     try:
-        from workloads.hparams import resolve_params
+        from workloads.hparams import attack_params, resolve_params
 
         recipe, mp = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+        ap = attack_params(cfg.params_dict())
     except (ImportError, ValueError, KeyError):
         return StageCost(1.0, 0.0, 0.0)
     n_forget = _forget_size(cfg)
     n_retain = cfg.n_train - n_forget
+    k, n_z = ap["references"]["k"], ap["rmia"]["n_population"] if ap["references"]["k"] else 0
+    half = _population_half(cfg)
+    scored = half if cfg.forget.startswith("random") else half // 10
     if kind == "train":
         return _passes(cfg.model, cfg.n_train * recipe["epochs"], cfg.train_shots)
     if kind == "unlearn":
@@ -82,9 +97,10 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
             return _passes(cfg.model, 2 * n_forget * _EST_UNLEARN_EPOCHS, s)
         return _passes(cfg.model, n_forget * _EST_UNLEARN_EPOCHS, s)  # ga and any other ascent
     if kind == "attack":
-        c = _forward(cfg.n_train + cfg.n_test, cfg.eval_shots)
-        return StageCost(c.seconds + _SEC_ATTACK_FIT, c.circuits, c.shots)
-    return _forward(cfg.n_train + cfg.n_test, cfg.eval_shots)  # evaluate
+        c = _forward(cfg.n_train + cfg.n_test + min(ap["attack"]["n_nonmembers"], half), cfg.eval_shots)
+        refs = _forward(k * (cfg.n_train + half + min(n_z, half)), cfg.eval_shots)
+        return StageCost(c.seconds + refs.seconds + 2 * _SEC_ATTACK_FIT, c.circuits, c.shots)
+    return _forward(cfg.n_train + cfg.n_test + scored + min(n_z, half), cfg.eval_shots)  # evaluate
 
 
 def _forget_size(cfg: Any) -> int:

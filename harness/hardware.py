@@ -187,18 +187,17 @@ def plan_cells(spec: GridSpec, store: ResultStore, ledger: Ledger) -> list[CellP
 
 
 def attack_circuits(cfg: Any) -> int:
-    from workloads.hparams import merged
+    """Samples the attack stage queries on the device (the workload knows which)."""
+    from workloads.cell import query_counts
 
-    p = merged("attack", cfg.params_dict().get("attack"))
-    return min(p["n_members"], cfg.n_train) + min(p["n_nonmembers"], cfg.n_test)
+    return query_counts(cfg)["attack"]
 
 
 def evaluate_circuits(cfg: Any) -> int:
-    """Samples one evaluation queries: all, or up to n_eval retain + n_eval forget + n_eval test."""
-    n_eval = getattr(cfg, "n_eval", None)
-    if n_eval is None:
-        return cfg.n_train + cfg.n_test
-    return min(2 * n_eval, cfg.n_train) + min(n_eval, cfg.n_test)
+    """Samples one evaluation queries: train, test and the scored P_eval non-members (each up to n_eval)."""
+    from workloads.cell import query_counts
+
+    return query_counts(cfg)["evaluate"]
 
 
 @dataclass

@@ -14,14 +14,30 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-STAGES = ("train", "unlearn", "attack", "evaluate")
-# Which stages a stage consumes (docs/grid.md, Reuse and resuming): train -> {unlearn, attack} -> evaluate.
+STAGES = ("train", "reference", "unlearn", "attack", "evaluate")  # stage kinds, in dependency order
+# Which kinds a stage consumes (docs/grid.md, Reuse and resuming): train -> {unlearn, attack} -> evaluate; the attack also consumes
+# a cell's reference models (kind `reference`, named `reference.I`, which consume nothing).
 DEPS: dict[str, tuple[str, ...]] = {
     "train": (),
+    "reference": (),
     "unlearn": ("train",),
-    "attack": ("train",),
+    "attack": ("train", "reference"),
     "evaluate": ("train", "unlearn", "attack"),
 }
+
+
+def kind_of(name: str) -> str:
+    """The kind of a stage name: `reference.3` -> `reference`."""
+    return name.partition(".")[0]
+
+
+def _ordered(specs: dict[str, dict]) -> list[str]:
+    """Stage names in dependency order (by kind, then as the workload listed them)."""
+    return sorted(specs, key=lambda n: STAGES.index(kind_of(n)))
+
+
+def _dep_names(name: str, names: list[str]) -> list[str]:
+    return [n for d in DEPS[kind_of(name)] for n in names if kind_of(n) == d]
 
 
 def canonical(obj: Any) -> str:
@@ -51,17 +67,19 @@ def cell_id(grid: str, cfg: Any) -> str:
 
 
 def stage_keys(specs: dict[str, dict], code_version: str) -> dict[str, str]:
-    """Key of each stage: hash of its spec, the code version and the keys it consumes (so keys chain)."""
+    """Key of each named stage: hash of its kind, spec, the code version and the keys it consumes (keys chain)."""
     keys: dict[str, str] = {}
-    for kind in STAGES:
-        keys[kind] = digest({"stage": kind, "spec": specs[kind], "code": code_version,
-                             "deps": [keys[d] for d in DEPS[kind]]}, 24)
+    names = _ordered(specs)
+    for name in names:
+        keys[name] = digest({"stage": kind_of(name), "spec": specs[name], "code": code_version,
+                             "deps": [keys[d] for d in _dep_names(name, names)]}, 24)
     return keys
 
 
 @dataclass
 class StageNode:
-    """One unit of work: `cfg` is any cell that needs it (all such cells give the same spec)."""
+    """One unit of work: `cfg` is the config it runs with, from any cell that needs it (all such cells give the
+    same spec)."""
 
     key: str
     kind: str
@@ -101,12 +119,17 @@ def build_plan(grid: str, cfgs: list[Any], stage_specs: Callable[[Any], dict[str
     cells: list[PlannedCell] = []
     stages: dict[str, StageNode] = {}
     for cfg in cfgs:
-        keys = stage_keys(stage_specs(cfg), code_version)
+        specs = stage_specs(cfg)
+        keys = stage_keys(specs, code_version)
         cid = cell_id(grid, cfg)
         cells.append(PlannedCell(cid, cfg, keys))
-        for kind in STAGES:
-            node = stages.get(keys[kind])
+        names = _ordered(specs)
+        for name in names:
+            node = stages.get(keys[name])
             if node is None:
-                node = stages[keys[kind]] = StageNode(keys[kind], kind, cfg, tuple(keys[d] for d in DEPS[kind]))
+                # a stage may run with its own config (a reference model's), which the workload derives
+                scfg = cfg.stage_config(name) if hasattr(cfg, "stage_config") else cfg
+                node = stages[keys[name]] = StageNode(keys[name], kind_of(name), scfg,
+                                                      tuple(keys[d] for d in _dep_names(name, names)))
             node.cells.append(cid)
     return Plan(cells, stages)

@@ -1,4 +1,5 @@
-"""The result store: crash-safe pending Parquet files, compacted per grid, and artifacts by stage key.
+"""The result store (docs/results.md): crash-safe pending Parquet files, compacted per grid, and artifacts by
+stage key.
 
 Layout under the results root (a local path or any pyarrow filesystem URI such as s3://bucket/qmu):
 
@@ -48,16 +49,24 @@ CELL_SCHEMA = pa.schema([
     ("seed", pa.int64()), ("backend", pa.string()),
     ("status", pa.string()), ("error", pa.string()),
     ("mia_success", pa.float64()), ("mia_success_lo", pa.float64()), ("mia_success_hi", pa.float64()),
+    ("mia_recall_heldout", pa.float64()), ("mia_nonmember_flag_rate", pa.float64()),
+    ("mia_advantage", pa.float64()), ("mia_advantage_lo", pa.float64()), ("mia_advantage_hi", pa.float64()),
     ("mia_auc", pa.float64()), ("mia_tpr_at_1pct_fpr", pa.float64()), ("mia_tpr_at_01pct_fpr", pa.float64()),
+    ("mia_fpr_floor", pa.float64()), ("n_nonmembers_scored", pa.int64()),
+    ("loss_auc", pa.float64()), ("loss_tpr_at_1pct_fpr", pa.float64()), ("loss_tpr_at_01pct_fpr", pa.float64()),
+    ("rmia_auc", pa.float64()), ("rmia_tpr_at_1pct_fpr", pa.float64()), ("rmia_tpr_at_01pct_fpr", pa.float64()),
+    ("lira_auc", pa.float64()), ("lira_tpr_at_1pct_fpr", pa.float64()), ("lira_tpr_at_01pct_fpr", pa.float64()),
     ("acc_train_retain", pa.float64()), ("acc_train_forget", pa.float64()),
     ("acc_test_retain", pa.float64()), ("acc_test_forget", pa.float64()),
     ("train_seconds", pa.float64()), ("unlearn_seconds", pa.float64()), ("eval_seconds", pa.float64()),
     ("circuit_executions", pa.int64()), ("shots_total", pa.int64()), ("qpu_seconds", pa.float64()),
+    ("qpu_seconds_reported", pa.bool_()),
     ("code_version", pa.string()), ("host", pa.string()), ("finished_at", pa.timestamp("us", tz="UTC")),
 ])
 EXAMPLE_SCHEMA = pa.schema([
     ("cell_id", pa.string()), ("split", pa.string()), ("sample_index", pa.int64()), ("label", pa.int64()),
     ("prediction", pa.int64()), ("loss", pa.float64()), ("attack_score", pa.float64()),
+    *((f"prob_{c}", pa.float64()) for c in range(10)),
 ])
 AXES = ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots", "seed", "backend")
 TMP_PREFIX = ".tmp-"

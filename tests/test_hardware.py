@@ -245,7 +245,9 @@ def test_estimate_submit_kill_collect_resubmit(tmp_path: Path, monkeypatch) -> N
 
     est = _cli("hw", "estimate", str(grid), "--results", res)
     assert est.exit_code == 0, est.output
-    assert "total: 2 cells to submit, 160 circuits, 2,560 shots" in est.output  # attack 40 once + 2 x 60
+    # the attack once (68: 28 train rows for both MLPs' members, 20 test, 20 P_attack) + 2 x 150 evaluations
+    # (40 train, 20 test, 90 same-class P_eval non-members)
+    assert "total: 2 cells to submit, 368 circuits, 5,888 shots" in est.output
 
     # submit, wait in the driver after every job id is recorded, and kill it there
     proc = subprocess.Popen([sys.executable, "-c", PAUSED_SUBMIT, "hw", "submit", str(grid), "--results", res,
@@ -287,7 +289,7 @@ def test_estimate_submit_kill_collect_resubmit(tmp_path: Path, monkeypatch) -> N
     assert np.isnan(row["qpu_seconds"]) and not row["qpu_seconds_reported"]
     assert all(j["qpu_seconds"] is None for j in ledger.jobs())
     n_ex = connect_duckdb(store).execute("select count(*) from examples").fetchone()[0]
-    assert n_ex == 2 * 60
+    assert n_ex == 2 * 150
 
     # nothing is submitted twice for a done cell
     again = _cli("hw", "submit", str(grid), "--results", res)

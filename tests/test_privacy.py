@@ -32,7 +32,7 @@ def digits_cells():
 def test_original_model_leaks_and_unlearning_removes_it(digits_cells):
     _, _, _, rows = digits_cells
     none = rows["none"][0]
-    assert none["mia_success"] >= 0.8
+    assert none["mia_success"] >= 0.8  # the study's protocol: its attack trained on these very samples
     assert none["acc_train_forget"] >= 0.9
     for method in ("retrain", "ga", "ssd", "rga"):
         row = rows[method][0]
@@ -46,16 +46,56 @@ def test_original_model_leaks_and_unlearning_removes_it(digits_cells):
 def test_row_and_examples_carry_the_contract_columns(digits_cells):
     _, _, _, rows = digits_cells
     row, ex = rows["none"]
-    for col in ("mia_success", "mia_success_lo", "mia_success_hi", "mia_auc", "mia_tpr_at_1pct_fpr",
-                "mia_tpr_at_01pct_fpr", "acc_train_retain", "acc_train_forget", "acc_test_retain", "acc_test_forget",
-                "train_seconds", "unlearn_seconds", "eval_seconds", "circuit_executions", "shots_total", "qpu_seconds"):
-        assert col in row and row[col] is not None, col
+    for col in ("mia_success", "mia_success_lo", "mia_success_hi", "mia_recall_heldout", "mia_nonmember_flag_rate",
+                "mia_advantage", "mia_advantage_lo", "mia_advantage_hi", "mia_auc", "mia_fpr_floor",
+                "n_nonmembers_scored", "loss_auc", "acc_train_retain", "acc_train_forget", "acc_test_retain",
+                "acc_test_forget", "train_seconds", "unlearn_seconds", "eval_seconds", "circuit_executions",
+                "shots_total"):
+        assert col in row and row[col] is not None and not np.isnan(row[col]), col
     assert row["mia_success_lo"] <= row["mia_success"] <= row["mia_success_hi"]
-    assert list(ex.columns) == ["split", "sample_index", "label", "prediction", "loss", "attack_score"]
-    assert len(ex) == 500 and set(ex.split) == {"train_retain", "train_forget", "test"}
-    assert (ex[ex.split == "train_forget"].label == 4).all()
-    flagged = (ex[ex.split == "train_forget"].attack_score >= 0.5).mean()
-    assert flagged == pytest.approx(row["mia_success"])
+    assert row["mia_advantage_lo"] <= row["mia_advantage"] <= row["mia_advantage_hi"]
+    assert row["mia_advantage"] == pytest.approx(row["mia_recall_heldout"] - row["mia_nonmember_flag_rate"])
+    # simulation reports no QPU time: unknown, not zero
+    assert row["qpu_seconds"] is None and row["qpu_seconds_reported"] is False
+    assert list(ex.columns[:6]) == ["split", "sample_index", "label", "prediction", "loss", "study_score"]
+    assert {"attack_score", "dataset_index", *(f"prob_{c}" for c in range(10))} <= set(ex.columns)
+    assert np.allclose(ex[[f"prob_{c}" for c in range(10)]].sum(axis=1), 1.0)
+    assert set(ex.split) == {"train_retain", "train_forget", "test", "population"}
+    assert (ex[ex.split == "train_forget"].label == 4).all() and (ex[ex.split == "population"].label == 4).all()
+    pop = ex[ex.split == "population"]
+    assert len(pop) == row["n_nonmembers_scored"] and row["mia_fpr_floor"] == pytest.approx(1 / len(pop))
+    forget = ex[ex.split == "train_forget"]
+    assert (forget.study_score >= 0.5).mean() == pytest.approx(row["mia_success"])
+    assert (forget.attack_score >= 0.5).mean() == pytest.approx(row["mia_recall_heldout"])
+    assert (pop.attack_score >= 0.5).mean() == pytest.approx(row["mia_nonmember_flag_rate"])
+    assert metrics.auc(forget.attack_score, pop.attack_score) == pytest.approx(row["mia_auc"])
+    assert metrics.auc(-forget.loss, -pop.loss) == pytest.approx(row["loss_auc"])
+    # 1/n_scored > 0.001 here, so TPR at 0.1% FPR cannot be resolved: NULL, never 0
+    assert row["mia_fpr_floor"] > 0.001 and np.isnan(row["mia_tpr_at_01pct_fpr"])
+    assert "rmia_auc" not in row and "lira_auc" not in row  # no reference models by default
+
+
+def test_no_attack_training_sample_is_scored_and_p_eval_trains_nothing(digits_cells):
+    """The roles, checked on real stage outputs by raw dataset row: the held-out attack trains on retain members
+    and P_attack non-members; it is scored on the forget set and P_eval; nothing ever trains on P_eval."""
+    from workloads.attacks import unpack
+    from workloads.data import load_split
+
+    base, _, attack, rows = digits_cells
+    split = load_split(base.dataset, base.n_train, base.n_test, base.seed)
+    ex = rows["none"][1]
+    scored = set(ex[ex.split.isin(["train_forget", "population"])].dataset_index)
+    held = unpack(attack.state, "heldout")
+    trained_on = set(split.index["train"][held["members_rows"].numpy()]) | set(
+        split.index["attack"][held["nonmembers_rows"].numpy()])
+    assert trained_on and not trained_on & scored
+    forget_raw = set(ex[ex.split == "train_forget"].dataset_index)
+    assert not set(split.index["train"][held["members_rows"].numpy()]) & forget_raw  # members from the retain set
+    p_eval = set(split.index["eval"])
+    study = unpack(attack.state, "study")
+    assert not p_eval & (set(split.index["train"]) | trained_on | set(split.index["test"][study["nonmembers_rows"].numpy()]))
+    assert set(ex[ex.split == "population"].dataset_index) <= p_eval
+    assert not p_eval & set(split.map_fit_index)
 
 
 def test_cells_share_stages_by_spec(digits_cells):
@@ -64,6 +104,32 @@ def test_cells_share_stages_by_spec(digits_cells):
     assert a["train"] == b["train"] and a["unlearn"] != b["unlearn"] and a["attack"] != b["attack"]
     c = stage_specs(replace(base, method="retrain", unlearn_shots=64))
     assert c["unlearn"] == stage_specs(replace(base, method="retrain"))["unlearn"]  # retrain trains at train_shots
+    # the heldout attack draws members from the retain set: one attack per forget set
+    assert stage_specs(replace(base, forget="random:20"))["attack"] != a["attack"]
+
+
+def test_reference_models_are_stages_shared_across_cells():
+    from harness.identity import build_plan
+
+    base = CellConfig("hqnn-l1", "class:4", "none", None, None, None, 0, dataset="digits", n_train=200,
+                      n_test=100).with_params({"references": {"k": 4}})
+    specs = stage_specs(base)
+    refs = [n for n in specs if n.startswith("reference.")]
+    assert refs == ["reference.0", "reference.1", "reference.2", "reference.3"]
+    other = stage_specs(replace(base, method="ga", forget="random:20", eval_shots=64))
+    assert all(specs[n] == other[n] for n in refs)  # shared by every method, forget set and eval shots
+    assert stage_specs(replace(base, seed=1))["reference.0"] != specs["reference.0"]
+    cfgs = [replace(base, method=m, forget=f, eval_shots=e) for m in ("none", "ga") for f in ("class:4", "random:20")
+            for e in (None, 64)] + [replace(base, seed=1)]
+    plan = build_plan("g", cfgs, stage_specs, "v")
+    assert plan.count("reference") == 8 and plan.count("train") == 2 and plan.count("attack") == 5
+    attack = next(s for s in plan.stages.values() if s.kind == "attack")
+    kinds = [plan.stages[d].kind for d in attack.deps]
+    assert kinds == ["train", "reference", "reference", "reference", "reference"]
+    ref = next(s for s in plan.stages.values() if s.kind == "reference")
+    assert ref.deps == () and ref.cfg.index in range(4) and not hasattr(ref.cfg, "method")
+    with pytest.raises(ValueError, match="params.references.k: expected 0 or an even number"):
+        base.with_params({"references": {"k": 3}}).validate()
 
 
 def test_finite_eval_shots_blur_what_the_attack_sees(digits_cells):
@@ -104,7 +170,21 @@ def test_wilson_interval_and_tpr_at_low_fpr():
     assert metrics.wilson_interval(0, 50)[1] == 0.0
     members, nonmembers = np.array([0.9, 0.8, 0.3]), np.array([0.1, 0.2, 0.85])
     assert metrics.auc(members, nonmembers) == pytest.approx(7 / 9)
-    assert metrics.tpr_at_fpr(members, nonmembers, 0.01) == pytest.approx(1 / 3)
+    # 3 non-members resolve no FPR below 1/3: TPR there is unknown (NaN), not 0
+    assert np.isnan(metrics.tpr_at_fpr(members, nonmembers, 0.01))
+    many = np.r_[np.linspace(0, 0.5, 199), 0.85]  # 200 non-members: 1% FPR is resolvable
+    assert metrics.tpr_at_fpr(members, many, 0.01) == pytest.approx(2 / 3)
+    assert metrics.tpr_at_fpr(members, many, 0.005) == pytest.approx(2 / 3)
+    assert np.isnan(metrics.tpr_at_fpr(members, many, 0.001))
+    cols = metrics.roc_columns("x", members, many)
+    assert set(cols) == {"x_auc", "x_tpr_at_1pct_fpr", "x_tpr_at_01pct_fpr"} and np.isnan(cols["x_tpr_at_01pct_fpr"])
+
+
+def test_advantage_interval_is_newcombes():
+    d, lo, hi = metrics.rate_difference(np.r_[np.ones(56), np.zeros(14)], np.r_[np.ones(48), np.zeros(32)])
+    # Newcombe (1998), method 10, example (a): 56/70 - 48/80 = 0.2, 95% CI 0.0524 to 0.3339
+    assert d == pytest.approx(0.2) and lo == pytest.approx(0.0524, abs=1e-4) and hi == pytest.approx(0.3339, abs=1e-4)
+    assert all(np.isnan(metrics.rate_difference(np.ones(3), np.zeros(0))))
 
 
 @pytest.mark.slow
@@ -125,15 +205,45 @@ def test_mnist_hqnn_acceptance():
     assert rows["none"]["acc_test_retain"] - rows["rga"]["acc_test_retain"] <= 0.05
 
 
-def test_lira_with_shadows_scores_members_of_an_overfit_model():
+def test_rmia_and_lira_with_reference_models_score_members_of_an_overfit_model():
+    from workloads import cell
+
     cfg = CellConfig("hqnn-l1", "random:40", "none", None, None, None, 0, dataset="digits", n_train=200, n_test=100)
-    cfg = cfg.with_params({"hqnn-l1": {"epochs": 6}, "attack": {"epochs": 50}, "lira": {"shadows": 3}})
-    row, _ = run_cell(cfg)
-    for key in ("lira_auc", "lira_tpr_at_1pct_fpr", "lira_tpr_at_01pct_fpr"):
+    cfg = cfg.with_params({"hqnn-l1": {"epochs": 6}, "attack": {"epochs": 50}, "references": {"k": 2}})
+    refs = [cell.reference_stage(cell.reference_config(cfg, i)) for i in range(2)]
+    a, b = (r.state["members"].numpy() for r in refs)
+    assert not set(a) & set(b) and len(a) + len(b) == 748  # complementary halves of P_attack
+    row, ex = run_cell(cfg)
+    for key in ("rmia_auc", "rmia_tpr_at_1pct_fpr", "lira_auc", "lira_tpr_at_1pct_fpr"):
         assert 0.0 <= row[key] <= 1.0, key
-    assert row["lira_auc"] > 0.5  # members sit above the OUT shadows' confidence
-    off, _ = run_cell(cfg.with_params({"hqnn-l1": {"epochs": 6}, "attack": {"epochs": 50}}))
-    assert "lira_auc" not in off
+    assert row["rmia_auc"] > 0.5 and row["lira_auc"] > 0.5  # members sit above the OUT references
+    forget, pop = ex[ex.split == "train_forget"], ex[ex.split == "population"]
+    assert len(pop) == 749  # random forgetting: all of P_eval
+    assert metrics.auc(forget.rmia_score, pop.rmia_score) == pytest.approx(row["rmia_auc"])
+    assert ex[ex.split == "test"].rmia_score.isna().all()  # no reference signal for test samples
+    with pytest.raises(ValueError, match="needs 2 reference models, got 0"):
+        cell.attack_stage(cfg, refs[0].state)
+
+
+def test_rmia_score_is_the_fraction_of_population_samples_it_beats():
+    from workloads.attacks import Outputs, rmia
+
+    def logits_for(p_true: np.ndarray) -> torch.Tensor:  # two classes, label 0 with probability p_true
+        return torch.from_numpy(np.c_[np.log(p_true), np.log1p(-p_true)])
+
+    z = np.arange(4)
+    state = {"p_out_train": torch.tensor([0.5, 0.5]), "p_out_eval": torch.tensor([0.5]),
+             "p_out_z": torch.full((4,), 0.5, dtype=torch.float64), "z_rows": torch.from_numpy(z)}
+    p = {"train": np.array([0.9, 0.2]), "eval": np.array([0.5]), "attack": np.array([0.1, 0.4, 0.6, 0.8])}
+    out = Outputs({"train": np.arange(2), "eval": np.arange(1), "attack": z},
+                  {r: logits_for(v) for r, v in p.items()}, {r: torch.zeros(len(v), dtype=torch.long) for r, v in p.items()})
+    params = {"rmia": {"offline_a": 0.3, "gamma": 1.0}}
+    s = rmia.score(state, out, params)
+    # equal p(x) for all: the score is the fraction of z with p(z|theta) <= p(x|theta)
+    assert s["train"].tolist() == [1.0, 0.25] and s["eval"].tolist() == [0.5]
+    assert np.isnan(s["attack"]).all()
+    s2 = rmia.score(state, out, {"rmia": {"offline_a": 0.3, "gamma": 2.0}})
+    assert s2["train"].tolist() == [0.5, 0.25]  # 0.9 is >= 2x of 0.1 and 0.4; 0.2 exactly 2x of 0.1
 
 
 def test_n_eval_subsamples_each_split_with_original_indices():
@@ -141,7 +251,7 @@ def test_n_eval_subsamples_each_split_with_original_indices():
                      n_eval=12).with_params({"qnn-angle-l2": {"epochs": 2}, "attack": {"epochs": 50}})
     row, ex = run_cell(cfg)
     counts = ex.split.value_counts().to_dict()
-    assert counts == {"train_retain": 12, "train_forget": 12, "test": 12}
+    assert counts == {"train_retain": 12, "train_forget": 12, "test": 12, "population": 12}
     assert row["n_forget_evaluated"] == 12 and row["n_forget"] > 12
     assert ex[ex.split != "test"].sample_index.max() > 12  # original training indices, not positions
     assert (ex[ex.split == "train_forget"].label == 4).all()

@@ -1,13 +1,13 @@
 """One grid cell end to end, split into the stages the harness schedules.
 
-train(original) -> unlearn(method) -> evaluate(eval_shots, backend), plus the attack, trained once
-per (original model, eval_shots, backend). Stages exchange plain state dicts so that any executor
-(a loop, Ray actors) can move them as safetensors bytes.
+train(original) -> unlearn(method) -> evaluate(eval_shots, backend), plus the attack stage (trained once per
+original model, forget set, eval_shots and backend) and, when RMIA and LiRA are on, K reference models trained
+on halves of P_attack (shared by every cell of a dataset, model, seed and train_shots). Stages exchange plain
+state dicts so that any executor (a loop, Ray actors) can move them as safetensors bytes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -18,16 +18,22 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from . import attacks, lira, metrics
-from .data import load_split
+from . import attacks, metrics
+from .attacks import Knowledge, Outputs
+from .data import ROLES, load_split
 from .forget_set import forget_split, parse_forget
-from .hparams import merged, resolve_params
+from .hparams import attack_params, merged, resolve_params
 from .inference import logits_on
-from .models import build_model, model_inputs, role_inputs
+from .models import build_model, role_inputs
 from .registry import validate_backend
+from .seeds import derive_seed
 from .training import accuracy, as_labels, fit
 from .unlearning import METHODS, UnlearnData, describe_stop, relearn_steps, unlearn
+
+__all__ = ["CellConfig", "ReferenceConfig", "StageResult", "derive_seed", "stage_specs", "train_stage",
+           "reference_stage", "unlearn_stage", "attack_stage", "evaluate_stage", "run_cell"]
 
 Shots = int | None
 
@@ -60,6 +66,7 @@ class CellConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first bad axis value."""
         resolve_params(self.model, self.method, self.params_dict())
+        attack_params(self.params_dict())
         parse_forget(self.forget, n_train=self.n_train)
         validate_backend(self.backend)
         for axis in ("train_shots", "unlearn_shots", "eval_shots"):
@@ -72,6 +79,39 @@ class CellConfig:
         if self.backend != "torch" and self.eval_shots is None:
             raise ValueError(f"eval_shots: backend {self.backend!r} measures shots; 'exact' needs backend torch")
 
+    def stage_config(self, name: str) -> Any:
+        """The config a stage of this cell runs with: a `ReferenceConfig` for `reference.I`, else the cell's."""
+        kind, _, index = name.partition(".")
+        return reference_config(self, int(index)) if kind == "reference" else self
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """One reference model: the cell's model and recipe trained on one half of P_attack (never on the target's
+    train or test data, never on P_eval). Pair j's two halves are complementary."""
+
+    dataset: str
+    n_train: int
+    n_test: int
+    model: str
+    seed: int
+    train_shots: Shots
+    recipe: tuple
+    index: int
+
+    def spec(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "n_train": self.n_train, "n_test": self.n_test, "model": self.model,
+                "seed": self.seed, "train_shots": self.train_shots, "recipe": dict(self.recipe),
+                "index": self.index}
+
+
+def reference_config(cfg: CellConfig, index: int) -> ReferenceConfig:
+    recipe, _ = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+    fraction = attack_params(cfg.params_dict())["references"]["epoch_fraction"]
+    recipe = {**recipe, "epochs": max(1, round(recipe["epochs"] * fraction))}
+    return ReferenceConfig(cfg.dataset, cfg.n_train, cfg.n_test, cfg.model, cfg.seed, cfg.train_shots,
+                           tuple(sorted(recipe.items())), index)
+
 
 @dataclass(frozen=True)
 class StageResult:
@@ -80,14 +120,10 @@ class StageResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def derive_seed(seed: int, *labels: Any) -> int:
-    """A 63-bit seed for one random stream of a cell, fixed by the cell's seed and a label."""
-    h = hashlib.sha256(json.dumps([seed, *labels], default=str).encode()).digest()
-    return int.from_bytes(h[:8], "little") >> 1
-
-
 def stage_specs(cfg: CellConfig) -> dict[str, dict[str, Any]]:
-    """The JSON-able inputs that determine each stage's output; equal specs share the stage."""
+    """The JSON-able inputs that determine each stage's output; equal specs share the stage.
+
+    Stage names are kinds, or `reference.I` for the I-th reference model (kind `reference`)."""
     recipe, method_params = resolve_params(cfg.model, cfg.method, cfg.params_dict())
     train = {
         "dataset": cfg.dataset, "n_train": cfg.n_train, "n_test": cfg.n_test, "model": cfg.model,
@@ -102,35 +138,57 @@ def stage_specs(cfg: CellConfig) -> dict[str, dict[str, Any]]:
                         "unlearn_shots": cfg.unlearn_shots, "params": method_params}
     if cfg.method != "none":
         unlearn_spec["relearn"] = merged("relearn", cfg.params_dict().get("relearn"))
-    attack = {"train": train, "eval_shots": cfg.eval_shots, "backend": cfg.backend,
-              "params": merged("attack", cfg.params_dict().get("attack")),
-              "lira": merged("lira", cfg.params_dict().get("lira"))}
+    ap = attack_params(cfg.params_dict())
+    refs = {f"reference.{i}": reference_config(cfg, i).spec() for i in range(ap["references"]["k"])}
+    # the heldout attack draws its members from the retain set, so the attack depends on the forget set
+    attack = {"train": train, "forget": cfg.forget, "eval_shots": cfg.eval_shots, "backend": cfg.backend,
+              "params": ap}
     evaluate = {"unlearn": unlearn_spec, "attack": attack, "forget": cfg.forget,
                 "eval_shots": cfg.eval_shots, "backend": cfg.backend}
     if cfg.n_eval is not None:  # only when set, so existing stage keys stay valid
         evaluate["n_eval"] = cfg.n_eval
-    return {"train": train, "unlearn": unlearn_spec, "attack": attack, "evaluate": evaluate}
+    return {"train": train, **refs, "unlearn": unlearn_spec, "attack": attack, "evaluate": evaluate}
 
 
 @dataclass(frozen=True)
 class CellData:
-    x_train: torch.Tensor
-    x_test: torch.Tensor
-    y_train: torch.Tensor
-    y_test: torch.Tensor
+    """Inputs and labels of every data role in the model's form, and the retain/forget split of train."""
+
+    x: dict[str, torch.Tensor]
+    y: dict[str, torch.Tensor]
     retain: np.ndarray
     forget: np.ndarray
     forget_class: int | None
     image_side: int
+    dataset_index: dict[str, np.ndarray]  # raw dataset row of every role position
+
+    @property
+    def x_train(self) -> torch.Tensor:
+        return self.x["train"]
+
+    @property
+    def x_test(self) -> torch.Tensor:
+        return self.x["test"]
+
+    @property
+    def y_train(self) -> torch.Tensor:
+        return self.y["train"]
+
+    @property
+    def y_test(self) -> torch.Tensor:
+        return self.y["test"]
+
+    def sizes(self) -> dict[str, int]:
+        return {r: len(v) for r, v in self.y.items()}
 
 
 def cell_data(cfg: CellConfig) -> CellData:
     split = load_split(cfg.dataset, cfg.n_train, cfg.n_test, cfg.seed)
     spec = parse_forget(cfg.forget, n_train=cfg.n_train)
     retain, forget = forget_split(spec, split.y_train, cfg.seed)
-    x_train, x_test = model_inputs(cfg.model, split)
-    return CellData(x_train, x_test, as_labels(split.y_train), as_labels(split.y_test), retain, forget,
-                    spec.forget_class, int(split.images_train.shape[-1]))
+    return CellData({r: role_inputs(cfg.model, split, r) for r in ROLES},
+                    {r: as_labels(split.labels[r]) for r in ROLES}, retain, forget, spec.forget_class,
+                    int(split.images_train.shape[-1]), split.index)
 
 
 def _model(cfg: CellConfig, data: CellData, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
@@ -226,50 +284,78 @@ def unlearn_columns(cfg: CellConfig, costs: dict[str, dict[str, float]], traject
     return row
 
 
-def attack_stage(cfg: CellConfig, original: dict[str, torch.Tensor]) -> StageResult:
-    """Train the paper's MLP attack on the original model queried at the cell's eval shots."""
+def reference_members(n_attack: int, seed: int, index: int) -> np.ndarray:
+    """P_attack positions reference `index` trains on: pair index // 2 splits P_attack in two halves."""
+    order = np.random.default_rng(derive_seed(seed, "reference-pair", index // 2)).permutation(n_attack)
+    half = order[: n_attack // 2] if index % 2 == 0 else order[n_attack // 2 :]
+    return np.sort(half)
+
+
+def reference_stage(rc: ReferenceConfig) -> StageResult:
+    """Train one reference model on its half of P_attack; its state carries the positions it trained on."""
+    split = load_split(rc.dataset, rc.n_train, rc.n_test, rc.seed)
+    x, y = role_inputs(rc.model, split, "attack"), as_labels(split.labels["attack"])
+    members = reference_members(len(y), rc.seed, rc.index)
+    model = build_model(rc.model, derive_seed(rc.seed, "reference-init", rc.index) % 2**31,
+                        int(split.images_train.shape[-1]))
+    cost = fit(model, x[members], y[members], dict(rc.recipe), rc.train_shots,
+               derive_seed(rc.seed, "reference-train", rc.index))
+    state = {**model.state_dict(), "members": torch.from_numpy(members.astype(np.int64))}
+    return StageResult(state, _cost(cost.seconds, cost.circuits, cost.shots))
+
+
+def _query(model: nn.Module, data: CellData, rows: dict[str, np.ndarray], shots: Shots, backend: str,
+           seed: int) -> tuple[Outputs, list[dict[str, Any]]]:
+    """The model's logits on the given rows of each role, one query per role (in ROLES order)."""
+    logits, costs = {}, []
+    for i, role in enumerate(r for r in ROLES if r in rows):
+        out, cost = logits_on(model, data.x[role][rows[role]], shots, backend, seed + i)
+        logits[role] = out
+        costs.append(cost)
+    rows = {r: rows[r] for r in logits}
+    return Outputs(rows, logits, {r: data.y[r][rows[r]] for r in rows}), costs
+
+
+def _sum_costs(costs: list[dict[str, Any]]) -> dict[str, float]:
+    """Circuits and shots of some queries, and QPU seconds only when the service reported them."""
+    out = {"circuits": sum(c["circuits"] for c in costs), "shots": sum(c["shots"] for c in costs)}
+    qpu = [c["qpu_seconds"] for c in costs if c.get("qpu_seconds") is not None]
+    if qpu:
+        out["qpu_seconds"] = float(sum(qpu))
+    return out
+
+
+def attack_stage(cfg: CellConfig, original: dict[str, torch.Tensor], *references: dict[str, torch.Tensor]) -> StageResult:
+    """Fit every active attack on what the attacker may see: the original model queried at the cell's eval shots
+    on train, test and P_attack samples, and the reference models (if any) queried on the torch executor."""
     start = time.perf_counter()
     data = cell_data(cfg)
-    params = merged("attack", cfg.params_dict().get("attack"))
-    model = _model(cfg, data, original)
-    rng = np.random.default_rng(derive_seed(cfg.seed, "attack-members"))
-    members = np.sort(rng.choice(cfg.n_train, size=min(params["n_members"], cfg.n_train), replace=False))
-    nonmembers = np.arange(min(params["n_nonmembers"], cfg.n_test))
+    params = attack_params(cfg.params_dict())
+    active = attacks.active(params)
+    if len(references) != params["references"]["k"]:
+        raise ValueError(f"attack stage needs {params['references']['k']} reference models, got {len(references)}")
+    know = _know(cfg, data, params)
     q = derive_seed(cfg.seed, "attack-query", cfg.eval_shots)
-    lm, cm = logits_on(model, data.x_train[members], cfg.eval_shots, cfg.backend, q)
-    ln, cn = logits_on(model, data.x_test[nonmembers], cfg.eval_shots, cfg.backend, q + 1)
-    f_m = attacks.attack_features(lm, data.y_train[members])
-    f_n = attacks.attack_features(ln, data.y_test[nonmembers])
-    mlp, train_acc = attacks.fit_paper_attack(f_m, f_n, params, derive_seed(cfg.seed, "attack-fit"))
-    state = dict(mlp.state_dict())
-    shadows = merged("lira", cfg.params_dict().get("lira"))["shadows"]
-    if shadows > 0:
-        state.update(_lira_shadows(cfg, data, shadows))
-    cost = _cost(time.perf_counter() - start, cm["circuits"] + cn["circuits"], cm["shots"] + cn["shots"],
-                 attack_train_acc=train_acc, qpu_seconds=cm.get("qpu_seconds", 0.0) + cn.get("qpu_seconds", 0.0))
-    return StageResult(state, cost, {"attack_train_acc": train_acc})
-
-
-def _lira_shadows(cfg: CellConfig, data: CellData, k: int) -> dict[str, torch.Tensor]:
-    """Train k OUT shadows on the population and fit LiRA's OUT distribution for every target."""
-    split = load_split(cfg.dataset, cfg.n_train, cfg.n_test, cfg.seed)
-    x_pop, y_pop = role_inputs(cfg.model, split, "attack"), as_labels(split.labels["attack"])
-    size = min(cfg.n_train, len(y_pop) // 2)
-    if size < 10:
-        raise ValueError(f"lira: {cfg.dataset!r} leaves {len(y_pop)} population samples; shadows need at least 20")
-    recipe, _ = resolve_params(cfg.model, cfg.method, cfg.params_dict())
-    phis = []
-    for i in range(k):
-        rng = np.random.default_rng(derive_seed(cfg.seed, "lira-subset", i))
-        idx = torch.as_tensor(rng.choice(len(y_pop), size=size, replace=False))
-        shadow = build_model(cfg.model, derive_seed(cfg.seed, "lira-init", i) % 2**31, data.image_side)
-        fit(shadow, x_pop[idx], y_pop[idx], recipe, None, derive_seed(cfg.seed, "lira-train", i))
-        q = derive_seed(cfg.seed, "lira-query", i, cfg.eval_shots)
-        l_tr, _ = logits_on(shadow, data.x_train, cfg.eval_shots, "torch", q)
-        l_te, _ = logits_on(shadow, data.x_test, cfg.eval_shots, "torch", q + 1)
-        phis.append(np.r_[lira.logit_confidence(l_tr, data.y_train), lira.logit_confidence(l_te, data.y_test)])
-    mu, sigma = lira.out_distribution(np.stack(phis))
-    return {"lira.mu": torch.from_numpy(mu), "lira.sigma": torch.tensor([sigma], dtype=torch.float64)}
+    original_out, costs = _query(_model(cfg, data, original), data,
+                                 attacks.merge_rows(*(a.queries(know) for a in active)), cfg.eval_shots, cfg.backend, q)
+    refs, members = [], []
+    want = attacks.merge_rows(*(a.reference_queries(know) for a in active))
+    for i, ref in enumerate(references):
+        ref = dict(ref)
+        members.append(ref.pop("members").numpy())
+        out, _ = _query(_model(cfg, data, ref), data, want, cfg.eval_shots, "torch",
+                        derive_seed(cfg.seed, "reference-query", i, cfg.eval_shots))
+        refs.append(out)
+    view = attacks.AttackerView(know, original_out, tuple(refs), tuple(members))
+    states, info = [], {}
+    for a in active:
+        state, extra = a.fit(view)
+        states.append((a.NAME, state))
+        info.update(extra)
+    total = _sum_costs(costs)
+    cost = _cost(time.perf_counter() - start, total["circuits"], total["shots"], **info,
+                 **{k: v for k, v in total.items() if k == "qpu_seconds"})
+    return StageResult(attacks.pack(states), cost, info)
 
 
 def evaluate_stage(
@@ -279,91 +365,136 @@ def evaluate_stage(
     attack: dict[str, torch.Tensor],
     costs: dict[str, dict[str, float]],
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Metrics row (docs/metrics.md) and per-example rows of the unlearned model."""
+    """Metrics row and per-example rows of the evaluated (unlearned) model (docs/metrics.md).
+
+    Every attack is scored on the forget set (members) against held-out P_eval non-members: of the forget
+    class for class forgetting, all of P_eval for random forgetting."""
     start = time.perf_counter()
     data = cell_data(cfg)
-    params = merged("attack", cfg.params_dict().get("attack"))
+    params = attack_params(cfg.params_dict())
+    active = attacks.active(params)
+    states = {a.NAME: attacks.unpack(attack, a.NAME) for a in active}
     unlearned, trajectory = split_unlearned(unlearned)
-    model = _model(cfg, data, unlearned)
-    mlp = attacks.load_paper_attack(attack, params)
-    q = derive_seed(cfg.seed, "eval", cfg.eval_shots)
-    tr_idx, te_idx = _eval_indices(cfg, data)
-    yt_tr, yt_te = data.y_train[tr_idx], data.y_test[te_idx]
-    l_tr, c_tr = logits_on(model, data.x_train[tr_idx], cfg.eval_shots, cfg.backend, q)
-    l_te, c_te = logits_on(model, data.x_test[te_idx], cfg.eval_shots, cfg.backend, q + 1)
-    s_tr = mlp.scores(attacks.attack_features(l_tr, yt_tr))
-    s_te = mlp.scores(attacks.attack_features(l_te, yt_te))
-    loss_tr = attacks.per_sample_loss(l_tr, yt_tr).numpy()
-    loss_te = attacks.per_sample_loss(l_te, yt_te).numpy()
-    pred_tr, pred_te = l_tr.argmax(1).numpy(), l_te.argmax(1).numpy()
-    y_tr, y_te = yt_tr.numpy(), yt_te.numpy()
+    want = _evaluate_rows(cfg, data, params, active)
+    tr = want["train"]
+    out, qcosts = _query(_model(cfg, data, unlearned), data, want, cfg.eval_shots, cfg.backend,
+                         derive_seed(cfg.seed, "eval", cfg.eval_shots))
+    f = np.flatnonzero(np.isin(tr, data.forget))
+    row: dict[str, Any] = {}
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    for a in active:
+        scores[a.NAME] = a.score(states[a.NAME], out, params)
+        row.update(a.columns(scores[a.NAME]["train"][f], scores[a.NAME]["eval"], params))
+    n_scored = len(want["eval"])
+    row.update({"mia_fpr_floor": metrics.fpr_floor(n_scored), "n_nonmembers_scored": n_scored,
+                "n_forget": len(data.forget), "n_forget_evaluated": len(f)})
+    row.update(_utility(cfg, data, out, f))
+    row.update(_cost_columns(costs, _sum_costs(qcosts), time.perf_counter() - start))
+    row.update(unlearn_columns(cfg, costs, trajectory))
+    row.update(_provenance(*qcosts))
+    return row, _examples(data, out, scores, f, active)
 
-    in_forget = np.isin(tr_idx, data.forget)
-    f, r = np.flatnonzero(in_forget), np.flatnonzero(~in_forget)
-    forget_labels = np.unique(y_tr[f])
-    same_class = np.isin(y_te, forget_labels)
-    flags_f = s_tr[f] >= params["threshold"]
-    rate, lo, hi = metrics.mia_success(flags_f)
+
+def _know(cfg: CellConfig, data: CellData, params: dict[str, dict[str, Any]]) -> Knowledge:
+    return Knowledge(data.sizes(), data.retain, data.forget, params, cfg.seed)
+
+
+def _evaluate_rows(cfg: CellConfig, data: CellData, params: dict[str, dict[str, Any]],
+                   active: list[Any]) -> dict[str, np.ndarray]:
+    """Rows the evaluate stage queries: train and test (utility, forget members), the scored P_eval
+    non-members, and what the attacks need beyond them (RMIA's population samples)."""
+    tr, te = _eval_indices(cfg, data)
+    scored = {"train": tr, "test": te, "eval": _scored_nonmembers(cfg, data)}
+    return attacks.merge_rows(scored, *(a.target_rows(_know(cfg, data, params)) for a in active))
+
+
+def query_counts(cfg: CellConfig) -> dict[str, int]:
+    """Samples (circuits) the attack and evaluate stages of `cfg` query on its backend."""
+    data = cell_data(cfg)
+    params = attack_params(cfg.params_dict())
+    active = attacks.active(params)
+    attack = attacks.merge_rows(*(a.queries(_know(cfg, data, params)) for a in active))
+    return {"attack": sum(map(len, attack.values())),
+            "evaluate": sum(map(len, _evaluate_rows(cfg, data, params, active).values()))}
+
+
+def _scored_nonmembers(cfg: CellConfig, data: CellData) -> np.ndarray:
+    """P_eval positions scored as non-members: the forget class's, or all for random forgetting (<= n_eval)."""
+    y = data.y["eval"].numpy()
+    rows = np.flatnonzero(y == data.forget_class) if data.forget_class is not None else np.arange(len(y))
+    if cfg.n_eval is not None and len(rows) > cfg.n_eval:
+        rng = np.random.default_rng(derive_seed(cfg.seed, "eval-subsample-population", cfg.forget))
+        rows = np.sort(rng.choice(rows, size=cfg.n_eval, replace=False))
+    return rows
+
+
+def _utility(cfg: CellConfig, data: CellData, out: Outputs, f: np.ndarray) -> dict[str, float]:
+    pred_tr, y_tr = out.logits["train"].argmax(1).numpy(), out.labels["train"].numpy()
+    pred_te, y_te = out.logits["test"].argmax(1).numpy(), out.labels["test"].numpy()
+    r = np.setdiff1d(np.arange(len(y_tr)), f)
     test_forget = y_te == data.forget_class if data.forget_class is not None else np.zeros_like(y_te, bool)
-    eval_seconds = time.perf_counter() - start
+    return {"acc_train_retain": _acc(pred_tr, y_tr, r), "acc_train_forget": _acc(pred_tr, y_tr, f),
+            "acc_test_retain": _acc(pred_te, y_te, np.flatnonzero(~test_forget)),
+            "acc_test_forget": _acc(pred_te, y_te, np.flatnonzero(test_forget))}
+
+
+def _cost_columns(costs: dict[str, dict[str, float]], evaluation: dict[str, float], seconds: float) -> dict[str, Any]:
+    """Seconds per stage, circuits and shots of the whole cell, and QPU seconds only where reported."""
     stage = lambda name: costs.get(name, {})  # noqa: E731
-    circuits = {s: stage(s).get("circuits", 0.0) for s in ("train", "unlearn", "attack")}
-    shots = {s: stage(s).get("shots", 0.0) for s in ("train", "unlearn", "attack")}
-    row: dict[str, Any] = {
-        "mia_success": rate, "mia_success_lo": lo, "mia_success_hi": hi,
-        "mia_auc": metrics.auc(s_tr[f], s_te[same_class]),
-        "mia_tpr_at_1pct_fpr": metrics.tpr_at_fpr(s_tr[f], s_te[same_class], 0.01),
-        "mia_tpr_at_01pct_fpr": metrics.tpr_at_fpr(s_tr[f], s_te[same_class], 0.001),
-        "mia_nonmember_flag_rate": float(np.mean(s_te[same_class] >= params["threshold"])) if same_class.any() else math.nan,
+    parts = [stage(s) for s in ("train", "unlearn", "attack")] + [evaluation]
+    qpu = [p["qpu_seconds"] for p in (stage("attack"), evaluation) if p.get("qpu_seconds") is not None]
+    return {
         "attack_train_acc": stage("attack").get("attack_train_acc", math.nan),
-        "loss_auc": metrics.auc(-loss_tr[f], -loss_te[same_class]),
-        "loss_tpr_at_1pct_fpr": metrics.tpr_at_fpr(-loss_tr[f], -loss_te[same_class], 0.01),
-        "acc_train_retain": _acc(pred_tr, y_tr, r),
-        "acc_train_forget": _acc(pred_tr, y_tr, f),
-        "acc_test_retain": _acc(pred_te, y_te, np.flatnonzero(~test_forget)),
-        "acc_test_forget": _acc(pred_te, y_te, np.flatnonzero(test_forget)),
-        "n_forget": len(data.forget),
-        "n_forget_evaluated": len(f),
+        "heldout_train_acc": stage("attack").get("heldout_train_acc", math.nan),
         "train_seconds": stage("train").get("seconds", 0.0),
         "unlearn_seconds": stage("unlearn").get("seconds", 0.0),
         "attack_seconds": stage("attack").get("seconds", 0.0),
-        "eval_seconds": eval_seconds,
-        "unlearn_circuits": circuits["unlearn"],
-        "unlearn_shots_total": shots["unlearn"],
-        "eval_circuits": c_tr["circuits"] + c_te["circuits"],
-        "circuit_executions": sum(circuits.values()) + c_tr["circuits"] + c_te["circuits"],
-        "shots_total": sum(shots.values()) + c_tr["shots"] + c_te["shots"],
-        "qpu_seconds": stage("attack").get("qpu_seconds", 0.0) + c_tr.get("qpu_seconds", 0.0) + c_te.get("qpu_seconds", 0.0),
-        **unlearn_columns(cfg, costs, trajectory),
+        "eval_seconds": seconds,
+        "unlearn_circuits": stage("unlearn").get("circuits", 0.0),
+        "unlearn_shots_total": stage("unlearn").get("shots", 0.0),
+        "eval_circuits": evaluation["circuits"],
+        "circuit_executions": sum(p.get("circuits", 0.0) for p in parts),
+        "shots_total": sum(p.get("shots", 0.0) for p in parts),
+        "qpu_seconds": float(sum(qpu)) if qpu else None,
+        "qpu_seconds_reported": bool(qpu),
     }
-    if "lira.mu" in attack:
-        mu, sigma = attack["lira.mu"].numpy(), float(attack["lira.sigma"][0])
-        mu = np.r_[mu[: cfg.n_train][tr_idx], mu[cfg.n_train :][te_idx]]
-        phi = np.r_[lira.logit_confidence(l_tr, yt_tr), lira.logit_confidence(l_te, yt_te)]
-        sc = lira.lira_scores(phi, mu, sigma)
-        sc_tr, sc_te = sc[: len(y_tr)], sc[len(y_tr) :]
-        row["lira_auc"] = metrics.auc(sc_tr[f], sc_te[same_class])
-        row["lira_tpr_at_1pct_fpr"] = metrics.tpr_at_fpr(sc_tr[f], sc_te[same_class], 0.01)
-        row["lira_tpr_at_01pct_fpr"] = metrics.tpr_at_fpr(sc_tr[f], sc_te[same_class], 0.001)
-    row.update(_provenance(c_tr, c_te))
-    examples = pd.DataFrame({
-        "split": np.r_[np.where(in_forget, "train_forget", "train_retain"), np.full(len(y_te), "test")],
-        "sample_index": np.r_[tr_idx, te_idx].astype(np.int64),
-        "label": np.r_[y_tr, y_te].astype(np.int64),
-        "prediction": np.r_[pred_tr, pred_te].astype(np.int64),
-        "loss": np.r_[loss_tr, loss_te],
-        "attack_score": np.r_[s_tr, s_te],
+
+
+def _examples(data: CellData, out: Outputs, scores: dict[str, dict[str, np.ndarray]], f: np.ndarray,
+              active: list[Any]) -> pd.DataFrame:
+    """One row per evaluated train and test sample and per scored P_eval non-member (split `population`)."""
+    roles = ("train", "test", "eval")
+    in_forget = np.zeros(len(out.rows["train"]), bool)
+    in_forget[f] = True
+    split = np.r_[np.where(in_forget, "train_forget", "train_retain"), np.full(len(out.rows["test"]), "test"),
+                  np.full(len(out.rows["eval"]), "population")]
+    logits = torch.cat([out.logits[r] for r in roles])
+    labels = torch.cat([out.labels[r] for r in roles])
+    probs = F.softmax(logits, dim=1).numpy()
+    df = pd.DataFrame({
+        "split": split,
+        "sample_index": np.concatenate([out.rows[r] for r in roles]).astype(np.int64),
+        "label": labels.numpy().astype(np.int64),
+        "prediction": logits.argmax(1).numpy().astype(np.int64),
+        "loss": F.cross_entropy(logits, labels, reduction="none").numpy(),
     })
-    return row, examples
+    for a in active:
+        if a.SCORE_COLUMN:
+            df[a.SCORE_COLUMN] = np.concatenate([scores[a.NAME][r] for r in roles])
+    for c in range(probs.shape[1]):
+        df[f"prob_{c}"] = probs[:, c]
+    df["dataset_index"] = np.concatenate([data.dataset_index[r][out.rows[r]] for r in roles]).astype(np.int64)
+    return df
 
 
 def _eval_indices(cfg: CellConfig, data: CellData) -> tuple[np.ndarray, np.ndarray]:
     """Train and test indices to evaluate: all, or a seeded subsample of n_eval per split."""
+    n_train, n_test = len(data.y["train"]), len(data.y["test"])
     if cfg.n_eval is None:
-        return np.arange(cfg.n_train), np.arange(cfg.n_test)
+        return np.arange(n_train), np.arange(n_test)
     rng = np.random.default_rng(derive_seed(cfg.seed, "eval-subsample", cfg.forget))
     pick = lambda idx: np.sort(rng.choice(idx, size=min(cfg.n_eval, len(idx)), replace=False))  # noqa: E731
-    return np.sort(np.r_[pick(data.retain), pick(data.forget)]), pick(np.arange(cfg.n_test))
+    return np.sort(np.r_[pick(data.retain), pick(data.forget)]), pick(np.arange(n_test))
 
 
 _PROVENANCE = ("transpiled_depth", "two_qubit_gates", "calibration_time", "backend_version", "backend_name",
@@ -391,7 +522,8 @@ def _acc(pred: np.ndarray, y: np.ndarray, idx: np.ndarray) -> float:
 def run_cell(cfg: CellConfig) -> tuple[dict[str, Any], pd.DataFrame]:
     """All stages of one cell in-process (no reuse): the reference for what the harness computes."""
     train = train_stage(cfg)
+    refs = [reference_stage(reference_config(cfg, i)) for i in range(attack_params(cfg.params_dict())["references"]["k"])]
     un = unlearn_stage(cfg, train.state)
-    att = attack_stage(cfg, train.state)
+    att = attack_stage(cfg, train.state, *(r.state for r in refs))
     return evaluate_stage(cfg, train.state, un.state, att.state,
                           {"train": train.cost, "unlearn": un.cost, "attack": att.cost})

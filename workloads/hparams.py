@@ -1,6 +1,7 @@
 """Every hyper-parameter of training, unlearning and the attacks, with its default, in one place.
 
-Grids override them per model name, per method name, or for `attack`/`lira`/`relearn` (docs/grid.md).
+Grids override them per model name, per method name, or per section: `attack`, `references`, `rmia`,
+`relearn` (docs/grid.md).
 """
 
 from __future__ import annotations
@@ -85,11 +86,17 @@ RELEARN_DEFAULTS: dict[str, Any] = {"fraction": 0.1, "max_steps": 100}
 AUDIT_EVERY = 5
 AUDIT_RETAIN = 300
 
-# The paper's gray-box MIA (docs/metrics.md) and offline LiRA (off unless shadows > 0).
+# Attacks (docs/metrics.md). `attack`: the study's 13-64-64-1 MLP, shared by the `study` and `heldout`
+# protocols (members/non-members drawn for its training, threshold for flagging).
+# `references`: k reference models for RMIA and offline LiRA (0: off; pairs, each pair splits P_attack in
+# complementary halves), trained with the model's recipe for `epoch_fraction` of its epochs (at least 1).
+# `rmia`: the offline correction a (0.3, ML Privacy Meter's default for its offline attack), gamma, and how
+# many P_attack samples z each target sample is compared with (1000: ties below 0.1% of the scale).
 EXTRA_DEFAULTS: dict[str, dict[str, Any]] = {
     "attack": {"hidden": 64, "dropout": 0.3, "lr": 0.01, "epochs": 1000, "n_members": 500, "n_nonmembers": 500,
                "threshold": 0.5},
-    "lira": {"shadows": 0},
+    "references": {"k": 0, "epoch_fraction": 1.0},
+    "rmia": {"offline_a": 0.3, "gamma": 1.0, "n_population": 1000},
     "relearn": RELEARN_DEFAULTS,
 }
 
@@ -152,3 +159,17 @@ def resolve_params(model: str, method: str, overrides: dict[str, dict[str, Any]]
     if method not in METHOD_DEFAULTS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHOD_DEFAULTS)}")
     return merged(model, overrides.get(model)), merged(method, overrides.get(method))
+
+
+def attack_params(overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Every attack section with overrides applied; `references.k` must be 0 or even (complementary pairs)."""
+    overrides = overrides or {}
+    out = {s: merged(s, overrides.get(s)) for s in ("attack", "references", "rmia")}
+    k = out["references"]["k"]
+    if k < 0 or k % 2:
+        raise ValueError(f"params.references.k: expected 0 or an even number (reference models come in "
+                         f"complementary pairs over P_attack), got {k}")
+    if not 0 < out["references"]["epoch_fraction"] <= 1:
+        raise ValueError(f"params.references.epoch_fraction: expected a number in (0, 1], "
+                         f"got {out['references']['epoch_fraction']}")
+    return out

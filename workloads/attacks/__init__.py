@@ -1,0 +1,51 @@
+"""Membership-inference attacks behind one interface (docs/metrics.md).
+
+Each attack is one module with NAME, SCORE_COLUMN (its per-example column, or None), NEEDS_REFERENCES and
+  queries(know) / reference_queries(know)   rows of each data role it needs from the original / reference models
+  fit(view) -> (state, info)                in the attack stage, on what the attacker may see
+  target_rows(know)                         extra rows of the evaluated model it needs (beyond those scored)
+  score(state, outputs, params)             membership scores of every queried row (higher: member)
+  columns(members, nonmembers, params)      its cell columns from the scores of forget-set members and of
+                                            held-out P_eval non-members
+Adding an attack is one module plus one line in ATTACKS.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from . import heldout, lira, loss, rmia, study
+from .base import AttackerView, Knowledge, Outputs
+
+ATTACKS: dict[str, ModuleType] = {m.NAME: m for m in (study, heldout, loss, rmia, lira)}
+
+__all__ = ["ATTACKS", "AttackerView", "Knowledge", "Outputs", "active", "merge_rows", "pack", "unpack"]
+
+
+def active(params: dict[str, dict[str, Any]]) -> list[ModuleType]:
+    """The attacks a cell runs: all of them, those needing reference models only when there are some."""
+    k = params["references"]["k"]
+    return [a for a in ATTACKS.values() if k > 0 or not a.NEEDS_REFERENCES]
+
+
+def merge_rows(*wants: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Union of sorted rows per role."""
+    out: dict[str, np.ndarray] = {}
+    for w in wants:
+        for role, rows in w.items():
+            out[role] = np.union1d(out.get(role, np.zeros(0, np.int64)), rows).astype(np.int64)
+    return out
+
+
+def pack(states: Iterable[tuple[str, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+    """One flat state dict for the attack stage's artifact: keys prefixed by the attack's name."""
+    return {f"{name}.{k}": v for name, s in states for k, v in s.items()}
+
+
+def unpack(state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    prefix = f"{name}."
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

@@ -1,0 +1,83 @@
+"""What an attack sees: a model's outputs on rows of the data roles, and the attacker's knowledge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """A model's logits on some rows of each data role (train, test, attack, eval).
+
+    `rows[role]` are positions within the role (as in `workloads.data.Split`); `logits[role]` and
+    `labels[role]` are aligned with them.
+    """
+
+    rows: dict[str, np.ndarray]
+    logits: dict[str, torch.Tensor]
+    labels: dict[str, torch.Tensor]
+
+    def at(self, role: str, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, labels) of the given positions of `role`, which must all have been queried."""
+        pos = np.searchsorted(self.rows[role], rows)
+        if len(rows) and (pos.max() >= len(self.rows[role]) or not np.array_equal(self.rows[role][pos], rows)):
+            raise KeyError(f"rows of role {role!r} that were not queried")
+        return self.logits[role][pos], self.labels[role][pos]
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """What the attacker knows when it fits: sizes of the roles, the retain/forget split, its params, seed."""
+
+    sizes: dict[str, int]
+    retain: np.ndarray
+    forget: np.ndarray
+    params: dict[str, dict[str, Any]]
+    seed: int
+
+
+@dataclass(frozen=True)
+class AttackerView:
+    """The knowledge plus the original model's outputs and, when there are any, the reference models'."""
+
+    know: Knowledge
+    original: Outputs
+    references: tuple[Outputs, ...] = ()
+    reference_members: tuple[np.ndarray, ...] = ()  # P_attack positions each reference trained on
+
+
+def features(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The study's 13 features per sample: 10 softmax probabilities, max probability, correctness, loss."""
+    probs = F.softmax(logits, dim=1)
+    loss = F.cross_entropy(logits, labels, reduction="none")
+    correct = (logits.argmax(1) == labels).to(probs.dtype)
+    return torch.cat([probs, probs.max(1).values[:, None], correct[:, None], loss[:, None]], dim=1)
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    return F.cross_entropy(logits, labels, reduction="none").numpy()
+
+
+def true_label_prob(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    return F.softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1).numpy()
+
+
+def logit_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:
+    """phi = log p_y - log(1 - p_y), computed stably from log-softmax (LiRA's statistic)."""
+    logp = F.log_softmax(logits, dim=1)
+    lp_y = logp.gather(1, labels[:, None]).squeeze(1)
+    others = logp.clone()
+    others[torch.arange(len(labels)), labels] = -torch.inf
+    return (lp_y - torch.logsumexp(others, dim=1)).numpy()
+
+
+def draw(n: int, k: int, seed: int) -> np.ndarray:
+    """k sorted positions out of n (all when k >= n), drawn with `seed`."""
+    if k >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))

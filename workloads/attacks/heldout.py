@@ -1,0 +1,58 @@
+"""`heldout`: the study's MLP trained on what an attacker may know, scored only on samples it never saw.
+
+Members are drawn from the retain set, non-members from P_attack. It is scored on the forget set against
+held-out P_eval non-members, so its AUC, TPR and flag rates measure leakage, not memorised features.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import metrics
+from ..seeds import derive_seed
+from .base import AttackerView, Knowledge, Outputs, draw
+from .mlp import fit_mlp, mlp_scores
+
+NAME = "heldout"
+SCORE_COLUMN = "attack_score"
+NEEDS_REFERENCES = False
+
+
+def queries(know: Knowledge) -> dict[str, np.ndarray]:
+    p = know.params["attack"]
+    members = know.retain[draw(len(know.retain), p["n_members"], derive_seed(know.seed, "heldout-members"))]
+    return {"train": np.sort(members),
+            "attack": draw(know.sizes["attack"], p["n_nonmembers"], derive_seed(know.seed, "heldout-nonmembers"))}
+
+
+def reference_queries(know: Knowledge) -> dict[str, np.ndarray]:
+    return {}
+
+
+def fit(view: AttackerView) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    q = queries(view.know)
+    state, acc = fit_mlp(view.original.at("train", q["train"]), view.original.at("attack", q["attack"]),
+                         view.know.params["attack"], derive_seed(view.know.seed, "heldout-fit"))
+    # the rows it trained on travel with it, so that a test can check that none of them is ever scored
+    state |= {"members_rows": torch.from_numpy(q["train"]), "nonmembers_rows": torch.from_numpy(q["attack"])}
+    return state, {"heldout_train_acc": acc}
+
+
+def target_rows(know: Knowledge) -> dict[str, np.ndarray]:
+    return {}
+
+
+def score(state: dict[str, torch.Tensor], target: Outputs, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {role: mlp_scores(state, params["attack"], target.logits[role], target.labels[role]) for role in target.rows}
+
+
+def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any]) -> dict[str, float]:
+    t = params["attack"]["threshold"]
+    adv, lo, hi = metrics.rate_difference(members >= t, nonmembers >= t)
+    return {"mia_recall_heldout": metrics.rate(members >= t)[0],
+            "mia_nonmember_flag_rate": metrics.rate(nonmembers >= t)[0],
+            "mia_advantage": adv, "mia_advantage_lo": lo, "mia_advantage_hi": hi,
+            **metrics.roc_columns("mia", members, nonmembers)}

@@ -1,0 +1,63 @@
+"""The study's gray-box attack model: a 13-64-64-1 MLP on output features (shared by `study` and `heldout`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .base import features
+
+N_FEATURES = 13
+
+
+class PaperMLP(nn.Module):
+    """13-64-64-1 MLP, ReLU, dropout, sigmoid output."""
+
+    def __init__(self, hidden: int = 64, dropout: float = 0.3):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(N_FEATURES, hidden, dtype=torch.float64), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden, dtype=torch.float64), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, 1, dtype=torch.float64),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
+
+    @torch.no_grad()
+    def scores(self, x: torch.Tensor) -> np.ndarray:
+        """Membership probability per sample."""
+        self.eval()
+        return torch.sigmoid(self(x)).numpy()
+
+
+def fit_mlp(members: tuple[torch.Tensor, torch.Tensor], nonmembers: tuple[torch.Tensor, torch.Tensor],
+            params: dict[str, Any], seed: int) -> tuple[dict[str, torch.Tensor], float]:
+    """Train on (logits, labels) of members and non-members, full batch with Adam.
+
+    Returns the MLP's weights and its accuracy on its own training data."""
+    fm, fn = features(*members), features(*nonmembers)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mlp = PaperMLP(params["hidden"], params["dropout"])
+        x = torch.cat([fm, fn])
+        y = torch.cat([torch.ones(len(fm)), torch.zeros(len(fn))]).double()
+        opt = torch.optim.Adam(mlp.parameters(), lr=params["lr"])
+        mlp.train()
+        for _ in range(params["epochs"]):
+            opt.zero_grad()
+            F.binary_cross_entropy_with_logits(mlp(x), y).backward()
+            opt.step()
+    acc = float(((mlp.scores(x) >= params["threshold"]) == y.numpy().astype(bool)).mean())
+    return dict(mlp.state_dict()), acc
+
+
+def mlp_scores(state: dict[str, torch.Tensor], params: dict[str, Any], logits: torch.Tensor,
+               labels: torch.Tensor) -> np.ndarray:
+    mlp = PaperMLP(params["hidden"], params["dropout"])
+    mlp.load_state_dict({k: v for k, v in state.items() if k.startswith("net.")})
+    return mlp.scores(features(logits, labels))

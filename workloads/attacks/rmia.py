@@ -1,0 +1,82 @@
+"""`rmia`: Robust MIA (Zarifzadeh et al., ICML 2024, "Low-Cost High-Power Membership Inference Attacks"),
+offline, with the reference models trained on halves of P_attack.
+
+For a target sample x: ratio(x) = p(x|theta) / p(x), where p(.|theta) is the target model's probability of
+the true label and p(x) its average over reference models. Every target sample (training set, P_eval) is
+OUT for every reference, so p(x) uses the paper's offline correction p(x) = 1/2((1+a) p_OUT(x) + (1-a)).
+The score of x is the fraction of population samples z (drawn from P_attack) with ratio(x)/ratio(z) >= gamma;
+each z is OUT for the half of the references that did not train on it, and p(z) uses those.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import metrics
+from ..seeds import derive_seed
+from .base import AttackerView, Knowledge, Outputs, draw, true_label_prob
+
+NAME = "rmia"
+SCORE_COLUMN = "rmia_score"
+NEEDS_REFERENCES = True
+TARGETS = ("train", "eval")
+
+
+def _z_rows(know: Knowledge) -> np.ndarray:
+    return draw(know.sizes["attack"], know.params["rmia"]["n_population"], derive_seed(know.seed, "rmia-population"))
+
+
+def queries(know: Knowledge) -> dict[str, np.ndarray]:
+    return {}
+
+
+def reference_queries(know: Knowledge) -> dict[str, np.ndarray]:
+    return {**{r: np.arange(know.sizes[r]) for r in TARGETS}, "attack": _z_rows(know)}
+
+
+def fit(view: AttackerView) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    know, refs = view.know, view.references
+    state = {}
+    for role in TARGETS:
+        rows = np.arange(know.sizes[role])
+        state[f"p_out_{role}"] = np.mean([true_label_prob(*r.at(role, rows)) for r in refs], axis=0)
+    z = _z_rows(know)
+    p = np.stack([true_label_prob(*r.at("attack", z)) for r in refs])
+    out = np.stack([~np.isin(z, m) for m in view.reference_members])
+    if not out.any(axis=0).all():
+        raise ValueError("rmia: a population sample is IN for every reference model; references must come in "
+                         "complementary pairs")
+    state["p_out_z"] = (p * out).sum(0) / out.sum(0)
+    state = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in state.items()}
+    state["z_rows"] = torch.from_numpy(z.astype(np.int64))
+    return state, {}
+
+
+def target_rows(know: Knowledge) -> dict[str, np.ndarray]:
+    return {"attack": _z_rows(know)}
+
+
+def score(state: dict[str, torch.Tensor], target: Outputs, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    a, gamma = params["rmia"]["offline_a"], params["rmia"]["gamma"]
+
+    def ratio(p_target: np.ndarray, p_out: np.ndarray) -> np.ndarray:
+        return p_target / (0.5 * ((1 + a) * p_out + (1 - a)))
+
+    z = state["z_rows"].numpy()
+    ratio_z = np.sort(ratio(true_label_prob(*target.at("attack", z)), state["p_out_z"].numpy()))
+    out = {}
+    for role, rows in target.rows.items():
+        if role not in TARGETS:
+            out[role] = np.full(len(rows), np.nan)
+            continue
+        rx = ratio(true_label_prob(target.logits[role], target.labels[role]), state[f"p_out_{role}"].numpy()[rows])
+        # ratio(x)/ratio(z) >= gamma  <=>  ratio(z) <= ratio(x)/gamma
+        out[role] = np.searchsorted(ratio_z, rx / gamma, side="right") / len(ratio_z)
+    return out
+
+
+def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any]) -> dict[str, float]:
+    return metrics.roc_columns("rmia", members, nonmembers)
