@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .identity import STAGES
 from .hw_cli import app as hw_app
 from .ui import examples, fail, fmt_duration, note
 
@@ -227,8 +228,9 @@ def _dry_run(spec: Any, store: Any, workers: int | None) -> None:
     t = Table()
     for col in ("stage", "to run", "reused"):
         t.add_column(col, justify="right" if col != "stage" else "left")
-    for kind in ("train", "unlearn", "attack", "evaluate"):
-        t.add_row(kind, str(est.stages.get(kind, 0)), str(est.reused.get(kind, 0)))
+    for kind in STAGES:
+        if kind != "reference" or plan.count(kind):  # reference models only where the grid has them
+            t.add_row(kind, str(est.stages.get(kind, 0)), str(est.reused.get(kind, 0)))
     Console().print(t)
     print(f"estimate: {est.cost.circuits:,.0f} circuit executions, {est.cost.shots:,.0f} shots, "
           f"{est.cost.seconds / 3600:.2f} CPU-hours, about {fmt_duration(est.wall_seconds)} on {n} worker(s)")
