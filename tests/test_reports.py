@@ -30,8 +30,8 @@ def _cells(store, grid: str, seeds=SEEDS, forgets=FORGETS, methods=METHODS, eval
         base = CellConfig("qnn-angle-l2", forgets[0], "none", None, None, None, seed, dataset="digits",
                           n_train=200, n_test=100).with_params(PARAMS)
         train = train_stage(base)
-        attacks = {ev: attack_stage(_with(base, eval_shots=ev), train.state) for ev in evals}
-        for forget in forgets:
+        for forget in forgets:  # one attack per forget set and eval shots (its members come from the retain set)
+            attacks = {ev: attack_stage(_with(base, forget=forget, eval_shots=ev), train.state) for ev in evals}
             for method in methods:
                 cfg = _with(base, forget=forget, method=method)
                 un = unlearn_stage(cfg, train.state)
