@@ -200,6 +200,9 @@ def test_mnist_hqnn_acceptance():
         rows[method] = evaluate_stage(cfg, train.state, un.state, attack.state,
                                       {"train": train.cost, "unlearn": un.cost, "attack": attack.cost})[0]
     assert rows["none"]["mia_success"] >= 0.8 and rows["none"]["acc_test_retain"] >= 0.88
+    # about 175 same-class P_eval non-members: 1% FPR is resolvable, 0.1% is not (NULL, never 0)
+    assert rows["none"]["mia_fpr_floor"] <= 0.01 and rows["none"]["n_nonmembers_scored"] >= 100
+    assert not np.isnan(rows["none"]["mia_tpr_at_1pct_fpr"]) and np.isnan(rows["none"]["mia_tpr_at_01pct_fpr"])
     for method in ("ga", "ssd", "rga"):
         assert rows[method]["mia_success"] <= 0.10, method
     assert rows["none"]["acc_test_retain"] - rows["rga"]["acc_test_retain"] <= 0.05
