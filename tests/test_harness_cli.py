@@ -103,9 +103,10 @@ def test_sigkill_driver_midway_then_resume_equals_clean_run(tmp_path: Path) -> N
         return [r["cell_id"] for r in json.loads(out.output)]
 
     assert ids(killed) == ids(clean) and len(set(ids(killed))) == 12
-    q = "select count(*) n, count(distinct cell_id || split || sample_index) d from examples"
+    q = ("select count(*) n, count(distinct cell_id || split || sample_index) d, "
+         "count(*) filter (where split <> 'population') own from examples")
     out = json.loads(qmu("query", q, "--results", str(killed), "-f", "json").output)[0]
-    assert out["n"] == out["d"] == 12 * 300
+    assert out["n"] == out["d"] and out["own"] == 12 * 300
     # deterministic science: the resumed store has the same numbers as the clean one
     q = "select cell_id, mia_success, acc_test_retain from cells order by cell_id"
     assert qmu("query", q, "--results", str(killed), "-f", "csv").output == \

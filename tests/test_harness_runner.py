@@ -155,7 +155,10 @@ def test_real_cells_end_to_end(tmp_path: Path) -> None:
     # the shared original model: every cell reports the same training cost and train stage key
     assert df.train_key.nunique() == 1 and df.train_seconds.nunique() == 1
     ex = con.execute("select cell_id, split, count(*) n from examples group by 1, 2").df()
-    assert set(ex.groupby("cell_id").n.sum()) == {300}
+    own = ex[ex.split != "population"]  # train and test rows: every sample of the split, once
+    assert set(own.groupby("cell_id").n.sum()) == {300}
+    pop = ex[ex.split == "population"]  # the scored P_eval non-members, the same set for every cell
+    assert len(pop) == df.cell_id.nunique() and pop.n.nunique() == 1 and pop.n.iloc[0] > 0
     assert time.time() - t0 < 120
 
 

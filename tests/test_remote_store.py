@@ -69,12 +69,13 @@ def test_run_status_query_compact_report_on_s3(tmp_path: Path, s3_root: str) -> 
         return json.loads(out.output)
 
     cells_q = "select cell_id, method, status, mia_success from cells order by cell_id"
-    examples_q = "select count(*) n, count(distinct cell_id || split || sample_index) d from examples"
+    examples_q = ("select count(*) n, count(distinct cell_id || split || sample_index) d, "
+         "count(*) filter (where split <> 'population') own from examples")
     assert status() == ["remote", "2", "2", "0", "0", "0"]
     before = query(cells_q)
     assert len(before) == 2 and {r["status"] for r in before} == {"ok"} and all(r["mia_success"] for r in before)
     ex = query(examples_q)[0]
-    assert ex["n"] == ex["d"] == 2 * 300
+    assert ex["n"] == ex["d"] and ex["own"] == 2 * 300
 
     out = qmu("compact", "--results", s3_root)
     assert out.exit_code == 0 and "remote: 2 cells compacted" in out.output, out.output
