@@ -435,10 +435,6 @@ NOTES = [
 ]
 
 
-def _inline_md(t: str) -> str:
-    return t
-
-
 def _inline_html(t: str) -> str:
     import re
 

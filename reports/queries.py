@@ -521,10 +521,6 @@ def compare(s: Store, a: str, b: str, grid: str | None = None) -> tuple[pd.DataF
     return _order(df, keys), da, db
 
 
-def ok_cell_count(s: Store, cond: str) -> int:
-    return s.con.execute(f"SELECT count(*) FROM cell_ci WHERE {cond}").fetchone()[0]
-
-
 # ------------------------------------------------------------------------------------------------ vs retrain
 def seed_mean(df: pd.DataFrame, by: list[str], cols: Iterable[str],
               bounds: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:

@@ -21,10 +21,6 @@ class Cost:
     shots: int
     device_circuits: int = 0  # circuits a device would run, parameter-shift gradients included
 
-    def as_dict(self) -> dict[str, float]:
-        return {"seconds": self.seconds, "circuits": float(self.circuits), "shots": float(self.shots),
-                "circuits_device": float(self.device_circuits)}
-
     def __add__(self, other: "Cost") -> "Cost":
         return Cost(self.seconds + other.seconds, self.circuits + other.circuits, self.shots + other.shots,
                     self.device_circuits + other.device_circuits)
