@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import matplotlib
 
@@ -526,26 +526,27 @@ def fig_roc(df: pd.DataFrame, note: str, heldout: bool) -> Figure | Skipped:
     return Figure(name, title, fig, cap, _roc_takeaway(df))
 
 
+def _per_model(head: str, models: Iterable[str], clause: Callable[[str], str | None]) -> str:
+    """A takeaway sentence: `head`, then the clause of every model that has something to say."""
+    parts = [c for mo in sorted(models) if (c := clause(mo))]
+    return f"{head}: " + "; ".join(parts) + "." if parts else ""
+
+
 def _roc_takeaway(df: pd.DataFrame) -> str:
-    parts = []
-    for mo in sorted(df["model"].unique()):
+    def clause(mo: str) -> str | None:
         sub = df[(df["attack"] == "paper-mlp") & (df["model"] == mo)]
         if sub.empty:
-            continue
+            return None
         nn = sub["min_nonmembers"].min()
         floor = 1.0 / nn if nn and nn > 0 else 1e-3
         f0 = 0.01 if floor <= 0.01 else 0.1
-        at = sub[(sub["fpr"] - f0).abs() < 1e-9 * max(f0, 1)]
-        if at.empty:
-            at = sub.iloc[(sub["fpr"] - f0).abs().argsort()[:0]]
-        vals = {r.method: float(r.tpr) for r in sub.loc[(sub["fpr"] - f0).abs() <= (sub["fpr"] - f0).abs().min() + 1e-12]
-                .itertuples()}
-        if "none" in vals:
-            s = f"on {mo} at FPR {f0:g} (floor {floor:.3f}) the attack finds {vals['none']:.2f} of the original model's forget set"
-            if "retrain" in vals:
-                s += f" and {vals['retrain']:.2f} after retrain"
-            parts.append(s)
-    return ("ROC: " + "; ".join(parts) + ".") if parts else ""
+        gap = (sub["fpr"] - f0).abs()
+        vals = {r.method: float(r.tpr) for r in sub.loc[gap <= gap.min() + 1e-12].itertuples()}
+        if "none" not in vals:
+            return None
+        s = f"on {mo} at FPR {f0:g} (floor {floor:.3f}) the attack finds {vals['none']:.2f} of the original model's forget set"
+        return s + (f" and {vals['retrain']:.2f} after retrain" if "retrain" in vals else "")
+    return _per_model("ROC", df["model"].unique(), clause)
 
 
 # ------------------------------------------------------------------------------------------------ cost
@@ -602,14 +603,12 @@ def fig_cost(df: pd.DataFrame, ratio: pd.DataFrame, ratio_what: str, note: str) 
 def _cost_takeaway(ratio: pd.DataFrame, what: str) -> str:
     if ratio.empty or not _has(ratio, "circuit_ratio"):
         return ""
-    parts = []
-    for mo in sorted(ratio["model"].unique()):
+    def clause(mo: str) -> str | None:
         sub = ratio[ratio["model"] == mo]
         vals = [f"{r.method} {float(r.circuit_ratio):.2g}x" for r in sub.itertuples() if not _isnull(r.circuit_ratio)]
-        if vals:
-            parts.append(f"{mo}: {', '.join(vals)}")
+        return f"{mo}: {', '.join(vals)}" if vals else None
     unit = "device circuits" if "device" in what.split("(")[0] else "circuits"
-    return f"Unlearning cost as a share of retraining ({unit}): " + "; ".join(parts) + "." if parts else ""
+    return _per_model(f"Unlearning cost as a share of retraining ({unit})", ratio["model"].unique(), clause)
 
 
 # ------------------------------------------------------------------------------------------------ vs retrain
@@ -635,13 +634,18 @@ def fig_closeness(df: pd.DataFrame, note: str) -> Figure | Skipped:
         for i, (m, lab, unit) in enumerate(panels):
             ax = axes[j][i]
             y, lo, hi = (np.array([sub.loc[me].get(k, np.nan) for me in ms], float) for k in (m, f"{m}_lo", f"{m}_hi"))
-            if m == "forget_quality":
-                lo = np.where(np.isnan(lo), y, np.maximum(lo, 1e-12))
-                y = np.maximum(y, 1e-12)
+            if m == "forget_quality":  # log axis: only a p-value of exactly 0 (or an interval end below 0) is cut
+                pos = np.r_[y, lo][np.r_[y, lo] > 0]
+                cut = pos.min() / 10 if len(pos) else 1e-12
+                zero = y <= 0
+                lo = np.where(np.isnan(lo), y, np.maximum(lo, cut))
+                y = np.where(zero, cut, y)
             for k, me in enumerate(ms):
                 ax.errorbar([k], y[k:k + 1], yerr=_err(y[k:k + 1], lo[k:k + 1], hi[k:k + 1]), fmt="o",
                             color=colors[me], markersize=6, capsize=2.5)
             if m == "forget_quality":
+                ax.scatter(np.flatnonzero(zero), y[zero], marker="v", s=40, color="0.2", zorder=3,
+                           label="p = 0 (drawn at the axis floor)")
                 ax.set_yscale("log")
                 ax.axhline(0.05, color="0.3", lw=0.9, ls="--")
                 ax.text(len(ms) - 0.5, 0.05, "0.05", fontsize=7, va="bottom", ha="right", color="0.3")
@@ -659,16 +663,16 @@ def fig_closeness(df: pd.DataFrame, note: str) -> Figure | Skipped:
            "same samples: mean Jensen-Shannon distance (base 2) of the 10 output probabilities; forget quality, the "
            "KS-test p-value between the two models' per-example forget-set losses (above the dashed 0.05: not "
            "distinguishable from retrain); privleak of the held-out attack AUC (0 = retrain's leakage; below 0 = "
-           f"over-unlearned). Means over seeds with 95% t intervals. {note}")
+           "over-unlearned). Means over seeds with 95% t intervals; on the log axis of forget quality an interval end "
+           f"at or below 0 is cut at the axis floor, and a p-value of exactly 0 is drawn there as a triangle. {note}")
     return Figure(name, title, fig, cap, _close_takeaway(df))
 
 
 def _close_takeaway(df: pd.DataFrame) -> str:
-    parts = []
-    for mo in sorted(df["model"].unique()):
+    def clause(mo: str) -> str | None:
         sub = df[(df["model"] == mo) & (df["method"] != "none")].dropna(subset=["js_forget"])
         if sub.empty:
-            continue
+            return None
         best, worst = sub.loc[sub["js_forget"].idxmin()], sub.loc[sub["js_forget"].idxmax()]
         s = f"on {mo} the outputs closest to retrain's on the forget set are {best['method']}'s (JS {best['js_forget']:.2f})"
         if worst["method"] != best["method"]:
@@ -677,8 +681,8 @@ def _close_takeaway(df: pd.DataFrame) -> str:
             ok = [r.method for r in sub.itertuples() if not _isnull(r.forget_quality) and r.forget_quality >= 0.05]
             s += (f"; {_join(ok)} pass{'es' if len(ok) == 1 else ''} the forget-quality test (p ≥ 0.05)" if ok
                   else "; no method passes the forget-quality test (p ≥ 0.05)")
-        parts.append(s)
-    return ("Closeness: " + "; ".join(parts) + ".") if parts else ""
+        return s
+    return _per_model("Closeness", df["model"].unique(), clause)
 
 
 def fig_collateral(change: pd.DataFrame, conf: pd.DataFrame, note: str) -> Figure | Skipped:
@@ -720,11 +724,10 @@ def fig_collateral(change: pd.DataFrame, conf: pd.DataFrame, note: str) -> Figur
 
 
 def _collateral_takeaway(change: pd.DataFrame, conf: pd.DataFrame) -> str:
-    parts = []
-    for mo in sorted(set(change.get("model", pd.Series(dtype=str)))):
+    def clause(mo: str) -> str | None:
         sub = change[(change["model"] == mo) & (change["method"] != "none")]
         if sub.empty:
-            continue
+            return None
         worst = sub.loc[sub["acc_change"].idxmin()]
         s = f"on {mo} the largest collateral loss is {worst['method']}'s on digit {int(worst['label'])} " \
             f"({worst['acc_change'] * 100:+.0f} points against retrain)"
@@ -734,8 +737,8 @@ def _collateral_takeaway(change: pd.DataFrame, conf: pd.DataFrame) -> str:
             if len(cm):
                 top = cm.loc[cm["share"].idxmax()]
                 s += f"; after {me} the forgotten class goes mostly to {int(top['prediction'])} ({top['share'] * 100:.0f}%)"
-        parts.append(s)
-    return ("Collateral damage: " + "; ".join(parts) + ".") if parts else ""
+        return s
+    return _per_model("Collateral damage", set(change.get("model", pd.Series(dtype=str))), clause)
 
 
 TRAJ = (("forget_acc", "forget-set accuracy"), ("retain_acc", "retain-set accuracy"),

@@ -70,3 +70,21 @@ def write_real_grid(path: Path, name: str = "real", methods: str = "none, retrai
                     eval_shots: str = "exact, 16", seeds: str = "0") -> Path:
     path.write_text(REAL_GRID.format(name=name, methods=methods, eval_shots=eval_shots, seeds=seeds))
     return path
+
+
+def method_rows(base: Any, methods: tuple[str, ...], train: Any = None, attack: Any = None) -> dict[str, dict[str, Any]]:
+    """The evaluated row of `base` (a CellConfig) under each method, sharing one train and one attack stage
+    (run here unless given)."""
+    from dataclasses import replace
+
+    from workloads.cell import attack_stage, evaluate_stage, train_stage, unlearn_stage
+
+    train = train or train_stage(base)
+    attack = attack or attack_stage(base, train.state)
+    rows = {}
+    for method in methods:
+        cfg = replace(base, method=method)
+        un = unlearn_stage(cfg, train.state)
+        rows[method] = evaluate_stage(cfg, train.state, un.state, attack.state,
+                                      {"train": train.cost, "unlearn": un.cost, "attack": attack.cost})[0]
+    return rows

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from workloads import metrics
-from workloads.cell import CellConfig, attack_stage, evaluate_stage, run_cell, stage_specs, train_stage, unlearn_stage
+from tests.conftest import method_rows
+from workloads.cell import CellConfig, attack_stage, run_cell, stage_specs, train_stage
 from workloads.inference import logits_on
 
 FAST = {"hqnn-l1": {"epochs": 10}, "attack": {"epochs": 300}}
@@ -20,12 +21,7 @@ def digits_cells():
     base = base.with_params(FAST)
     train = train_stage(base)
     attack = attack_stage(base, train.state)
-    rows = {}
-    for method in ("none", "retrain", "finetune", "ga", "ssd", "rga"):
-        cfg = replace(base, method=method)
-        un = unlearn_stage(cfg, train.state)
-        costs = {"train": train.cost, "unlearn": un.cost, "attack": attack.cost}
-        rows[method] = evaluate_stage(cfg, train.state, un.state, attack.state, costs)
+    rows = method_rows(base, ("none", "retrain", "finetune", "ga", "ssd", "rga"), train, attack)
     return base, train, attack, rows
 
 
@@ -191,14 +187,7 @@ def test_advantage_interval_is_newcombes():
 def test_mnist_hqnn_acceptance():
     """Issue 4 acceptance on MNIST, hqnn-l1, class:4, seed 0, exact shots."""
     base = CellConfig("hqnn-l1", "class:4", "none", None, None, None, 0)
-    train = train_stage(base)
-    attack = attack_stage(base, train.state)
-    rows = {}
-    for method in ("none", "ga", "ssd", "rga"):
-        cfg = replace(base, method=method)
-        un = unlearn_stage(cfg, train.state)
-        rows[method] = evaluate_stage(cfg, train.state, un.state, attack.state,
-                                      {"train": train.cost, "unlearn": un.cost, "attack": attack.cost})[0]
+    rows = method_rows(base, ("none", "ga", "ssd", "rga"))
     assert rows["none"]["mia_success"] >= 0.8 and rows["none"]["acc_test_retain"] >= 0.88
     # about 175 same-class P_eval non-members: 1% FPR is resolvable, 0.1% is not (NULL, never 0)
     assert rows["none"]["mia_fpr_floor"] <= 0.01 and rows["none"]["n_nonmembers_scored"] >= 100

@@ -3,13 +3,13 @@ relearning and the trajectory (digits, tiny models)."""
 
 import json
 import math
-from dataclasses import replace
 
 import pytest
 import torch
 
+from tests.conftest import method_rows
 from workloads import hparams, registry
-from workloads.cell import CellConfig, evaluate_stage, attack_stage, train_stage, unlearn_stage
+from workloads.cell import CellConfig, train_stage
 from workloads.data import load_split
 from workloads.models import build_model, model_inputs, shots_mode
 from workloads.training import as_labels, fit
@@ -146,13 +146,7 @@ def test_relearn_steps_are_zero_for_the_original_and_bounded(digits):
 
 def test_row_carries_device_costs_relearning_and_the_trajectory(digits):
     base, train = digits
-    attack = attack_stage(base, train.state)
-    rows = {}
-    for method in ("ga", "ssd"):
-        cfg = replace(base, method=method)
-        un = unlearn_stage(cfg, train.state)
-        rows[method], _ = evaluate_stage(cfg, train.state, un.state, attack.state,
-                                         {"train": train.cost, "unlearn": un.cost, "attack": attack.cost})
+    rows = method_rows(base, ("ga", "ssd"), train)
     ga, ssd = rows["ga"], rows["ssd"]
     assert ga["train_circuits_device"] == ssd["train_circuits_device"] > train.cost["circuits"]  # autograd counted
     assert 0 < ga["unlearn_circuits_device"] < ga["train_circuits_device"]
@@ -172,14 +166,7 @@ def test_mnist_rga_forgets_cheaply_and_keeps_accuracy():
     retained test drop of at most 3 points, at <= 25% of retrain's device circuits (and so does ga)."""
     torch.set_num_threads(1)
     base = CellConfig("hqnn-l1", "class:4", "none", None, None, None, 0)
-    train = train_stage(base)
-    attack = attack_stage(base, train.state)
-    rows = {}
-    for method in ("none", "retrain", "ga", "rga"):
-        cfg = replace(base, method=method)
-        un = unlearn_stage(cfg, train.state)
-        rows[method], _ = evaluate_stage(cfg, train.state, un.state, attack.state,
-                                         {"train": train.cost, "unlearn": un.cost, "attack": attack.cost})
+    rows = method_rows(base, ("none", "retrain", "ga", "rga"))
     rga, ga, none, retrain = rows["rga"], rows["ga"], rows["none"], rows["retrain"]
     assert rga["acc_train_forget"] <= 0.1
     assert none["acc_test_retain"] - rga["acc_test_retain"] <= 0.03

@@ -248,13 +248,13 @@ def _stop_acc(params: dict[str, Any], data: CellData, model: nn.Module) -> float
 
 
 def _unlearn_data(cfg: CellConfig, data: CellData, stop_acc: float) -> UnlearnData:
-    """Retain/forget sets, and the test samples the trajectory audit scores (held-out non-members:
-    same-class test samples for class forgetting, all test samples otherwise)."""
-    forget_labels = torch.unique(data.y_train[data.forget])
-    same = torch.isin(data.y_test, forget_labels) if data.forget_class is not None else torch.ones_like(data.y_test, dtype=torch.bool)
-    retained = data.y_test != data.forget_class if data.forget_class is not None else torch.ones_like(same)
+    """Retain/forget sets, the retained-class test samples and the held-out P_eval non-members that the
+    trajectory audit scores (the same ones the evaluate stage scores)."""
+    retained = data.y_test != data.forget_class if data.forget_class is not None else torch.ones_like(data.y_test, dtype=torch.bool)
+    heldout = torch.from_numpy(_scored_nonmembers(cfg, data))
     return UnlearnData(data.x_train[data.retain], data.y_train[data.retain], data.x_train[data.forget],
-                       data.y_train[data.forget], stop_acc, data.x_test, data.y_test, same, retained)
+                       data.y_train[data.forget], stop_acc, data.x_test, data.y_test, retained,
+                       data.x["eval"][heldout], data.y["eval"][heldout])
 
 
 def split_unlearned(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:

@@ -13,8 +13,9 @@ import torch
 
 from .. import metrics
 from ..seeds import derive_seed
-from .base import AttackerView, Knowledge, Outputs, draw
-from .mlp import fit_mlp, mlp_scores
+from . import mlp
+from .base import AttackerView, Knowledge, draw
+from .mlp import fit_attack, no_rows
 
 NAME = "heldout"
 SCORE_COLUMN = "attack_score"
@@ -28,25 +29,13 @@ def queries(know: Knowledge) -> dict[str, np.ndarray]:
             "attack": draw(know.sizes["attack"], p["n_nonmembers"], derive_seed(know.seed, "heldout-nonmembers"))}
 
 
-def reference_queries(know: Knowledge) -> dict[str, np.ndarray]:
-    return {}
+reference_queries = target_rows = no_rows
+score = mlp.score
 
 
 def fit(view: AttackerView) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    q = queries(view.know)
-    state, acc = fit_mlp(view.original.at("train", q["train"]), view.original.at("attack", q["attack"]),
-                         view.know.params["attack"], derive_seed(view.know.seed, "heldout-fit"))
-    # the rows it trained on travel with it, so that a test can check that none of them is ever scored
-    state |= {"members_rows": torch.from_numpy(q["train"]), "nonmembers_rows": torch.from_numpy(q["attack"])}
+    state, acc = fit_attack(view, queries(view.know), "train", "attack", "heldout-fit")
     return state, {"heldout_train_acc": acc}
-
-
-def target_rows(know: Knowledge) -> dict[str, np.ndarray]:
-    return {}
-
-
-def score(state: dict[str, torch.Tensor], target: Outputs, params: dict[str, Any]) -> dict[str, np.ndarray]:
-    return {role: mlp_scores(state, params["attack"], target.logits[role], target.labels[role]) for role in target.rows}
 
 
 def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any]) -> dict[str, float]:

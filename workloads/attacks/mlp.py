@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .base import features
+from ..seeds import derive_seed
+from .base import AttackerView, Outputs, features
 
 N_FEATURES = 13
 
@@ -61,3 +62,22 @@ def mlp_scores(state: dict[str, torch.Tensor], params: dict[str, Any], logits: t
     mlp = PaperMLP(params["hidden"], params["dropout"])
     mlp.load_state_dict({k: v for k, v in state.items() if k.startswith("net.")})
     return mlp.scores(features(logits, labels))
+
+
+def fit_attack(view: AttackerView, rows: dict[str, np.ndarray], member_role: str, nonmember_role: str,
+               seed_tag: str) -> tuple[dict[str, torch.Tensor], float]:
+    """fit_mlp on the original model's outputs at `rows`; the rows travel with the state, so that a test
+    can check that none of them is ever scored."""
+    members, nonmembers = rows[member_role], rows[nonmember_role]
+    state, acc = fit_mlp(view.original.at(member_role, members), view.original.at(nonmember_role, nonmembers),
+                         view.know.params["attack"], derive_seed(view.know.seed, seed_tag))
+    return state | {"members_rows": torch.from_numpy(members), "nonmembers_rows": torch.from_numpy(nonmembers)}, acc
+
+
+def score(state: dict[str, torch.Tensor], target: Outputs, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The attack module's `score` for an MLP attack: every queried role."""
+    return {role: mlp_scores(state, params["attack"], target.logits[role], target.labels[role]) for role in target.rows}
+
+
+def no_rows(know: Any) -> dict[str, np.ndarray]:
+    return {}

@@ -20,8 +20,8 @@ from ..training import Cost
 class UnlearnData:
     """Retain and forget sets, the resolved stop target, and the test samples the audit reads.
 
-    `heldout` marks test samples that stand in for the forget set's non-members (same class for class
-    forgetting); `test_retain` marks the test samples of retained classes.
+    `x_heldout`/`y_heldout` are the forget set's held-out non-members (the P_eval samples the evaluate
+    stage scores); `test_retain` marks the test samples of retained classes.
     """
 
     x_retain: torch.Tensor
@@ -31,8 +31,9 @@ class UnlearnData:
     stop_acc: float
     x_test: torch.Tensor | None = None
     y_test: torch.Tensor | None = None
-    heldout: torch.Tensor | None = None
     test_retain: torch.Tensor | None = None
+    x_heldout: torch.Tensor | None = None
+    y_heldout: torch.Tensor | None = None
 
 
 @dataclass
@@ -68,7 +69,8 @@ def audit_point(model: nn.Module, data: UnlearnData, step: int) -> dict[str, flo
     if data.x_test is not None:
         lt = exact_logits(model, data.x_test)
         point["test_acc"] = _acc(lt[data.test_retain], data.y_test[data.test_retain])
+    if data.x_heldout is not None:
         loss_f = F.cross_entropy(lf, data.y_forget, reduction="none").numpy()
-        loss_h = F.cross_entropy(lt[data.heldout], data.y_test[data.heldout], reduction="none").numpy()
+        loss_h = F.cross_entropy(exact_logits(model, data.x_heldout), data.y_heldout, reduction="none").numpy()
         point["loss_auc"] = auc(-loss_f, -loss_h)
     return {k: (round(v, 6) if isinstance(v, float) and np.isfinite(v) else v) for k, v in point.items()}
