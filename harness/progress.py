@@ -47,17 +47,17 @@ def _shots(v: Any) -> str:
 
 
 def stage_label(kind: str, cfg: Any) -> str:
-    """'train hqnn-l1 seed 0', 'unlearn ga hqnn-l1 seed 0', 'evaluate ga hqnn-l1 shots 16 seed 0'."""
+    """'train hqnn-l1 seed 0', 'unlearn ga hqnn-l1 class:4 seed 0', 'evaluate ga hqnn-l1 class:4 shots 16 seed 0'."""
     g = lambda k: getattr(cfg, k, None)  # noqa: E731
     seed = f"seed {g('seed')}"
-    if kind == "train":
+    if kind in ("train", "reference"):
         parts = [g("model")] + ([f"shots {g('train_shots')}"] if g("train_shots") is not None else []) + [seed]
     elif kind == "unlearn":
-        parts = [g("method"), g("model"), seed]
+        parts = [g("method"), g("model"), g("forget"), seed]
     elif kind == "attack":
-        parts = [g("model"), f"shots {_shots(g('eval_shots'))}", seed]
+        parts = [g("model"), g("forget"), f"shots {_shots(g('eval_shots'))}", seed]
     else:
-        parts = [g("method"), g("model"), f"shots {_shots(g('eval_shots'))}", seed]
+        parts = [g("method"), g("model"), g("forget"), f"shots {_shots(g('eval_shots'))}", seed]
     return " ".join([kind, *map(str, parts)])
 
 
