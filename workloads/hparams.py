@@ -81,7 +81,7 @@ RELEARN_DEFAULTS: dict[str, Any] = {"fraction": 0.1, "max_steps": 100}
 
 # The unlearning trajectory (forget/retain/test accuracy, loss-attack AUC) is logged every AUDIT_EVERY
 # steps for the first 20 points and every 5 * AUDIT_EVERY after: a few dozen points for the hundred-odd
-# steps GA takes on hqnn-l1, and no more than ~60 for GradDiff's longer runs. Retain accuracy there is
+# steps GA takes on hqnn-l1, and no more than ~60 for GradDiff's longer runs. Retain accuracy there
 # and the held-out loss AUC (P_eval non-members) are read on strided subsamples of about AUDIT_RETAIN
 # samples; the audit is outside the method's cost.
 AUDIT_EVERY = 5
