@@ -98,7 +98,8 @@ class _Counts(Progress):
         self.left = set(plan.stages)
         self.est = {s.key: stage_estimate(s.kind, s.cfg).seconds + 0.01 for s in plan.stages.values()}
         self.chain = _chains(plan, self.est)
-        self.measured = self.estimated = 0.0  # wall and estimate of the stages that ran to completion here
+        self.measured: dict[str, float] = {}  # per stage kind: wall of the stages that ran to completion here
+        self.estimated: dict[str, float] = {}  # ... and their cost-model estimate
 
     @property
     def workers(self) -> int:
@@ -120,8 +121,8 @@ class _Counts(Progress):
             _, wid = self.running.pop(node.key)
             now = time.time()
             if state == "done":
-                self.measured += now - began
-                self.estimated += self.est.get(node.key, 0.0)
+                self.measured[node.kind] = self.measured.get(node.kind, 0.0) + now - began
+                self.estimated[node.kind] = self.estimated.get(node.kind, 0.0) + self.est.get(node.key, 0.0)
             self.free_at[wid] = now
         self.left.discard(node.key)
         self.stages_failed += state == "failed"
@@ -139,20 +140,25 @@ class _Counts(Progress):
         self.cells_done += 1
         self.cells_failed += status == "failed"
 
-    def ratio(self) -> float | None:
-        """Measured over estimated seconds of the finished stages: how far off the cost model is here."""
-        return self.measured / self.estimated if self.estimated > 0 else None
+    def ratio(self, kind: str | None = None) -> float | None:
+        """Measured over estimated seconds of the finished stages (of one kind, or all): how far off the cost
+        model is here. The model can be off by different factors per kind (an attack 4x, a training 0.7x)."""
+        m, e = (self.measured.get(kind, 0.0), self.estimated.get(kind, 0.0)) if kind else \
+            (sum(self.measured.values()), sum(self.estimated.values()))
+        return m / e if e > 0 else None
 
     def eta(self) -> str:
-        """'eta 1m20s' once a stage has been timed; '~1m20s' (uncalibrated cost model) before."""
+        """'eta 1m20s' once a stage has been timed; '~1m20s' (uncalibrated cost model) before. Each stage kind
+        is scaled by its own measured ratio once one of its stages has finished, by the overall one before."""
         if not self.left:
             return ""
         r = self.ratio()
-        k = r if r is not None else 1.0
+        overall = r if r is not None else 1.0
+        k = {kind: self.ratio(kind) or overall for kind in {self.nodes[s].kind for s in self.left}}
         now = time.time()
         busy = {s: now - t for s, t in self.current().items()}
-        work = sum(max(0.0, self.est[s] * k - busy.get(s, 0.0)) for s in self.left)
-        chain = max(self.chain[s] * k - busy.get(s, 0.0) for s in self.left)
+        work = sum(max(0.0, self.est[s] * k[self.nodes[s].kind] - busy.get(s, 0.0)) for s in self.left)
+        chain = max(self.chain[s] * overall - busy.get(s, 0.0) for s in self.left)
         return f"eta {'' if r is not None else '~'}{fmt_duration(max(work / self.workers, chain, 0.0))}"
 
     def running_text(self) -> str:

@@ -250,3 +250,27 @@ def test_sigkill_during_compaction_then_rerun_same_cells_no_duplicates(tmp_path:
                                        "from examples group by 1").df()
     assert len(ex) == 12 and set(ex.n) == {4} and set(ex.d) == {4}
     assert not list((tmp_path / "r" / "cells" / "grid=t").glob("*.parquet"))  # all folded in
+
+
+def test_eta_scales_each_stage_kind_by_its_own_measured_ratio(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cost model is off by different factors per kind; one global ratio hid a 4x slow attack behind a
+    fast training and promised 1m45s with 15 min to go."""
+    from types import SimpleNamespace
+
+    from harness import progress as pg
+
+    est = {"train": 10.0, "attack": 1.0}
+    monkeypatch.setattr(pg, "stage_estimate", lambda kind, cfg: SimpleNamespace(seconds=est[kind] - 0.01))
+    clock = [0.0]
+    monkeypatch.setattr(pg.time, "time", lambda: clock[0])
+    nodes = {k: SimpleNamespace(key=k, kind=k[0] == "t" and "train" or "attack", cfg=None)
+             for k in ("t0", "t1", "a0", "a1", "a2")}
+    plan = SimpleNamespace(stages=nodes, cells=[], dependents=lambda: {k: [] for k in nodes})
+    c = pg._Counts()
+    c.start("g", 0, 0, plan)
+    for key, took in (("t0", 5.0), ("a0", 4.0)):  # training at half its estimate, an attack at 4x
+        c.stage_started(nodes[key], {"pid": 1})
+        clock[0] += took
+        c.stage_finished(nodes[key], "done")
+    # left: t1 (10 s * 0.5) and a1, a2 (1 s * 4 each) on one worker: 13 s; one global ratio (9/11) said 9.8 s
+    assert c.eta() == "eta 13 s"
