@@ -72,9 +72,9 @@ def write_real_grid(path: Path, name: str = "real", methods: str = "none, retrai
     return path
 
 
-def method_rows(base: Any, methods: tuple[str, ...], train: Any = None, attack: Any = None) -> dict[str, dict[str, Any]]:
-    """The evaluated row of `base` (a CellConfig) under each method, sharing one train and one attack stage
-    (run here unless given)."""
+def method_rows(base: Any, methods: tuple[str, ...], train: Any = None, attack: Any = None) -> dict[str, Any]:
+    """The evaluated (row, examples) of `base` (a CellConfig) under each method, sharing one train and one
+    attack stage (run here unless given)."""
     from dataclasses import replace
 
     from workloads.cell import attack_stage, evaluate_stage, train_stage, unlearn_stage
@@ -86,5 +86,5 @@ def method_rows(base: Any, methods: tuple[str, ...], train: Any = None, attack: 
         cfg = replace(base, method=method)
         un = unlearn_stage(cfg, train.state)
         rows[method] = evaluate_stage(cfg, train.state, un.state, attack.state,
-                                      {"train": train.cost, "unlearn": un.cost, "attack": attack.cost})[0]
+                                      {"train": train.cost, "unlearn": un.cost, "attack": attack.cost})
     return rows

@@ -13,7 +13,8 @@ from ..seeds import derive_seed
 from .base import AttackerView, Outputs, features
 
 N_FEATURES = 13
-# float32: its 1000 full-batch epochs were 87% of an attack stage's time in float64, and float32 halves them
+# float32 and fused Adam: its 1000 full-batch epochs were 87% of an attack stage's time in float64 (6.9 ms an
+# epoch on one core, quiet); float32 with fused Adam takes about 3.4 ms
 # (features are probabilities and a loss; the attack needs no more precision).
 DTYPE = torch.float32
 
@@ -50,7 +51,7 @@ def fit_mlp(members: tuple[torch.Tensor, torch.Tensor], nonmembers: tuple[torch.
         mlp = PaperMLP(params["hidden"], params["dropout"])
         x = torch.cat([fm, fn])
         y = torch.cat([torch.ones(len(fm)), torch.zeros(len(fn))]).to(DTYPE)
-        opt = torch.optim.Adam(mlp.parameters(), lr=params["lr"])
+        opt = torch.optim.Adam(mlp.parameters(), lr=params["lr"], fused=True)
         mlp.train()
         for _ in range(params["epochs"]):
             opt.zero_grad()
