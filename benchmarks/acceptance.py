@@ -110,7 +110,7 @@ def main() -> None:
     cells = s.df(f"SELECT * FROM cells WHERE status = 'ok' AND grid = '{a.grid}'")
     if cells.empty:
         sys.exit(f"{a.results}: no ok cells of grid {a.grid!r}")
-    cells["eval_shots"] = cells["eval_shots"].astype(str)
+    cells["eval_shots"] = cells["eval_shots"].map(lambda v: "exact" if pd.isna(v) else str(int(v)))
     pd.set_option("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 40)
     for title, df in (("held-out AUC of `none`, exact vs 8,192 shots (Hanley-McNeil 95%)", shots_agreement(cells)),
                       ("attack strength on `none`, exact outputs (mean over seeds, 95% t)", attack_strength(cells)),

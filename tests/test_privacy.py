@@ -87,6 +87,8 @@ def test_no_attack_training_sample_is_scored_and_p_eval_trains_nothing(digits_ce
     assert trained_on and not trained_on & scored
     forget_raw = set(ex[ex.split == "train_forget"].dataset_index)
     assert not set(split.index["train"][held["members_rows"].numpy()]) & forget_raw  # members from the retain set
+    # ... and non-members of the retained classes too, or the MLP learns the class instead of membership
+    assert 4 not in set(split.labels["attack"][held["nonmembers_rows"].numpy()])
     p_eval = set(split.index["eval"])
     study = unpack(attack.state, "study")
     assert not p_eval & (set(split.index["train"]) | trained_on | set(split.index["test"][study["nonmembers_rows"].numpy()]))

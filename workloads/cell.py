@@ -396,7 +396,8 @@ def evaluate_stage(
 
 
 def _know(cfg: CellConfig, data: CellData, params: dict[str, dict[str, Any]]) -> Knowledge:
-    return Knowledge(data.sizes(), data.retain, data.forget, params, cfg.seed)
+    return Knowledge(data.sizes(), data.retain, data.forget, params, cfg.seed, data.y["attack"].numpy(),
+                     data.forget_class)
 
 
 def _evaluate_rows(cfg: CellConfig, data: CellData, params: dict[str, dict[str, Any]],

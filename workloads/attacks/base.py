@@ -32,13 +32,16 @@ class Outputs:
 
 @dataclass(frozen=True)
 class Knowledge:
-    """What the attacker knows when it fits: sizes of the roles, the retain/forget split, its params, seed."""
+    """What the attacker knows when it fits: sizes of the roles, the retain/forget split, its params, seed,
+    the labels of its own population data (P_attack) and the forgotten class, if any."""
 
     sizes: dict[str, int]
     retain: np.ndarray
     forget: np.ndarray
     params: dict[str, dict[str, Any]]
     seed: int
+    attack_labels: np.ndarray
+    forget_class: int | None = None
 
 
 @dataclass(frozen=True)
