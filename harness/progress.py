@@ -121,8 +121,9 @@ class _Counts(Progress):
             _, wid = self.running.pop(node.key)
             now = time.time()
             if state == "done":
-                self.measured[node.kind] = self.measured.get(node.kind, 0.0) + now - began
-                self.estimated[node.kind] = self.estimated.get(node.kind, 0.0) + self.est.get(node.key, 0.0)
+                for k in {node.kind, _calibration_key(node)}:
+                    self.measured[k] = self.measured.get(k, 0.0) + now - began
+                    self.estimated[k] = self.estimated.get(k, 0.0) + self.est.get(node.key, 0.0)
             self.free_at[wid] = now
         self.left.discard(node.key)
         self.stages_failed += state == "failed"
@@ -144,20 +145,23 @@ class _Counts(Progress):
         """Measured over estimated seconds of the finished stages (of one kind, or all): how far off the cost
         model is here. The model can be off by different factors per kind (an attack 4x, a training 0.7x)."""
         m, e = (self.measured.get(kind, 0.0), self.estimated.get(kind, 0.0)) if kind else \
-            (sum(self.measured.values()), sum(self.estimated.values()))
+            (sum(v for k, v in self.measured.items() if ":" not in k),
+             sum(v for k, v in self.estimated.items() if ":" not in k))
         return m / e if e > 0 else None
 
     def eta(self) -> str:
-        """'eta 1m20s' once a stage has been timed; '~1m20s' (uncalibrated cost model) before. Each stage kind
-        is scaled by its own measured ratio once one of its stages has finished, by the overall one before."""
+        """'eta 1m20s' once a stage has been timed; '~1m20s' (uncalibrated cost model) before. Each stage is
+        scaled by the measured ratio of its own kind (of its method, for unlearning) once one has finished,
+        by its kind's or the overall one before."""
         if not self.left:
             return ""
         r = self.ratio()
         overall = r if r is not None else 1.0
-        k = {kind: self.ratio(kind) or overall for kind in {self.nodes[s].kind for s in self.left}}
+        keys = {s: _calibration_key(self.nodes[s]) for s in self.left}
+        k = {c: self.ratio(c) or self.ratio(c.split(":")[0]) or overall for c in set(keys.values())}
         now = time.time()
         busy = {s: now - t for s, t in self.current().items()}
-        work = sum(max(0.0, self.est[s] * k[self.nodes[s].kind] - busy.get(s, 0.0)) for s in self.left)
+        work = sum(max(0.0, self.est[s] * k[keys[s]] - busy.get(s, 0.0)) for s in self.left)
         chain = max(self.chain[s] * overall - busy.get(s, 0.0) for s in self.left)
         return f"eta {'' if r is not None else '~'}{fmt_duration(max(work / self.workers, chain, 0.0))}"
 
@@ -180,6 +184,13 @@ class _Counts(Progress):
             return f"ok     {label}: {headline(row)}"
         err = str((row or {}).get("error") or "").strip().splitlines()
         return f"{status} {label}" + (f": {err[0][:160]}" if err else "")
+
+
+def _calibration_key(node: Any) -> str:
+    """What the ETA calibrates together: a stage kind, or kind:method for unlearning (the cost model is off by
+    0.5x for retrain and several x for graddiff)."""
+    method = getattr(node.cfg, "method", None) if node.kind == "unlearn" else None
+    return f"{node.kind}:{method}" if method else node.kind
 
 
 def _chains(plan: Any, est: dict[str, float]) -> dict[str, float]:

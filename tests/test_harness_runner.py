@@ -253,24 +253,26 @@ def test_sigkill_during_compaction_then_rerun_same_cells_no_duplicates(tmp_path:
 
 
 def test_eta_scales_each_stage_kind_by_its_own_measured_ratio(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cost model is off by different factors per kind; one global ratio hid a 4x slow attack behind a
-    fast training and promised 1m45s with 15 min to go."""
+    """The cost model is off by different factors per kind (and per unlearning method); one global ratio hid
+    4x slow attacks behind a fast training and promised 1m45s with 15 min to go."""
     from types import SimpleNamespace
 
     from harness import progress as pg
 
-    est = {"train": 10.0, "attack": 1.0}
+    est = {"train": 10.0, "attack": 1.0, "unlearn": 1.0}
     monkeypatch.setattr(pg, "stage_estimate", lambda kind, cfg: SimpleNamespace(seconds=est[kind] - 0.01))
     clock = [0.0]
     monkeypatch.setattr(pg.time, "time", lambda: clock[0])
-    nodes = {k: SimpleNamespace(key=k, kind=k[0] == "t" and "train" or "attack", cfg=None)
-             for k in ("t0", "t1", "a0", "a1", "a2")}
+    kinds = {"t": "train", "a": "attack", "r": "unlearn", "g": "unlearn"}
+    nodes = {k: SimpleNamespace(key=k, kind=kinds[k[0]], cfg=SimpleNamespace(method={"r": "retrain", "g": "ga"}.get(k[0])))
+             for k in ("t0", "t1", "a0", "a1", "a2", "r0", "g0", "g1")}
     plan = SimpleNamespace(stages=nodes, cells=[], dependents=lambda: {k: [] for k in nodes})
     c = pg._Counts()
     c.start("g", 0, 0, plan)
-    for key, took in (("t0", 5.0), ("a0", 4.0)):  # training at half its estimate, an attack at 4x
+    # training at half its estimate, an attack at 4x, retrain at half and ga at 3x
+    for key, took in (("t0", 5.0), ("a0", 4.0), ("r0", 0.5), ("g0", 3.0)):
         c.stage_started(nodes[key], {"pid": 1})
         clock[0] += took
         c.stage_finished(nodes[key], "done")
-    # left: t1 (10 s * 0.5) and a1, a2 (1 s * 4 each) on one worker: 13 s; one global ratio (9/11) said 9.8 s
-    assert c.eta() == "eta 13 s"
+    # left on one worker: t1 (10 s * 0.5), a1 and a2 (1 s * 4 each), g1 (1 s * 3): 16 s
+    assert c.eta() == "eta 16 s"
