@@ -54,9 +54,14 @@ class AttackerView:
     reference_members: tuple[np.ndarray, ...] = ()  # P_attack positions each reference trained on
 
 
-def features(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The study's 13 features per sample: 10 softmax probabilities, max probability, correctness, loss."""
+def features(logits: torch.Tensor, labels: torch.Tensor, sort: bool = False) -> torch.Tensor:
+    """The study's 13 features per sample: 10 softmax probabilities, max probability, correctness, loss.
+
+    sort: the probabilities in descending order instead of by class (ML-Leaks, Salem et al. 2019), so that
+    an attack trained on some classes reads any class the same way."""
     probs = F.softmax(logits, dim=1)
+    if sort:
+        probs = probs.sort(dim=1, descending=True).values
     loss = F.cross_entropy(logits, labels, reduction="none")
     correct = (logits.argmax(1) == labels).to(probs.dtype)
     return torch.cat([probs, probs.max(1).values[:, None], correct[:, None], loss[:, None]], dim=1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -37,15 +37,15 @@ class PaperMLP(nn.Module):
     def scores(self, x: torch.Tensor) -> np.ndarray:
         """Membership probability per sample."""
         self.eval()
-        return torch.sigmoid(self(x)).double().numpy()
+        return torch.sigmoid(self(x).double()).numpy()  # float64: float32 saturates at |logit| > 17
 
 
 def fit_mlp(members: tuple[torch.Tensor, torch.Tensor], nonmembers: tuple[torch.Tensor, torch.Tensor],
-            params: dict[str, Any], seed: int) -> tuple[dict[str, torch.Tensor], float]:
+            params: dict[str, Any], seed: int, sort: bool = False) -> tuple[dict[str, torch.Tensor], float]:
     """Train on (logits, labels) of members and non-members, full batch with Adam.
 
     Returns the MLP's weights and its accuracy on its own training data."""
-    fm, fn = features(*members).to(DTYPE), features(*nonmembers).to(DTYPE)
+    fm, fn = features(*members, sort=sort).to(DTYPE), features(*nonmembers, sort=sort).to(DTYPE)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         mlp = PaperMLP(params["hidden"], params["dropout"])
@@ -62,25 +62,28 @@ def fit_mlp(members: tuple[torch.Tensor, torch.Tensor], nonmembers: tuple[torch.
 
 
 def mlp_scores(state: dict[str, torch.Tensor], params: dict[str, Any], logits: torch.Tensor,
-               labels: torch.Tensor) -> np.ndarray:
+               labels: torch.Tensor, sort: bool = False) -> np.ndarray:
     mlp = PaperMLP(params["hidden"], params["dropout"])
     mlp.load_state_dict({k: v for k, v in state.items() if k.startswith("net.")})
-    return mlp.scores(features(logits, labels).to(DTYPE))
+    return mlp.scores(features(logits, labels, sort=sort).to(DTYPE))
 
 
 def fit_attack(view: AttackerView, rows: dict[str, np.ndarray], member_role: str, nonmember_role: str,
-               seed_tag: str) -> tuple[dict[str, torch.Tensor], float]:
+               seed_tag: str, sort: bool = False) -> tuple[dict[str, torch.Tensor], float]:
     """fit_mlp on the original model's outputs at `rows`; the rows travel with the state, so that a test
     can check that none of them is ever scored."""
     members, nonmembers = rows[member_role], rows[nonmember_role]
     state, acc = fit_mlp(view.original.at(member_role, members), view.original.at(nonmember_role, nonmembers),
-                         view.know.params["attack"], derive_seed(view.know.seed, seed_tag))
+                         view.know.params["attack"], derive_seed(view.know.seed, seed_tag), sort)
     return state | {"members_rows": torch.from_numpy(members), "nonmembers_rows": torch.from_numpy(nonmembers)}, acc
 
 
-def score(state: dict[str, torch.Tensor], target: Outputs, params: dict[str, Any]) -> dict[str, np.ndarray]:
+def scorer(sort: bool) -> Callable[[dict[str, torch.Tensor], Outputs, dict[str, Any]], dict[str, np.ndarray]]:
     """The attack module's `score` for an MLP attack: every queried role."""
-    return {role: mlp_scores(state, params["attack"], target.logits[role], target.labels[role]) for role in target.rows}
+    def score(state: dict[str, torch.Tensor], target: Outputs, params: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {role: mlp_scores(state, params["attack"], target.logits[role], target.labels[role], sort)
+                for role in target.rows}
+    return score
 
 
 def no_rows(know: Any) -> dict[str, np.ndarray]:

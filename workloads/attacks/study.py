@@ -29,7 +29,7 @@ def queries(know: Knowledge) -> dict[str, np.ndarray]:
 
 
 reference_queries = target_rows = no_rows
-score = mlp.score
+score = mlp.scorer(sort=False)
 
 
 def fit(view: AttackerView) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
