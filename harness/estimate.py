@@ -19,6 +19,7 @@ _SEC_ATTACK_FIT = 3.5  # one 13-64-64-1 MLP, 1000 full-batch epochs at 3.4 ms (f
 _DATASET_SIZE = {"mnist": 5000, "digits": 1797}
 _TREE_SHIFTS = 2 * 255  # amplitude-embedding input gradient (HQNN front end), docs/methods.md
 _EST_UNLEARN_EPOCHS = 3  # GA/RGA stop early; their bound (max_epochs) is far above the usual
+_EST_GRADDIFF_STEPS = 1000  # hqnn-l1 paper grid: 831 (class:4), 956 (random:50), 2,424 (random:200) steps
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def _passes(model: str, samples: float, shots: int | None) -> StageCost:
     from workloads.registry import MODELS
 
     spec = MODELS[model]
-    per = _SEC_PER_SAMPLE_STEP[spec.family] * (spec.n_layers if spec.family == "qnn" else 1)
+    per = _per_sample(model)
     if shots is None:
         return StageCost(samples * per, samples, 0.0)
     circuits_per = 1 + 2 * 24 * spec.n_layers  # forward plus +-pi/2 on every U3 angle
@@ -50,9 +51,19 @@ def _passes(model: str, samples: float, shots: int | None) -> StageCost:
     return StageCost(samples * per + circuits * (a + b * spec.n_layers), circuits, circuits * shots)
 
 
-def _forward(samples: float, shots: int | None) -> StageCost:
-    return StageCost(samples * 2e-5 + (samples * _SEC_PER_CIRCUIT_SHOTS[0] if shots else 0.0), samples,
-                     samples * (shots or 0))
+def _per_sample(model: str) -> float:
+    """Seconds of one forward+backward pass of one sample."""
+    from workloads.registry import MODELS
+
+    spec = MODELS[model]
+    return _SEC_PER_SAMPLE_STEP[spec.family] * (spec.n_layers if spec.family == "qnn" else 1)
+
+
+def _forward(model: str, samples: float, shots: int | None) -> StageCost:
+    """`samples` forward passes: about a third of a training pass (evaluation of the paper grid: 1.2 s per
+    cell on hqnn-l1, 0.45 s on qnn-l10, for about 3,000 samples)."""
+    return StageCost(samples * _per_sample(model) / 3 + (samples * _SEC_PER_CIRCUIT_SHOTS[0] if shots else 0.0),
+                     samples, samples * (shots or 0))
 
 
 def _population_half(cfg: Any) -> int:
@@ -93,14 +104,14 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
             return _passes(cfg.model, cfg.n_train + n_forget, s)
         if m == "rga":  # importances as SSD, then gated ascent
             return _passes(cfg.model, cfg.n_train + n_forget * (1 + _EST_UNLEARN_EPOCHS), s)
-        if m == "graddiff":  # forget + retain batches
-            return _passes(cfg.model, 2 * n_forget * _EST_UNLEARN_EPOCHS, s)
+        if m == "graddiff":  # a forget and a retain batch per step
+            return _passes(cfg.model, 2 * mp["batch_size"] * _EST_GRADDIFF_STEPS, s)
         return _passes(cfg.model, n_forget * _EST_UNLEARN_EPOCHS, s)  # ga and any other ascent
     if kind == "attack":
-        c = _forward(cfg.n_train + cfg.n_test + min(ap["attack"]["n_nonmembers"], half), cfg.eval_shots)
-        refs = _forward(k * (cfg.n_train + half + min(n_z, half)), cfg.eval_shots)
+        c = _forward(cfg.model, cfg.n_train + cfg.n_test + min(ap["attack"]["n_nonmembers"], half), cfg.eval_shots)
+        refs = _forward(cfg.model, k * (cfg.n_train + half + min(n_z, half)), cfg.eval_shots)
         return StageCost(c.seconds + refs.seconds + 2 * _SEC_ATTACK_FIT, c.circuits, c.shots)
-    return _forward(cfg.n_train + cfg.n_test + scored + min(n_z, half), cfg.eval_shots)  # evaluate
+    return _forward(cfg.model, cfg.n_train + cfg.n_test + scored + min(n_z, half), cfg.eval_shots)  # evaluate
 
 
 def _forget_size(cfg: Any) -> int:
