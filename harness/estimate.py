@@ -15,7 +15,7 @@ from .identity import Plan
 _SEC_PER_SAMPLE_STEP = {"hqnn": 0.6e-3, "qnn": 0.04e-3}
 # One parameter-shift circuit sampled with shots, batched: about a + b*L seconds (measured at L=1 and 10).
 _SEC_PER_CIRCUIT_SHOTS = (3.2e-5, 3.3e-6)
-_SEC_ATTACK_FIT = 3.5  # one 13-64-64-1 MLP, 1000 full-batch epochs at 3.4 ms (float32; study and heldout fit one each)
+_SEC_ATTACK_FIT = 1.4  # one 13-64-64-1 MLP, 1000 full-batch epochs at 1.36 ms (bench_attack.py; study and heldout fit one each)
 _DATASET_SIZE = {"mnist": 5000, "digits": 1797}
 _TREE_SHIFTS = 2 * 255  # amplitude-embedding input gradient (HQNN front end), docs/methods.md
 _EST_UNLEARN_EPOCHS = 3  # GA/RGA stop early; their bound (max_epochs) is far above the usual

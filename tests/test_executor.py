@@ -164,3 +164,17 @@ def test_shot_expectation_counts_a_device_cost():
     assert log.circuits == 3 * (1 + 2 * 48 + 2 * 8)
     assert log.shots == 100 * log.circuits
     assert x.grad is not None and w.grad is not None
+
+
+@pytest.mark.parametrize("side", [28, 8])
+def test_hqnn_inference_front_end_equals_conv2d(side):
+    """The banded convolution of large inference batches agrees with conv2d -> ReLU -> max-pool."""
+    from workloads.models import BANDED_CHUNK, BANDED_MIN_ROWS, build_model, conv_relu_pool
+
+    model = build_model("hqnn-l1", 3, image_side=side)
+    x = torch.rand(BANDED_CHUNK + 5, 1, side, side, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        assert (conv_relu_pool(model.features[0], x) - model.features[:4](x)).abs().max() < 1e-12
+        fast = model(x)
+    slow = model(x).detach()  # grad mode: conv2d
+    assert len(x) >= BANDED_MIN_ROWS and (fast - slow).abs().max() < 1e-12

@@ -252,3 +252,28 @@ def test_n_eval_subsamples_each_split_with_original_indices():
     assert stage_specs(cfg)["evaluate"]["n_eval"] == 12 and "n_eval" not in stage_specs(replace(cfg, n_eval=None))["evaluate"]
     with pytest.raises(ValueError, match="n_eval"):
         replace(cfg, n_eval=3).validate()
+
+
+def test_hand_written_attack_training_equals_autograd_and_adam():
+    """The MLP attack's hand-written epochs are BCE-with-logits + torch's Adam (no dropout: same draws)."""
+    from torch.nn import functional as F
+
+    from workloads.attacks.mlp import DTYPE, PaperMLP, _train
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 13, generator=gen).to(DTYPE)
+    y = (torch.rand(300, generator=gen) > 0.5).to(DTYPE)
+    params = {"hidden": 16, "dropout": 0.0, "lr": 0.01, "epochs": 40}
+    torch.manual_seed(1)
+    ours = PaperMLP(16, 0.0)
+    ref = PaperMLP(16, 0.0)
+    ref.load_state_dict(ours.state_dict())
+    _train(ours, x, y, params, np.random.default_rng(0))
+    opt = torch.optim.Adam(ref.parameters(), lr=0.01)
+    for _ in range(params["epochs"]):
+        opt.zero_grad()
+        F.binary_cross_entropy_with_logits(ref(x), y).backward()
+        opt.step()
+    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    assert not torch.allclose(ours.state_dict()["net.0.weight"], PaperMLP(16, 0.0).state_dict()["net.0.weight"])

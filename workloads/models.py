@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Iterator
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .circuits import N_QUBITS
 from .data import Split
@@ -62,6 +64,54 @@ class QNN(nn.Module):
         return self.head(self.quantum(self.encoded(x)))
 
 
+# Inference of at least BANDED_MIN_ROWS images runs the HQNN's convolution as banded matrix products
+# (`conv_relu_pool`), in chunks of BANDED_CHUNK images, on output-column blocks of BANDED_BLOCK; smaller
+# batches, and every pass that needs gradients, use torch's conv2d. Measured on one core, float64,
+# conv -> ReLU -> max-pool of 28x28 images: 1000 images 179 ms with conv2d, 55 ms banded (chunks of 32 to
+# 64; 67 ms in chunks of 256, 177 ms unchunked: the windows outgrow the cache); 64 images 8.3 ms vs 5.3 ms;
+# 8 images 0.77 ms vs 1.0 ms. Blocks of 4 columns: 14 and 28 were slower (more of the band is zeros).
+BANDED_MIN_ROWS = 32
+BANDED_CHUNK = 64
+BANDED_BLOCK = 4
+
+
+def conv_relu_pool(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """conv -> ReLU -> 2x2 max-pool -> flatten of (n, 1, s, s) images (s a multiple of 4, 'same' padding),
+    as the HQNN's front end computes them, without autograd.
+
+    torch's float64 conv2d has no fast CPU kernel. Here each block of BANDED_BLOCK output columns of an
+    output row reads a k x (BANDED_BLOCK + k - 1) window of the padded image (a strided view, copied once
+    by the product) times one banded matrix built from the kernel. The max-pool runs before the bias and
+    the ReLU, which commute with it exactly (both are monotone, and rounding x + b is monotone in x)."""
+    return torch.cat([_conv_relu_pool(conv, x[i: i + BANDED_CHUNK]) for i in range(0, len(x), BANDED_CHUNK)])
+
+
+def _conv_relu_pool(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    n, s, k, c, pad, blk = len(x), x.shape[-1], conv.kernel_size[0], conv.out_channels, conv.padding[0], BANDED_BLOCK
+    side, width, nb = s + 2 * pad, BANDED_BLOCK + k - 1, s // BANDED_BLOCK
+    padded = F.pad(x[:, 0], (pad, pad, pad, pad))
+    windows = padded.as_strided((n, s, nb, k, width), (side * side, side, blk, side, 1))
+    out = (windows.reshape(-1, k * width) @ _banded(conv.weight)).view(n, s // 2, 2, nb, c, blk // 2, 2)
+    rows = torch.maximum(out[:, :, 0], out[:, :, 1])
+    pooled = torch.maximum(rows[..., 0], rows[..., 1]).permute(0, 3, 1, 2, 4)  # (n, c, s/2, nb, blk/2)
+    return (pooled + conv.bias.view(1, c, 1, 1, 1)).clamp_min_(0).reshape(n, -1)
+
+
+def _banded(weight: torch.Tensor) -> torch.Tensor:
+    """(k * width, c * BANDED_BLOCK): entry [i * width + j, ch * BANDED_BLOCK + o] = weight[ch, 0, i, j - o]."""
+    c, _, k, _ = weight.shape
+    index, valid = _banded_index(c, k)
+    return (weight.reshape(-1)[index] * valid.to(weight.dtype)).reshape(-1, c * BANDED_BLOCK)
+
+
+@lru_cache(maxsize=8)
+def _banded_index(c: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    i, j, ch, o = torch.meshgrid(torch.arange(k), torch.arange(BANDED_BLOCK + k - 1), torch.arange(c),
+                                 torch.arange(BANDED_BLOCK), indexing="ij")
+    d = j - o
+    return ch * k * k + i * k + d.clamp(0, k - 1), (d >= 0) & (d < k)
+
+
 class HQNN(nn.Module):
     """Conv front end -> 256 dims -> L2-normalised amplitudes -> quantum layer -> Linear(8, 10)."""
 
@@ -80,7 +130,10 @@ class HQNN(nn.Module):
         self.head = nn.Linear(N_QUBITS, n_classes, dtype=torch.float64)
 
     def encoded(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)
+        if torch.is_grad_enabled() or len(x) < BANDED_MIN_ROWS or x.shape[-1] % BANDED_BLOCK:
+            h = self.features(x)
+        else:
+            h = self.features[4:](conv_relu_pool(self.features[0], x))
         return h / h.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
