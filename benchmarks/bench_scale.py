@@ -111,6 +111,7 @@ def _cli(*args: str) -> tuple[float, str]:
 
 
 def _report_query(results: str) -> float:
+    """Seconds of the report's first queries (load, per-cell intervals, the headline table); imports excluded."""
     from reports import queries as q
 
     t0 = time.perf_counter()

@@ -98,7 +98,7 @@ class _Counts(Progress):
         self.left = set(plan.stages)
         self.est = {s.key: stage_estimate(s.kind, s.cfg).seconds + 0.01 for s in plan.stages.values()}
         self.chain = _chains(plan, self.est)
-        self.measured: dict[str, float] = {}  # per stage kind: wall of the stages that ran to completion here
+        self.measured: dict[str, float] = {}  # per calibration key: wall of the stages that ran to completion here
         self.estimated: dict[str, float] = {}  # ... and their cost-model estimate
 
     @property
@@ -121,9 +121,9 @@ class _Counts(Progress):
             _, wid = self.running.pop(node.key)
             now = time.time()
             if state == "done":
-                for k in {node.kind, _calibration_key(node)}:
-                    self.measured[k] = self.measured.get(k, 0.0) + now - began
-                    self.estimated[k] = self.estimated.get(k, 0.0) + self.est.get(node.key, 0.0)
+                k = _calibration_key(node)
+                self.measured[k] = self.measured.get(k, 0.0) + now - began
+                self.estimated[k] = self.estimated.get(k, 0.0) + self.est.get(node.key, 0.0)
             self.free_at[wid] = now
         self.left.discard(node.key)
         self.stages_failed += state == "failed"
@@ -141,13 +141,13 @@ class _Counts(Progress):
         self.cells_done += 1
         self.cells_failed += status == "failed"
 
-    def ratio(self, kind: str | None = None) -> float | None:
-        """Measured over estimated seconds of the finished stages (of one kind, or all): how far off the cost
-        model is here. The model can be off by different factors per kind (an attack 4x, a training 0.7x)."""
-        m, e = (self.measured.get(kind, 0.0), self.estimated.get(kind, 0.0)) if kind else \
-            (sum(v for k, v in self.measured.items() if ":" not in k),
-             sum(v for k, v in self.estimated.items() if ":" not in k))
-        return m / e if e > 0 else None
+    def ratio(self, key: str | None = None) -> float | None:
+        """Measured over estimated seconds of the finished stages of a calibration key, of a stage kind (all
+        its keys), or of all: how far off the cost model is here. The model can be off by different factors
+        per kind (an attack 4x, a training 0.7x)."""
+        keys = [k for k in self.measured if key is None or key in (k, k.split(":")[0])]
+        e = sum(self.estimated[k] for k in keys)
+        return sum(self.measured[k] for k in keys) / e if e > 0 else None
 
     def eta(self) -> str:
         """'eta 1m20s' once a stage has been timed; '~1m20s' (uncalibrated cost model) before. Each stage is

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 if TYPE_CHECKING:  # only in annotations: `qmu status` and a finished re-run start without pandas
     import pandas as pd
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -410,7 +411,7 @@ class ResultStore:
                 if skip_bad and self.exists(p):
                     return None  # a damaged file counts as absent
                 raise
-            return t.append_column("_src", pa.array([src or p] * len(t), pa.string()))
+            return t.append_column("_src", _repeated(src or p, len(t)))
 
         if len(paths) > 8:
             self._pool = self._pool or ThreadPoolExecutor(16)
@@ -585,7 +586,8 @@ def _latest(t: pa.Table) -> pa.Table:
                                               ("_gen", "ascending", "at_end"), ("_src", "descending", "at_end")])
     ids = pc.take(t.column("cell_id"), order)
     first = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).combine_chunks()
-    first = pa.concat_arrays([pa.array([True]), first.fill_null(True)])
+    # (a null compares as a new id) built without Python scalars, which import pandas: see _repeated
+    first = pa.concat_arrays([pc.is_null(pa.nulls(1, pa.bool_())), pc.or_kleene(first, pc.is_null(first))])
     return t.take(pc.filter(order, first))
 
 
@@ -673,3 +675,13 @@ def connect_duckdb(store: ResultStore):
 
 def _sql_str(s: str) -> str:
     return s.replace("'", "''")
+
+
+def _repeated(value: str, n: int) -> pa.Array:
+    """`n` copies of `value` as a string array, built from its buffers: pa.array() and pa.repeat() import
+    pandas on first use, half a second of every `qmu status`."""
+    raw = value.encode()
+    if n * len(raw) >= 2**31:  # past int32 offsets
+        return pa.array([value] * n, pa.string())
+    offsets = (np.arange(n + 1, dtype=np.int32) * len(raw)).tobytes()
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))

@@ -706,6 +706,7 @@ def fig_collateral(change: pd.DataFrame, conf: pd.DataFrame, note: str) -> Figur
             axes[j][i].set_title(f"{mo}: test accuracy per retained class − retrain's")
             axes[j][i].set_xlabel("digit (test set)")
             axes[j][i].set_ylabel("method")
+            axes[j][i].tick_params(axis="y", rotation=0)  # seaborn turns crowded labels vertical, into each other
             i += 1
         if not conf.empty:
             sub = conf[conf["model"] == mo]
@@ -717,6 +718,7 @@ def fig_collateral(change: pd.DataFrame, conf: pd.DataFrame, note: str) -> Figur
             axes[j][i].set_title(f"{mo}: predictions for the forgotten {cls}s (forget set)")
             axes[j][i].set_xlabel("predicted digit")
             axes[j][i].set_ylabel("method")
+            axes[j][i].tick_params(axis="y", rotation=0)
     cap = ("Left: per retained class, the test accuracy of each method minus that of the matching `retrain` cell, "
            "in percentage points (blue = better than retrain, red = worse), mean over seeds. Right: the share of the "
            f"forget set (training samples of the forgotten class) predicted as each digit, in %. {note}")
