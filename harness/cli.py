@@ -427,14 +427,14 @@ def report(
 # ------------------------------------------------------------------------------------------------- bench
 @app.command(epilog=examples("qmu bench", "qmu bench simulator"))
 def bench(
-    which: str = typer.Argument("all", help="all | simulator | harness"),
+    which: str = typer.Argument("all", help="all | simulator | attack | harness"),
 ) -> None:
-    """Print the simulator and harness benchmark ratios (runs benchmarks/*.py)."""
+    """Print the simulator, attack-training and harness benchmark ratios (runs benchmarks/*.py)."""
     import subprocess
 
-    scripts = {"simulator": "bench_simulator.py", "harness": "bench_harness.py"}
+    scripts = {"simulator": "bench_simulator.py", "attack": "bench_attack.py", "harness": "bench_harness.py"}
     if which not in (*scripts, "all"):
-        raise fail(f"bench: unknown benchmark {which!r}; choose all, simulator or harness")
+        raise fail(f"bench: unknown benchmark {which!r}; choose all, {', '.join(scripts)}")
     root = Path(__file__).resolve().parent.parent / "benchmarks"
     rc = 0
     for name, script in scripts.items():

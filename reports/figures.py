@@ -615,7 +615,7 @@ def _cost_takeaway(ratio: pd.DataFrame, what: str) -> str:
 CLOSE_METRICS = (("js_forget", "JS distance to retrain, forget set", "distance (0 = same outputs)"),
                  ("js_test", "JS distance to retrain, test set", "distance (0 = same outputs)"),
                  ("forget_quality", "forget quality (KS p-value)", "p-value (log)"),
-                 ("privleak", "privleak: relative AUC gap to retrain", "relative change (0 = retrain)"))
+                 ("privleak", "privleak: AUC gap to retrain", "relative change (0 = retrain)"))
 
 
 def fig_closeness(df: pd.DataFrame, note: str) -> Figure | Skipped:
