@@ -61,9 +61,10 @@ def test_row_and_examples_carry_the_contract_columns(digits_cells):
     pop = ex[ex.split == "population"]
     assert len(pop) == row["n_nonmembers_scored"] and row["mia_fpr_floor"] == pytest.approx(1 / len(pop))
     forget = ex[ex.split == "train_forget"]
-    assert (forget.study_score >= 0.5).mean() == pytest.approx(row["mia_success"])
-    assert (forget.attack_score >= 0.5).mean() == pytest.approx(row["mia_recall_heldout"])
-    assert (pop.attack_score >= 0.5).mean() == pytest.approx(row["mia_nonmember_flag_rate"])
+    # scores are log-odds: the threshold 0.5 is log-odds 0
+    assert (forget.study_score >= 0).mean() == pytest.approx(row["mia_success"])
+    assert (forget.attack_score >= 0).mean() == pytest.approx(row["mia_recall_heldout"])
+    assert (pop.attack_score >= 0).mean() == pytest.approx(row["mia_nonmember_flag_rate"])
     assert metrics.auc(forget.attack_score, pop.attack_score) == pytest.approx(row["mia_auc"])
     assert metrics.auc(-forget.loss, -pop.loss) == pytest.approx(row["loss_auc"])
     # 1/n_scored > 0.001 here, so TPR at 0.1% FPR cannot be resolved: NULL, never 0
@@ -277,3 +278,24 @@ def test_hand_written_attack_training_equals_autograd_and_adam():
     for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), name
     assert not torch.allclose(ours.state_dict()["net.0.weight"], PaperMLP(16, 0.0).state_dict()["net.0.weight"])
+
+
+def test_mlp_scores_keep_their_order_where_the_probability_underflows():
+    """Log-odds scores: far past a logit of -745 the probability is exactly 0 for every sample (a tie that
+    reads as AUC 0.5), the log-odds still rank them."""
+    from workloads.attacks.mlp import DTYPE, PaperMLP, flagged
+
+    mlp = PaperMLP(8, 0.0)
+    with torch.no_grad():
+        for p in mlp.parameters():
+            p.zero_()
+        mlp.net[0].weight[0, 12] = 1.0  # hidden unit 0 carries the loss feature through both layers
+        mlp.net[3].weight[0, 0] = 1.0
+        mlp.net[6].weight[0, 0] = -100.0
+    x = torch.zeros(4, 13, dtype=DTYPE)
+    x[:, 12] = torch.tensor([10.0, 20.0, 30.0, 0.001])
+    s = mlp.scores(x)
+    assert (torch.sigmoid(torch.from_numpy(s[:3])) == 0).all()
+    assert s[0] > s[1] > s[2] and len(np.unique(s)) == 4
+    assert flagged(s, 0.5).tolist() == [False, False, False, False]
+    assert flagged(np.array([0.0, -1e-9]), 0.5).tolist() == [True, False]

@@ -46,9 +46,9 @@ def fit(view: AttackerView) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
 
 
 def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any]) -> dict[str, float]:
-    t = params["attack"]["threshold"]
-    adv, lo, hi = metrics.rate_difference(members >= t, nonmembers >= t)
-    return {"mia_recall_heldout": metrics.rate(members >= t)[0],
-            "mia_nonmember_flag_rate": metrics.rate(nonmembers >= t)[0],
+    m, n = (mlp.flagged(x, params["attack"]["threshold"]) for x in (members, nonmembers))
+    adv, lo, hi = metrics.rate_difference(m, n)
+    return {"mia_recall_heldout": metrics.rate(m)[0],
+            "mia_nonmember_flag_rate": metrics.rate(n)[0],
             "mia_advantage": adv, "mia_advantage_lo": lo, "mia_advantage_hi": hi,
             **metrics.roc_columns("mia", members, nonmembers)}

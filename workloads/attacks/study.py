@@ -38,5 +38,5 @@ def fit(view: AttackerView) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
 
 
 def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any]) -> dict[str, float]:
-    rate, lo, hi = metrics.rate(members >= params["attack"]["threshold"])
+    rate, lo, hi = metrics.rate(mlp.flagged(members, params["attack"]["threshold"]))
     return {"mia_success": rate, "mia_success_lo": lo, "mia_success_hi": hi}
