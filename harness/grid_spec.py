@@ -7,6 +7,8 @@ is a `GridError` whose message names the file, the key and the problem (the CLI 
 
 from __future__ import annotations
 
+import difflib
+
 import importlib
 import itertools
 import re
@@ -120,13 +122,17 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 
 def _first_error(path: Path, err: ValidationError) -> GridError:
-    """One readable error: the first problem pydantic found, with its key."""
-    e = err.errors()[0]
+    """One readable error: the first problem pydantic found, with its key. A misspelt key shows up as an unknown
+    key and a missing one: the unknown key is named, with the missing key it may stand for."""
+    errors = err.errors()
+    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     key = _loc(e["loc"])
     field = next((p for p in e["loc"] if isinstance(p, str) and p in SHOT_AXES), None)
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
-        msg = "unknown key"
+        missing = [str(x["loc"][-1]) for x in errors if x["type"] == "missing"]
+        close = difflib.get_close_matches(str(e["loc"][-1]), missing, n=1)
+        msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
     elif e["type"] == "missing":
         msg = "required key is missing"
     elif e["type"] == "too_short":

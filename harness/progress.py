@@ -47,11 +47,13 @@ def _shots(v: Any) -> str:
 
 
 def stage_label(kind: str, cfg: Any) -> str:
-    """'train hqnn-l1 seed 0', 'unlearn ga hqnn-l1 class:4 seed 0', 'evaluate ga hqnn-l1 class:4 shots 16 seed 0'."""
+    """'train hqnn-l1 seed 0', 'reference #1 hqnn-l1 seed 0', 'unlearn ga hqnn-l1 class:4 seed 0',
+    'evaluate ga hqnn-l1 class:4 shots 16 seed 0'."""
     g = lambda k: getattr(cfg, k, None)  # noqa: E731
     seed = f"seed {g('seed')}"
     if kind in ("train", "reference"):
-        parts = [g("model")] + ([f"shots {g('train_shots')}"] if g("train_shots") is not None else []) + [seed]
+        parts = ([f"#{g('index')}"] if kind == "reference" and g("index") is not None else []) + [g("model")] \
+            + ([f"shots {g('train_shots')}"] if g("train_shots") is not None else []) + [seed]
     elif kind == "unlearn":
         parts = [g("method"), g("model"), g("forget"), seed]
     elif kind == "attack":

@@ -214,7 +214,7 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
     if counts["failed"] or counts["budget_skipped"]:
         miss.append(f"{counts['failed']} failed and {counts['budget_skipped']} budget-skipped cell(s) are excluded; "
                     "their errors are listed below.")
-    absent = [m for m in q.METHODS if m not in vals["method"]]
+    absent = [m for m in all_vals["method"] if m not in vals["method"]]  # asked for by the grid, none ok
     if absent:
         miss.append(f"Methods with no ok cell: {', '.join(absent)}.")
     if "retrain" not in vals["method"]:

@@ -201,7 +201,7 @@ def identical_methods(df: pd.DataFrame, cols: Sequence[str], by: Sequence[str] =
 def identical_note(groups: list[list[str]]) -> str:
     if not groups:
         return ""
-    return " Identical results: " + "; ".join(" = ".join(sorted(g, key=lambda m: m != "none")) for g in groups) + \
+    return " Same numbers in this figure: " + "; ".join(" = ".join(sorted(g, key=lambda m: m != "none")) for g in groups) + \
         " (drawn on top of each other)."
 
 
@@ -296,7 +296,7 @@ def _leak_takeaway(df: pd.DataFrame, lm: str, same: list[list[str]]) -> str:
         return ""
     out = "; ".join(parts) + "."
     if same:
-        out += " " + "; ".join(" = ".join(sorted(g, key=lambda m: m != "none")) for g in same) + " (identical results)."
+        out += " " + "; ".join(" = ".join(sorted(g, key=lambda m: m != "none")) for g in same) + " (the same numbers in this figure)."
     return out[0].upper() + out[1:]
 
 

@@ -349,7 +349,8 @@ def missing_combinations(s: Store, grid: str) -> int:
 
 def provenance(s: Store, grid: str) -> dict[str, Any]:
     row = s.con.execute(f"""SELECT string_agg(DISTINCT code_version, ', '), string_agg(DISTINCT host, ', '),
-                                   min(finished_at), max(finished_at), string_agg(DISTINCT backend, ', ')
+                                   strftime(timezone('UTC', min(finished_at)), '%Y-%m-%d %H:%M:%S UTC'),
+                                   strftime(timezone('UTC', max(finished_at)), '%Y-%m-%d %H:%M:%S UTC'), string_agg(DISTINCT backend, ', ')
                             FROM cells WHERE grid = {lit(grid)}""").fetchone()
     return dict(zip(("code_version", "hosts", "first", "last", "backends"), row))
 
