@@ -228,9 +228,11 @@ class PlainProgress(_Counts):
                     f"(cost model: about {fmt_duration(est)} of CPU){starting}")
 
     def stage_started(self, node: Any, worker: dict[str, Any]) -> None:
+        wid = (worker or {}).get("pid", node.key)
+        waits = any(w == wid for _, w in self.running.values())  # sent behind a stage its worker is still on
         super().stage_started(node, worker)
         if node.kind != "evaluate":
-            self._print(f"start  {stage_label(node.kind, node.cfg)}")
+            self._print(f"{'queued' if waits else 'start':<6} {stage_label(node.kind, node.cfg)}")
 
     def stage_finished(self, node: Any, state: str) -> None:
         began = self._began(node.key) if node.key in self.running else None
