@@ -113,6 +113,7 @@ def _cli(*args: str) -> tuple[float, str]:
 def _report_query(results: str) -> float:
     """Seconds of the report's first queries (load, per-cell intervals, the headline table); imports excluded."""
     from reports import queries as q
+    from scipy import stats  # noqa: F401 -- the t intervals import it on first use (about 1 s); imports excluded
 
     t0 = time.perf_counter()
     s = q.connect(results)

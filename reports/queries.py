@@ -186,22 +186,21 @@ def connect(root: str) -> Store:
     have: set[str] = set()
     ex_have: set[str] = set()
     if n_cells:
-        con.execute("CREATE TEMP TABLE cells_raw AS SELECT * FROM store_cells")
-        have = {r[0] for r in con.execute("DESCRIBE cells_raw").fetchall()}
+        have = {r[0] for r in con.execute("DESCRIBE store_cells").fetchall()}
         missing = [c for c in _COLUMN_TYPES if c not in have]
         extra = sorted(have - set(_COLUMN_TYPES))
         adds = "".join(f", NULL::{_COLUMN_TYPES[c]} AS {c}" for c in missing)
         # NaN metrics (e.g. acc_test_forget of a random forget set) read as NULL: aggregates skip them
         nan_fix = [m for m in METRICS if m not in missing]
         repl = ", ".join(f"nan_null({m}::DOUBLE) AS {m}" for m in nan_fix)
-        con.execute(f"CREATE TEMP TABLE cells AS SELECT * REPLACE ({repl}){adds} FROM cells_raw")
+        con.execute(f"CREATE TEMP TABLE cells AS SELECT * REPLACE ({repl}){adds} FROM store_cells")
     else:
         con.execute(f"CREATE VIEW cells AS {empty(_COLUMN_TYPES)}")
     if has_examples and n_cells:
         ex_have = {r[0] for r in con.execute("DESCRIBE SELECT * FROM store_examples").fetchall()}
         probs = [c for c in (*PROB_COLUMNS, *SCORE_COLUMNS.values()) if c in ex_have]
-        con.execute(f"CREATE TEMP TABLE examples AS SELECT {', '.join([*_EXAMPLE_TYPES, *probs])} FROM store_examples "
-                    "WHERE cell_id IN (SELECT cell_id FROM cells)")
+        # store_examples holds exactly the examples of the rows in store_cells (register_views)
+        con.execute(f"CREATE TEMP TABLE examples AS SELECT {', '.join([*_EXAMPLE_TYPES, *probs])} FROM store_examples")
     else:
         con.execute(f"CREATE VIEW examples AS {empty(_EXAMPLE_TYPES)}")
     if manifests:
@@ -251,12 +250,23 @@ def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
         else:
             lo = hi = "NULL::DOUBLE"
         cols.append(f"{lo} AS {m}_lo, {hi} AS {m}_hi")
+    # cell_ci is built once, inside cell_all (it joins itself to its retrain rows); cell_ci is then a view
     con.execute(f"""
-    CREATE TEMP TABLE cell_ci AS
+    CREATE TEMP TABLE cell_all AS
+      WITH cell_ci AS MATERIALIZED (
       SELECT c.* EXCLUDE (mia_success_lo, mia_success_hi, mia_advantage_lo, mia_advantage_hi), n.n_members, n.n_nonmembers, n.n_train_retain,
              n.n_test_forget, n.n_test_retain, {', '.join(cols)}
-      FROM cells c JOIN cell_n n USING (cell_id) WHERE c.status = 'ok'
+      FROM cells c JOIN cell_n n USING (cell_id) WHERE c.status = 'ok')
+      {_with_retrain()}
     """)
+    con.execute("CREATE TEMP VIEW cell_ci AS SELECT * EXCLUDE (retrain_cell_id, retrain_mia_auc, "
+                "retrain_unlearn_circuits_device, retrain_unlearn_circuits, retrain_unlearn_seconds, "
+                "retrain_relearn_steps, " + ", ".join(f"gap_{m}, gap_{m}_lo, gap_{m}_hi" for m in GAP_METRICS)
+                + ") FROM cell_all")
+
+
+def _with_retrain() -> str:
+    """cell_ci's rows with their matching retrain cell's costs and the gaps to it (the body of cell_all)."""
     gaps = []
     for m in GAP_METRICS:
         se = f"(({{a}}.{m}_hi - {{a}}.{m}_lo) / (2 * {Z}))"
@@ -265,14 +275,12 @@ def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
         gaps.append(f"{d} AS gap_{m}, CASE WHEN {comb} > 0 THEN clip_lo({d} - {Z} * {comb}, -1.0) END AS gap_{m}_lo, "
                     f"CASE WHEN {comb} > 0 THEN clip_hi({d} + {Z} * {comb}, 1.0) END AS gap_{m}_hi")
     on = " AND ".join(f"r.{a} IS NOT DISTINCT FROM c.{a}" for a in AXES if a != "method")
-    con.execute(f"""
-    CREATE TEMP TABLE cell_all AS
+    return f"""
       SELECT c.*, r.cell_id AS retrain_cell_id, r.mia_auc AS retrain_mia_auc,
              r.unlearn_circuits_device AS retrain_unlearn_circuits_device,
              r.unlearn_circuits AS retrain_unlearn_circuits, r.unlearn_seconds AS retrain_unlearn_seconds,
              r.relearn_steps AS retrain_relearn_steps, {', '.join(gaps)}
-      FROM cell_ci c LEFT JOIN (SELECT * FROM cell_ci WHERE method = 'retrain') r ON r.grid = c.grid AND {on}
-    """)
+      FROM cell_ci c LEFT JOIN (SELECT * FROM cell_ci WHERE method = 'retrain') r ON r.grid = c.grid AND {on}"""
 
 
 # ------------------------------------------------------------------------------------------------ status
