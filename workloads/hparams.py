@@ -50,9 +50,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 #   0.940 -> 0.904, seed 2 0.943 -> 0.904. Nothing we tried holds seeds 1 and 2 within 3 points: lr 0.1
 #   (0.893, 0.889), momentum 0.5 (0.898, 0.893), alpha 30 (0.938, but seed 2 collapsed to 0.679), alpha 100
 #   (never reaches the target), mask weighting (0.875, 0.849), refresh_every 20 (0.898, 0.819),
-#   include_quantum false (0.904, 0.904), alpha 15 (0.933, 0.849), refresh_every 10 (0.906, 0.902 at 2.8x
-#   and 3.9x the circuits); the full list is in docs/methods.md. A higher alpha holds seed 1 and breaks seed 2
-#   (fewer gated parameters take more, larger steps). So the defaults stay; GA loses more (0.909, 0.897).
+#   include_quantum false (0.904, 0.904). So the defaults stay; GA loses more (0.909, 0.897).
 # - SSD: alpha 10, lam 1 as in Foster et al.; alpha 1 cut hqnn-l1's retained test accuracy to 0.63.
 #   dampen_quantum false by measurement: on hqnn-l1, `wrap` dampened 3 of the 24 angles (12.5%) toward
 #   the identity and retained-class test accuracy fell 0.923 -> 0.12; `false` dampened 1.1% of the
