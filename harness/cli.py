@@ -62,6 +62,8 @@ def _store(results: str, *, must_exist: bool = False):
                    "directory or a filesystem URI such as s3://BUCKET/PREFIX") from None
     if store.local and os.path.exists(store.base) and not os.path.isdir(store.base):
         raise fail(f"--results {store.base}: is a file, not a directory")
+    if store.local and (above := _file_above(store.base)):
+        raise fail(f"--results {store.base}: {above} is a file, so no store can be under it; choose a directory path")
     if must_exist:
         try:
             grids = store.grids()
@@ -71,6 +73,24 @@ def _store(results: str, *, must_exist: bool = False):
             raise fail(f"--results {_where(store)}: no result store there (no cells/ or manifests/); run "
                        f"`qmu run GRID.yaml --results {results}` first, or point --results at an existing store")
     return store
+
+
+def _file_above(path: str) -> str | None:
+    """The nearest existing ancestor of `path` when it is not a directory."""
+    p = os.path.dirname(path)
+    while p and not os.path.exists(p):
+        p = os.path.dirname(p) if os.path.dirname(p) != p else ""
+    return p if p and not os.path.isdir(p) else None
+
+
+def _make_root(store: Any) -> None:
+    """Create a local results root before any work, so that an unwritable path fails with one line."""
+    if store.local:
+        try:
+            os.makedirs(store.base, exist_ok=True)
+        except OSError as e:
+            raise fail(f"--results {store.base}: cannot create it ({e.strerror or e}); choose a writable "
+                       "directory") from None
 
 
 def _manifest(store: Any, grid: str) -> dict[str, Any] | None:
@@ -139,6 +159,7 @@ def run(
         _dry_run(spec, store, workers)
         return
     _check_address(address)
+    _make_root(store)
     from .progress import make_progress
     from .runner import run_grid
 
@@ -342,6 +363,12 @@ def query(
         print(f"({len(df)} row{'s' if len(df) != 1 else ''})")
 
 
+def _duck_error(e: Exception) -> str:
+    """DuckDB's message on one line, with its suggestion ('Did you mean "cells"?', 'Candidate bindings: ...')."""
+    lines = str(e).splitlines() or [type(e).__name__]
+    return " ".join([lines[0], *(ln for ln in lines[1:3] if ln.startswith(("Did you mean", "Candidate")))])
+
+
 def _check_read_only(sql: str) -> None:
     """Exactly one SELECT or EXPLAIN: COPY, ATTACH, INSTALL/LOAD, SET, PRAGMA, CREATE ... exit 2."""
     import duckdb
@@ -349,7 +376,7 @@ def _check_read_only(sql: str) -> None:
     try:
         stmts = duckdb.extract_statements(sql)
     except duckdb.Error as e:
-        raise fail(f"query: {str(e).splitlines()[0]}") from None
+        raise fail(f"query: {_duck_error(e)}") from None
     kinds = [s.type.name for s in stmts]
     if len(kinds) != 1:
         raise fail(f"query: give exactly one statement (got {len(kinds)})")
@@ -374,7 +401,7 @@ def read_only_query(store: Any, sql: str):
             con.execute(f"SET {setting}")
         return con.execute(sql).df()
     except duckdb.Error as e:
-        raise fail(f"query: {str(e).splitlines()[0]}") from None
+        raise fail(f"query: {_duck_error(e)}") from None
 
 
 def _cell_text(v: object) -> str:

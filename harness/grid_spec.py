@@ -131,7 +131,9 @@ def _first_error(path: Path, err: ValidationError) -> GridError:
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         missing = [str(x["loc"][-1]) for x in errors if x["type"] == "missing"]
-        close = difflib.get_close_matches(str(e["loc"][-1]), missing, n=1)
+        known = list((_Axes if e["loc"][:1] == ("grid",) else _GridFile).model_fields)
+        close = (difflib.get_close_matches(str(e["loc"][-1]), missing, n=1)
+                 or difflib.get_close_matches(str(e["loc"][-1]), known, n=1))
         msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
     elif e["type"] == "missing":
         msg = "required key is missing"
@@ -144,6 +146,13 @@ def _first_error(path: Path, err: ValidationError) -> GridError:
     return GridError(path, key, msg)
 
 
+def _nearby_grids(path: Path) -> str:
+    """', e.g. grids/a.yaml, grids/b.yaml' from the folder the user named (or the one above a missing file)."""
+    folder = path if path.is_dir() else path.parent
+    found = sorted(folder.glob("*.yaml"))[:6] if folder.is_dir() else []
+    return (", e.g. " + ", ".join(str(f) for f in found)) if found else ""
+
+
 def load_grid(path: str | Path, impl: str = "workloads.cell") -> GridSpec:
     """Read and fully validate a grid file for workload module `impl`; raises GridError on the first problem.
 
@@ -154,13 +163,14 @@ def load_grid(path: str | Path, impl: str = "workloads.cell") -> GridSpec:
     try:
         text = path.read_bytes().decode()
     except OSError as e:
-        raise GridError(path, "(file)", f"cannot read: {e.strerror or e}") from None
+        raise GridError(path, "grid file", f"cannot read it ({e.strerror or e}); give the path of a grid YAML "
+                        f"file{_nearby_grids(path)}") from None
     except UnicodeDecodeError:
-        raise GridError(path, "(file)", "not a text file (expected UTF-8 YAML)") from None
+        raise GridError(path, "grid file", "not a text file (expected UTF-8 YAML)") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise GridError(path, "(file)", f"not valid YAML: {e}") from None
+        raise GridError(path, "grid file", f"not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise GridError(path, "(top level)", f"expected a mapping of keys, got {type(raw).__name__}")
     try:

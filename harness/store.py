@@ -92,14 +92,17 @@ def open_fs(root: str) -> tuple[pafs.FileSystem, str, bool]:
 
 
 def _arrow_value(v: Any) -> Any:
-    """numpy scalars -> Python, so pyarrow infers stable types."""
-    return v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v
+    """numpy scalars -> Python, so pyarrow infers stable types; NaN (an unknown value) -> None (NULL)."""
+    v = v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v
+    return None if isinstance(v, float) and v != v else v
 
 
 def _extra_array(values: list[Any]) -> pa.Array:
     """An extra column: nested values as JSON text, one type per column (text when rows disagree)."""
     vals = [json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list, tuple)) else v
             for v in map(_arrow_value, values)]
+    if all(v is None for v in vals):  # unknown everywhere (was NaN): keep the numeric type, not Arrow's null
+        return pa.array(vals, type=pa.float64())
     try:
         return pa.array(vals)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -648,7 +651,11 @@ def register_views(con: Any, store: ResultStore, cells: str = "cells", examples:
                 raise
     con.register(f"_{cells}_arrow", t)
     con.execute(f"CREATE OR REPLACE TEMP VIEW _{cells}_src AS SELECT * FROM \"_{cells}_arrow\"")
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {cells} AS SELECT * EXCLUDE (_src) FROM \"_{cells}_arrow\"")
+    # rows written before NaN was stored as NULL still hold NaN for unknown values: read them as NULL
+    floats = [f.name for f in t.schema if pa.types.is_floating(f.type)]
+    nulls = f" REPLACE ({', '.join(f'CASE WHEN isnan({_q(c)}) THEN NULL ELSE {_q(c)} END AS {_q(c)}' for c in floats)})"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {cells} AS SELECT * EXCLUDE (_src){nulls if floats else ''} "
+                f"FROM \"_{cells}_arrow\"")
     parts = [p for p in (_register_examples(con, store, gf) for gf in files) if p]
     if parts:
         src = " UNION ALL BY NAME ".join(f"({p})" for p in parts)
@@ -658,6 +665,10 @@ def register_views(con: Any, store: ResultStore, cells: str = "cells", examples:
         types = ", ".join(f"NULL::{_duck_type(f.type)} AS {f.name}" for f in EXAMPLE_SCHEMA)
         con.execute(f"CREATE OR REPLACE TEMP VIEW {examples} AS SELECT {types} WHERE FALSE")
     return t.num_rows, bool(parts)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _duck_type(t: pa.DataType) -> str:

@@ -124,11 +124,12 @@ def where_clause(filters: dict[str, Any] | None, alias: str = "") -> str:
 
 
 # ------------------------------------------------------------------------------------------------ connection
+# The Wilson bounds hold p between them: in floating point the lower one came out 1.7e-18 at p = 0.
 _MACROS = f"""
 CREATE MACRO wilson_lo(p, n) AS CASE WHEN n IS NULL OR n <= 0 OR p IS NULL OR isnan(p) THEN NULL ELSE
-  greatest(0.0, (p + {Z}^2/(2*n) - {Z} * sqrt(p*(1-p)/n + {Z}^2/(4*n*n))) / (1 + {Z}^2/n)) END;
+  least(p, greatest(0.0, (p + {Z}^2/(2*n) - {Z} * sqrt(p*(1-p)/n + {Z}^2/(4*n*n))) / (1 + {Z}^2/n))) END;
 CREATE MACRO wilson_hi(p, n) AS CASE WHEN n IS NULL OR n <= 0 OR p IS NULL OR isnan(p) THEN NULL ELSE
-  least(1.0, (p + {Z}^2/(2*n) + {Z} * sqrt(p*(1-p)/n + {Z}^2/(4*n*n))) / (1 + {Z}^2/n)) END;
+  greatest(p, least(1.0, (p + {Z}^2/(2*n) + {Z} * sqrt(p*(1-p)/n + {Z}^2/(4*n*n))) / (1 + {Z}^2/n))) END;
 CREATE MACRO hanley_se(a, n1, n2) AS CASE WHEN n1 IS NULL OR n2 IS NULL OR n1 <= 0 OR n2 <= 0 OR a IS NULL
   OR isnan(a) THEN NULL ELSE sqrt(greatest(0.0, (a*(1-a) + (n1-1)*(a/(2-a) - a*a) + (n2-1)*(2*a*a/(1+a) - a*a))
   / (n1*n2))) END;

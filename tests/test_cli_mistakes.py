@@ -44,8 +44,9 @@ def _store(root: Path) -> None:
 
 # (id, files to create: name -> text ('STORE' builds a store), argv, text the one-line message must contain)
 MISTAKES = [
-    ("missing grid file", {}, ["run", "nope.yaml"], "nope.yaml: (file): cannot read"),
-    ("invalid yaml", {"g.yaml": "name: [unclosed"}, ["run", "g.yaml"], "g.yaml: (file): not valid YAML"),
+    ("missing grid file", {}, ["run", "nope.yaml"], "nope.yaml: grid file: cannot read it"),
+    ("grid is a folder", {"d/": ""}, ["run", "d"], "d: grid file: cannot read it"),
+    ("invalid yaml", {"g.yaml": "name: [unclosed"}, ["run", "g.yaml"], "g.yaml: grid file: not valid YAML"),
     ("grid is a list", {"g.yaml": "- a\n- b\n"}, ["run", "g.yaml"], "expected a mapping"),
     ("unknown top key", {"g.yaml": GOOD + "colour: red\n"}, ["run", "g.yaml"], "colour: unknown key"),
     ("unknown axis", {"g.yaml": GOOD + "  flavour: [x]\n"}, ["run", "g.yaml"], "grid.flavour: unknown key"),
@@ -65,6 +66,11 @@ MISTAKES = [
     ("bad params key", {"g.yaml": GOOD + "params:\n  ga: {lrr: 1}\n"}, ["run", "g.yaml"], "params.ga"),
     ("bad results uri", {"g.yaml": GOOD}, ["run", "g.yaml", "--results", "foo://bar"], "--results 'foo://bar'"),
     ("results is a file", {"g.yaml": GOOD, "r": "x"}, ["run", "g.yaml", "--results", "r"], "is a file"),
+    ("results under a file", {"g.yaml": GOOD, "r": "x"}, ["run", "g.yaml", "--results", "r/sub"],
+     "r is a file, so no store can be under it"),
+    ("results not creatable", {"g.yaml": GOOD}, ["run", "g.yaml", "--results", "/proc/qmu-nope"],
+     "--results /proc/qmu-nope: cannot create it"),
+    ("status, results under a file", {"r": "x"}, ["status", "--results", "r/sub"], "is a file, so no store"),
     ("unreachable address", {"g.yaml": GOOD}, ["run", "g.yaml", "--address", "127.0.0.1:9"],
      "--address 127.0.0.1:9: no Ray head answers there"),
     ("malformed address", {"g.yaml": GOOD}, ["run", "g.yaml", "--address", "headnode"], "--address 'headnode'"),
@@ -74,6 +80,8 @@ MISTAKES = [
     ("status, missing root", {}, ["status", "--results", "nowhere"], "no result store there"),
     ("status, empty root", {"r/": ""}, ["status", "--results", "r"], "no result store there"),
     ("query, missing root", {}, ["query", "select 1", "--results", "nowhere"], "no result store there"),
+    ("query, misspelt table", {"r": "STORE"}, ["query", "select * from cels", "--results", "r"],
+     'Did you mean "cells"?'),
     ("report, missing root", {}, ["report", "--results", "nowhere"], "no result store there"),
     ("report, empty root", {"r/": ""}, ["report", "--results", "r"], "no result store there"),
     ("report, unknown grid", {"r": "STORE"}, ["report", "--results", "r", "--grid", "nope"],

@@ -68,7 +68,8 @@ MALFORMED = [
     ("backend_twice", GOOD.replace("  seed: [0]", "  seed: [0]\n  backend: [torch, aer]"), "grid.backend",
      "both"),
     ("exact_on_sampler", GOOD.replace("backend: torch", "backend: aer"), "grid.eval_shots", "exact"),
-    ("not_yaml", "name: [unclosed\n", "(file)", "not valid YAML"),
+    ("not_yaml", "name: [unclosed\n", "grid file", "not valid YAML"),
+    ("misspelt_top_key", GOOD.replace("n_train: 200", "n_trian: 200"), "n_trian", "did you mean 'n_train'"),
     ("not_mapping", "- just\n- a list\n", "(top level)", "mapping"),
 ]
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -45,6 +46,21 @@ def test_rows_of_any_shape_read_back_as_one_typed_table(tmp_path: Path) -> None:
     assert (tmp_path / "cells" / "grid=g" / "a.parquet").exists()
     assert (tmp_path / "examples" / "grid=h" / "c.parquet").exists()
     assert store.grids() == ["g", "h"] and store.cell_statuses("g") == {"a": "ok", "b": "failed"}
+
+
+def test_unknown_values_are_null_whether_written_now_or_as_nan_before(tmp_path: Path) -> None:
+    store = ResultStore(str(tmp_path))
+    nan = float("nan")
+    store.write_cell("g", "a", {**_row("none", None), "status": "ok", "mia_auc": 0.7, "mia_tpr_at_01pct_fpr": nan,
+                                "unlearn_steps": nan}, EXAMPLES)
+    assert pq.read_table(next((tmp_path / "cells").rglob("*.parquet"))).column("mia_tpr_at_01pct_fpr").null_count == 1
+    old = tmp_path / "cells" / "grid=g" / "old.parquet"  # a file from before: NaN stored for unknown
+    pq.write_table(pa.Table.from_pylist([{**_row("ga", None), "grid": "g", "cell_id": "b", "status": "ok",
+                                          "mia_auc": 0.6, "mia_tpr_at_01pct_fpr": nan, "unlearn_steps": nan}]), old)
+    con = connect_duckdb(store)
+    got = con.execute("select count(*), count(mia_tpr_at_01pct_fpr), count(unlearn_steps), count(mia_auc), "
+                      "count(*) filter (where mia_tpr_at_01pct_fpr is null) from cells").fetchone()
+    assert got == (2, 0, 0, 2, 2)
 
 
 def test_rewriting_a_cell_replaces_it(tmp_path: Path) -> None:

@@ -378,3 +378,15 @@ def test_sections_against_retrain_render_or_say_why(report: Path, store_root: Pa
     for present, drawn, skipped in parts:
         assert (drawn in md) == present and (skipped in md) == (not present), (drawn, present)
     assert "### Collateral damage and where the forgotten class goes" in md
+
+
+def test_wilson_bounds_hold_the_rate_even_at_zero_and_one() -> None:
+    from reports import queries as q
+
+    con = duckdb.connect()
+    con.execute(q._MACROS)
+    rows = con.execute("SELECT p, n, wilson_lo(p, n), wilson_hi(p, n) FROM (VALUES (0.0, 200), (1.0, 200), "
+                       "(0.0, 7), (0.3, 1), (0.9999, 50000)) t(p, n0), LATERAL (SELECT n0::BIGINT AS n)").fetchall()
+    assert all(lo <= p <= hi for p, _, lo, hi in rows)
+    assert rows[0][2] == 0.0 and rows[1][3] == 1.0
+    assert rows[0][3] == pytest.approx(q.Z ** 2 / (200 + q.Z ** 2), rel=1e-12)
