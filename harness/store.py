@@ -101,8 +101,6 @@ def _extra_array(values: list[Any]) -> pa.Array:
     """An extra column: nested values as JSON text, one type per column (text when rows disagree)."""
     vals = [json.dumps(v, sort_keys=True, default=str) if isinstance(v, (dict, list, tuple)) else v
             for v in map(_arrow_value, values)]
-    if all(v is None for v in vals):  # unknown everywhere (was NaN): keep the numeric type, not Arrow's null
-        return pa.array(vals, type=pa.float64())
     try:
         return pa.array(vals)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -680,6 +678,7 @@ def connect_duckdb(store: ResultStore):
     import duckdb
 
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # `qmu query` prints its own table; no bar on stderr
     register_views(con, store)
     return con
 

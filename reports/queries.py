@@ -175,6 +175,7 @@ def connect(root: str) -> Store:
     store = ResultStore(root)
     con = duckdb.connect()
     con.execute("SET threads TO 2")
+    con.execute("SET enable_progress_bar = false")  # its bar would land in the middle of report output
     con.create_function("t975", t975, ["BIGINT"], "DOUBLE")
     con.execute(_MACROS)
     n_cells, has_examples = register_views(con, store, cells="store_cells", examples="store_examples")
@@ -272,9 +273,10 @@ def _with_retrain() -> str:
     for m in GAP_METRICS:
         se = f"(({{a}}.{m}_hi - {{a}}.{m}_lo) / (2 * {Z}))"
         comb = f"sqrt(coalesce({se.format(a='c')}^2, 0) + coalesce({se.format(a='r')}^2, 0))"
-        d = f"(c.{m} - r.{m})"
-        gaps.append(f"{d} AS gap_{m}, CASE WHEN {comb} > 0 THEN clip_lo({d} - {Z} * {comb}, -1.0) END AS gap_{m}_lo, "
-                    f"CASE WHEN {comb} > 0 THEN clip_hi({d} + {Z} * {comb}, 1.0) END AS gap_{m}_hi")
+        d = f"(CASE WHEN c.method <> 'retrain' THEN c.{m} - r.{m} END)"  # retrain's gap to itself says nothing
+        ok = f"{comb} > 0 AND {d} IS NOT NULL"
+        gaps.append(f"{d} AS gap_{m}, CASE WHEN {ok} THEN clip_lo({d} - {Z} * {comb}, -1.0) END AS gap_{m}_lo, "
+                    f"CASE WHEN {ok} THEN clip_hi({d} + {Z} * {comb}, 1.0) END AS gap_{m}_hi")
     on = " AND ".join(f"r.{a} IS NOT DISTINCT FROM c.{a}" for a in AXES if a != "method")
     return f"""
       SELECT c.*, r.cell_id AS retrain_cell_id, r.mia_auc AS retrain_mia_auc,
