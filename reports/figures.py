@@ -280,7 +280,9 @@ def _leak_takeaway(df: pd.DataFrame, lm: str, same: list[list[str]]) -> str:
         reach = [m for m in un if near(m, m_used)]
         s = f"on {mo} ({primary[0]}), " + (f"{_join(reach)} reach{'es' if len(reach) == 1 else ''} retrain's "
                                            f"{LABELS[m_used]}" if reach else f"no method reaches retrain's {LABELS[m_used]}")
-        if "none" in sub.index and near("none", m_used):
+        if "retrain" not in sub.index:  # without a target, "reaches nothing" would be a false finding
+            s = f"on {mo} ({primary[0]}), the grid has no retrain cell to judge leakage against"
+        elif "none" in sub.index and near("none", m_used):
             s += f" (so does none: at this slice the {LABELS[m_used]} cannot tell the original model from retrain)"
         elif m_used != lm:
             s += f" (the {LABELS[lm]} cannot tell the original model from retrain here)"

@@ -390,3 +390,18 @@ def test_wilson_bounds_hold_the_rate_even_at_zero_and_one() -> None:
     assert all(lo <= p <= hi for p, _, lo, hi in rows)
     assert rows[0][2] == 0.0 and rows[1][3] == 1.0
     assert rows[0][3] == pytest.approx(q.Z ** 2 / (200 + q.Z ** 2), rel=1e-12)
+
+
+def test_leakage_takeaway_without_retrain_claims_no_failure() -> None:
+    from reports.figures import _leak_takeaway
+
+    def rows(methods: list[str]) -> pd.DataFrame:
+        return pd.DataFrame([{"model": "m", "forget": "class:4", "method": k, "acc_test_retain": 0.9,
+                              "gap_mia_advantage": None if k == "retrain" or "retrain" not in methods else 0.01,
+                              "gap_mia_advantage_lo": None if k == "retrain" or "retrain" not in methods else -0.05,
+                              "gap_mia_advantage_hi": None if k == "retrain" or "retrain" not in methods else 0.07}
+                             for k in methods])
+
+    assert "no retrain cell" in _leak_takeaway(rows(["none", "ga"]), "mia_advantage", [])
+    with_retrain = _leak_takeaway(rows(["none", "retrain", "ga"]), "mia_advantage", [])
+    assert "ga reaches retrain's" in with_retrain and "no retrain cell" not in with_retrain
