@@ -60,10 +60,9 @@ def _store(results: str, *, must_exist: bool = False):
     except (ValueError, OSError) as e:  # pyarrow.ArrowInvalid is a ValueError
         raise fail(f"--results {results!r}: cannot open it ({str(e).splitlines()[0][:200]}); give a local "
                    "directory or a filesystem URI such as s3://BUCKET/PREFIX") from None
-    if store.local and os.path.exists(store.base) and not os.path.isdir(store.base):
-        raise fail(f"--results {store.base}: is a file, not a directory")
-    if store.local and (above := _file_above(store.base)):
-        raise fail(f"--results {store.base}: {above} is a file, so no store can be under it; choose a directory path")
+    if store.local and not os.path.isdir(found := _nearest_existing(store.base)):
+        raise fail(f"--results {store.base}: is a file, not a directory" if found == store.base else
+                   f"--results {store.base}: {found} is a file, so no store can be under it; choose a directory path")
     if must_exist:
         try:
             grids = store.grids()
@@ -75,12 +74,11 @@ def _store(results: str, *, must_exist: bool = False):
     return store
 
 
-def _file_above(path: str) -> str | None:
-    """The nearest existing ancestor of `path` when it is not a directory."""
-    p = os.path.dirname(path)
-    while p and not os.path.exists(p):
-        p = os.path.dirname(p) if os.path.dirname(p) != p else ""
-    return p if p and not os.path.isdir(p) else None
+def _nearest_existing(path: str) -> str:
+    """`path` itself, or its nearest ancestor that exists (`path` is absolute, so "/" ends the walk)."""
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path
 
 
 def _make_root(store: Any) -> None:

@@ -8,7 +8,6 @@ is a `GridError` whose message names the file, the key and the problem (the CLI 
 from __future__ import annotations
 
 import difflib
-
 import importlib
 import itertools
 import re

@@ -135,7 +135,6 @@ CREATE MACRO hanley_se(a, n1, n2) AS CASE WHEN n1 IS NULL OR n2 IS NULL OR n1 <=
   / (n1*n2))) END;
 CREATE MACRO clip_lo(x, a) AS CASE WHEN x IS NULL THEN NULL ELSE greatest(x, a) END;
 CREATE MACRO clip_hi(x, a) AS CASE WHEN x IS NULL THEN NULL ELSE least(x, a) END;
-CREATE MACRO nan_null(x) AS CASE WHEN x IS NULL OR isnan(x) THEN NULL ELSE x END;
 """
 
 
@@ -192,9 +191,9 @@ def connect(root: str) -> Store:
         missing = [c for c in _COLUMN_TYPES if c not in have]
         extra = sorted(have - set(_COLUMN_TYPES))
         adds = "".join(f", NULL::{_COLUMN_TYPES[c]} AS {c}" for c in missing)
-        # NaN metrics (e.g. acc_test_forget of a random forget set) read as NULL: aggregates skip them
-        nan_fix = [m for m in METRICS if m not in missing]
-        repl = ", ".join(f"nan_null({m}::DOUBLE) AS {m}" for m in nan_fix)
+        # metrics as DOUBLE (a column unknown in every row is Arrow's null type); the store's view already
+        # reads NaN as NULL (harness.store.register_views), so aggregates skip unknown values
+        repl = ", ".join(f"{m}::DOUBLE AS {m}" for m in METRICS if m not in missing)
         con.execute(f"CREATE TEMP TABLE cells AS SELECT * REPLACE ({repl}){adds} FROM store_cells")
     else:
         con.execute(f"CREATE VIEW cells AS {empty(_COLUMN_TYPES)}")
@@ -217,6 +216,10 @@ def connect(root: str) -> Store:
         ex_have.add("population")
     return Store(root, con, bool(n_cells), has_examples, bool(manifests), extra, frozenset(have), frozenset(ex_have))
 
+
+# the matching retrain cell's columns that cell_all carries, as retrain_<column>
+RETRAIN_COLUMNS = ("cell_id", "mia_auc", "unlearn_circuits_device", "unlearn_circuits", "unlearn_seconds",
+                   "relearn_steps")
 
 def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
     # per-cell sample counts (from examples; falls back to n_forget for the member count)
@@ -261,10 +264,9 @@ def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
       FROM cells c JOIN cell_n n USING (cell_id) WHERE c.status = 'ok')
       {_with_retrain()}
     """)
-    con.execute("CREATE TEMP VIEW cell_ci AS SELECT * EXCLUDE (retrain_cell_id, retrain_mia_auc, "
-                "retrain_unlearn_circuits_device, retrain_unlearn_circuits, retrain_unlearn_seconds, "
-                "retrain_relearn_steps, " + ", ".join(f"gap_{m}, gap_{m}_lo, gap_{m}_hi" for m in GAP_METRICS)
-                + ") FROM cell_all")
+    added = [f"retrain_{c}" for c in RETRAIN_COLUMNS] + [f"gap_{m}{x}" for m in GAP_METRICS for x in ("", "_lo", "_hi")]
+    con.execute(f"CREATE TEMP VIEW cell_ci AS SELECT * EXCLUDE ({', '.join(added)}) FROM cell_all")
+
 
 
 def _with_retrain() -> str:
@@ -274,15 +276,11 @@ def _with_retrain() -> str:
         se = f"(({{a}}.{m}_hi - {{a}}.{m}_lo) / (2 * {Z}))"
         comb = f"sqrt(coalesce({se.format(a='c')}^2, 0) + coalesce({se.format(a='r')}^2, 0))"
         d = f"(CASE WHEN c.method <> 'retrain' THEN c.{m} - r.{m} END)"  # retrain's gap to itself says nothing
-        ok = f"{comb} > 0 AND {d} IS NOT NULL"
-        gaps.append(f"{d} AS gap_{m}, CASE WHEN {ok} THEN clip_lo({d} - {Z} * {comb}, -1.0) END AS gap_{m}_lo, "
-                    f"CASE WHEN {ok} THEN clip_hi({d} + {Z} * {comb}, 1.0) END AS gap_{m}_hi")
+        gaps.append(f"{d} AS gap_{m}, CASE WHEN {comb} > 0 THEN clip_lo({d} - {Z} * {comb}, -1.0) END AS gap_{m}_lo, "
+                    f"CASE WHEN {comb} > 0 THEN clip_hi({d} + {Z} * {comb}, 1.0) END AS gap_{m}_hi")
     on = " AND ".join(f"r.{a} IS NOT DISTINCT FROM c.{a}" for a in AXES if a != "method")
     return f"""
-      SELECT c.*, r.cell_id AS retrain_cell_id, r.mia_auc AS retrain_mia_auc,
-             r.unlearn_circuits_device AS retrain_unlearn_circuits_device,
-             r.unlearn_circuits AS retrain_unlearn_circuits, r.unlearn_seconds AS retrain_unlearn_seconds,
-             r.relearn_steps AS retrain_relearn_steps, {', '.join(gaps)}
+      SELECT c.*, {', '.join(f"r.{c} AS retrain_{c}" for c in RETRAIN_COLUMNS)}, {', '.join(gaps)}
       FROM cell_ci c LEFT JOIN (SELECT * FROM cell_ci WHERE method = 'retrain') r ON r.grid = c.grid AND {on}"""
 
 
