@@ -69,6 +69,9 @@ EXAMPLE_SCHEMA = pa.schema([
     ("prediction", pa.int64()), ("loss", pa.float64()), ("attack_score", pa.float64()),
     *((f"prob_{c}", pa.float64()) for c in range(10)),
 ])
+# Counts that the stages report as floats (extras, not in CELL_SCHEMA): the `cells` view reads them as BIGINT.
+COUNT_COLUMNS = ("unlearn_steps", "relearn_steps", "unlearn_circuits", "unlearn_circuits_device",
+                 "train_circuits_device", "unlearn_shots_total", "eval_circuits")
 AXES = ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots", "seed", "backend")
 TMP_PREFIX = ".tmp-"
 CURRENT = "current.json"
@@ -651,7 +654,9 @@ def register_views(con: Any, store: ResultStore, cells: str = "cells", examples:
     con.execute(f"CREATE OR REPLACE TEMP VIEW _{cells}_src AS SELECT * FROM \"_{cells}_arrow\"")
     # rows written before NaN was stored as NULL still hold NaN for unknown values: read them as NULL
     floats = [f.name for f in t.schema if pa.types.is_floating(f.type)]
-    nulls = f" REPLACE ({', '.join(f'CASE WHEN isnan({_q(c)}) THEN NULL ELSE {_q(c)} END AS {_q(c)}' for c in floats)})"
+    known = [f"CASE WHEN isnan({_q(c)}) THEN NULL ELSE {_q(c)} END" for c in floats]
+    known = [f"CAST({k} AS BIGINT)" if c in COUNT_COLUMNS else k for c, k in zip(floats, known)]
+    nulls = f" REPLACE ({', '.join(f'{k} AS {_q(c)}' for c, k in zip(floats, known))})"
     con.execute(f"CREATE OR REPLACE TEMP VIEW {cells} AS SELECT * EXCLUDE (_src){nulls if floats else ''} "
                 f"FROM \"_{cells}_arrow\"")
     parts = [p for p in (_register_examples(con, store, gf) for gf in files) if p]

@@ -63,6 +63,18 @@ def test_unknown_values_are_null_whether_written_now_or_as_nan_before(tmp_path: 
     assert got == (2, 0, 0, 2, 2)
 
 
+def test_counts_read_as_integers(tmp_path: Path) -> None:
+    """Steps and circuit counts arrive from the stages as floats; the view reads them as BIGINT, NULL kept."""
+    store = ResultStore(str(tmp_path))
+    store.write_cell("g", "a", {**_row("ga", None), "status": "ok", "relearn_steps": 3.0, "unlearn_steps": 181.0}, EXAMPLES)
+    store.write_cell("g", "b", {**_row("rga", None), "status": "ok", "relearn_steps": float("nan"),
+                                "unlearn_steps": 42.0}, EXAMPLES)
+    con = connect_duckdb(store)
+    types = dict(con.execute("select column_name, column_type from (describe cells)").fetchall())
+    assert types["relearn_steps"] == types["unlearn_steps"] == "BIGINT" and types["mia_auc"] == "DOUBLE"
+    assert con.execute("select sum(unlearn_steps), count(relearn_steps), max(relearn_steps) from cells").fetchone() == (223, 1, 3)
+
+
 def test_rewriting_a_cell_replaces_it(tmp_path: Path) -> None:
     store = ResultStore(str(tmp_path))
     store.write_cell("g", "a", {**_row("ga", 16), "status": "failed", "error": "x"}, None)

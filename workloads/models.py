@@ -65,24 +65,26 @@ class QNN(nn.Module):
 
 
 # Inference of at least BANDED_MIN_ROWS images runs the HQNN's convolution as banded matrix products
-# (`conv_relu_pool`), in chunks of BANDED_CHUNK images, on output-column blocks of BANDED_BLOCK; smaller
-# batches, and every pass that needs gradients, use torch's conv2d. Measured on one core, float64,
-# conv -> ReLU -> max-pool of 28x28 images: 1000 images 179 ms with conv2d, 55 ms banded (chunks of 32 to
-# 64; 67 ms in chunks of 256, 177 ms unchunked: the windows outgrow the cache); 64 images 8.3 ms vs 5.3 ms;
-# 8 images 0.77 ms vs 1.0 ms. Blocks of 4 columns: 14 and 28 were slower (more of the band is zeros).
+# (`conv_relu_pool`), in chunks of BANDED_CHUNK images; smaller batches, and every pass that needs
+# gradients, use torch's conv2d. Measured on one core, quiet, float64, conv -> ReLU -> max-pool of 28x28
+# images: 64 images 7.7 ms with conv2d, 3.9 ms with one output row per window, 2.65 ms with the two rows
+# of a pooled row per window (fewer, larger windows: a 6x8 window feeds 40 outputs, and the max-pool is a
+# max over four column slices); 1000 images 205, 85 and 54 ms. Chunks of 32: 16, 64, 128 and 1000 took
+# 67, 58, 60 and 59 ms. Wider windows waste more of the band on zeros.
 BANDED_MIN_ROWS = 32
-BANDED_CHUNK = 64
-BANDED_BLOCK = 4
+BANDED_CHUNK = 32
+BANDED_BLOCK = 4  # output columns per window; a window spans the two output rows of one pooled row
 
 
 def conv_relu_pool(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """conv -> ReLU -> 2x2 max-pool -> flatten of (n, 1, s, s) images (s a multiple of 4, 'same' padding),
     as the HQNN's front end computes them, without autograd.
 
-    torch's float64 conv2d has no fast CPU kernel. Here each block of BANDED_BLOCK output columns of an
-    output row reads a k x (BANDED_BLOCK + k - 1) window of the padded image (a strided view, copied once
-    by the product) times one banded matrix built from the kernel. The max-pool runs before the bias and
-    the ReLU, which commute with it exactly (both are monotone, and rounding x + b is monotone in x)."""
+    torch's float64 conv2d has no fast CPU kernel. Here each (k + 1) x (BANDED_BLOCK + k - 1) window of the
+    padded image (a strided view, copied once by the product), which covers a 2 x BANDED_BLOCK block of
+    outputs, times one banded matrix gives the block's four pool members side by side. The max-pool runs
+    before the bias and the ReLU, which commute with it exactly (both are monotone, and rounding x + b is
+    monotone in x)."""
     return torch.cat([_conv_relu_pool(conv, x[i: i + BANDED_CHUNK]) for i in range(0, len(x), BANDED_CHUNK)])
 
 
@@ -90,26 +92,28 @@ def _conv_relu_pool(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     n, s, k, c, pad, blk = len(x), x.shape[-1], conv.kernel_size[0], conv.out_channels, conv.padding[0], BANDED_BLOCK
     side, width, nb = s + 2 * pad, BANDED_BLOCK + k - 1, s // BANDED_BLOCK
     padded = F.pad(x[:, 0], (pad, pad, pad, pad))
-    windows = padded.as_strided((n, s, nb, k, width), (side * side, side, blk, side, 1))
-    out = (windows.reshape(-1, k * width) @ _banded(conv.weight)).view(n, s // 2, 2, nb, c, blk // 2, 2)
-    rows = torch.maximum(out[:, :, 0], out[:, :, 1])
-    pooled = torch.maximum(rows[..., 0], rows[..., 1]).permute(0, 3, 1, 2, 4)  # (n, c, s/2, nb, blk/2)
-    return (pooled + conv.bias.view(1, c, 1, 1, 1)).clamp_min_(0).reshape(n, -1)
+    windows = padded.as_strided((n, s // 2, nb, k + 1, width), (side * side, 2 * side, blk, side, 1))
+    out = (windows.reshape(-1, (k + 1) * width) @ _banded(conv.weight)).view(-1, 4, c * blk // 2)
+    pooled = torch.maximum(torch.maximum(out[:, 0], out[:, 1]), torch.maximum(out[:, 2], out[:, 3]))
+    pooled = (pooled + conv.bias.repeat_interleave(blk // 2)).clamp_min_(0)
+    return pooled.view(n, s // 2, nb, c, blk // 2).permute(0, 3, 1, 2, 4).reshape(n, -1)
 
 
 def _banded(weight: torch.Tensor) -> torch.Tensor:
-    """(k * width, c * BANDED_BLOCK): entry [i * width + j, ch * BANDED_BLOCK + o] = weight[ch, 0, i, j - o]."""
+    """((k + 1) * width, 4 * c * BANDED_BLOCK / 2): row (r, col) of the window, column (pool member dy, dx;
+    channel ch; pooled column j) holds weight[ch, 0, r - dy, col - 2j - dx] where that is inside the kernel."""
     c, _, k, _ = weight.shape
     index, valid = _banded_index(c, k)
-    return (weight.reshape(-1)[index] * valid.to(weight.dtype)).reshape(-1, c * BANDED_BLOCK)
+    return (weight.reshape(-1)[index] * valid.to(weight.dtype)).reshape((k + 1) * (BANDED_BLOCK + k - 1), -1)
 
 
 @lru_cache(maxsize=8)
 def _banded_index(c: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    i, j, ch, o = torch.meshgrid(torch.arange(k), torch.arange(BANDED_BLOCK + k - 1), torch.arange(c),
-                                 torch.arange(BANDED_BLOCK), indexing="ij")
-    d = j - o
-    return ch * k * k + i * k + d.clamp(0, k - 1), (d >= 0) & (d < k)
+    r, col, dy, dx, ch, j = torch.meshgrid(torch.arange(k + 1), torch.arange(BANDED_BLOCK + k - 1), torch.arange(2),
+                                           torch.arange(2), torch.arange(c), torch.arange(BANDED_BLOCK // 2),
+                                           indexing="ij")
+    a, b = r - dy, col - 2 * j - dx
+    return ch * k * k + a.clamp(0, k - 1) * k + b.clamp(0, k - 1), (a >= 0) & (a < k) & (b >= 0) & (b < k)
 
 
 class HQNN(nn.Module):

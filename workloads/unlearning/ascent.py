@@ -32,6 +32,12 @@ def describe_stop(params: dict[str, Any], stop_acc: float | str) -> str:
     return f"forget_acc<={stop_acc} on {where} every {params['stop_every']} steps, max_epochs {params['max_epochs']}"
 
 
+def audit_stride(points: int) -> int:
+    """Steps between trajectory points once `points` are logged: AUDIT_EVERY for the first 20 after the
+    start, then 4x longer every 20 points, so a long run logs a few dozen points, not hundreds."""
+    return AUDIT_EVERY * 4 ** ((points - 1) // 20)
+
+
 def _batch_acc(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.detach().argmax(1) == y).double().mean())
 
@@ -80,7 +86,7 @@ def ascend(model: nn.Module, data: UnlearnData, params: dict[str, Any], shots: i
                     weights = _gated(model, gate)
                     if not any(p.requires_grad for p in model.parameters()):
                         break
-                if steps % (AUDIT_EVERY if steps < 20 * AUDIT_EVERY else 5 * AUDIT_EVERY) == 0:
+                if steps % audit_stride(len(trajectory)) == 0:
                     audit()
             else:
                 continue
