@@ -44,7 +44,7 @@ def plain_loop(spec: GridSpec) -> float:
         un = trivial.unlearn_stage(cfg, tr.state)
         at = trivial.attack_stage(cfg, tr.state)
         trivial.evaluate_stage(cfg, tr.state, un.state, at.state,
-                               {"train": tr.cost, "unlearn": un.cost, "attack": at.cost})
+                               costs={"train": tr.cost, "unlearn": un.cost, "attack": at.cost})
     return time.perf_counter() - t0
 
 

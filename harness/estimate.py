@@ -107,10 +107,15 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
         if m == "graddiff":  # a forget and a retain batch per step
             return _passes(cfg.model, 2 * mp["batch_size"] * _EST_GRADDIFF_STEPS, s)
         return _passes(cfg.model, n_forget * _EST_UNLEARN_EPOCHS, s)  # ga and any other ascent
-    if kind == "attack":
-        c = _forward(cfg.model, cfg.n_train + cfg.n_test + min(ap["attack"]["n_nonmembers"], half), cfg.eval_shots)
-        refs = _forward(cfg.model, k * (cfg.n_train + half + min(n_z, half)), cfg.eval_shots)
-        return StageCost(c.seconds + refs.seconds + 2 * _SEC_ATTACK_FIT, c.circuits, c.shots)
+    if kind == "attack":  # `shared`: study, loss, RMIA, LiRA (and the references); `forget`: heldout
+        scope = getattr(cfg, "attack_scope", None)
+        p = ap["attack"]
+        c = _forward(cfg.model, {"shared": cfg.n_train + cfg.n_test,
+                                 "forget": p["n_members"] + min(p["n_nonmembers"], half)}.get(
+            scope, cfg.n_train + cfg.n_test + min(p["n_nonmembers"], half)), cfg.eval_shots)
+        refs = _forward(cfg.model, 0 if scope == "forget" else k * (cfg.n_train + half + min(n_z, half)), cfg.eval_shots)
+        fits = 2 if scope is None else 1
+        return StageCost(c.seconds + refs.seconds + fits * _SEC_ATTACK_FIT, c.circuits, c.shots)
     return _forward(cfg.model, cfg.n_train + cfg.n_test + scored + min(n_z, half), cfg.eval_shots)  # evaluate
 
 

@@ -374,7 +374,7 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
         cap_e = _Captured()
         with wb.query_hook(cap_e):
             wc.evaluate_stage(cfg, original, unlearned, att.state,
-                              {"train": c_train, "unlearn": c_unl, "attack": att.cost})
+                              costs={"train": c_train, "unlearn": c_unl, "attack": att.cost})
         work.append((p, aq, cap_e.queries))
     # the exact estimate from the captured queries: cells past the budget (from the end) are skipped too
     costs = []
@@ -621,7 +621,7 @@ def collect(store: ResultStore, grid: str | None = None, echo: Callable[[str], N
         with wb.query_hook(_Replay(a, ledger.result(a["job_id"]))):
             att = wc.attack_stage(cfg, original)
         with wb.query_hook(_Replay(e, ledger.result(e["job_id"]))):
-            row, examples = wc.evaluate_stage(cfg, original, unlearned, att.state, {**costs, "attack": att.cost})
+            row, examples = wc.evaluate_stage(cfg, original, unlearned, att.state, costs={**costs, "attack": att.cost})
         row = {**row, **_base_row(rec), **_provenance(a, e), "status": "ok", "error": None}
         store.write_cell(rec["grid"], rec["cell_id"], row, examples)
         rec.update(state=DONE, reason=None, collected_at=_now())

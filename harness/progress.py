@@ -48,6 +48,7 @@ def _shots(v: Any) -> str:
 
 def stage_label(kind: str, cfg: Any) -> str:
     """'train hqnn-l1 seed 0', 'reference #1 hqnn-l1 seed 0', 'unlearn ga hqnn-l1 class:4 seed 0',
+    'attack shared hqnn-l1 shots 16 seed 0', 'attack forget hqnn-l1 class:4 shots 16 seed 0',
     'evaluate ga hqnn-l1 class:4 shots 16 seed 0'."""
     g = lambda k: getattr(cfg, k, None)  # noqa: E731
     seed = f"seed {g('seed')}"
@@ -56,8 +57,10 @@ def stage_label(kind: str, cfg: Any) -> str:
             + ([f"shots {g('train_shots')}"] if g("train_shots") is not None else []) + [seed]
     elif kind == "unlearn":
         parts = [g("method"), g("model"), g("forget"), seed]
-    elif kind == "attack":
-        parts = [g("model"), g("forget"), f"shots {_shots(g('eval_shots'))}", seed]
+    elif kind == "attack":  # the shared attack stage serves every forget set
+        scope = g("attack_scope")
+        parts = ([scope] if scope else []) + [g("model")] + ([] if scope == "shared" else [g("forget")]) \
+            + [f"shots {_shots(g('eval_shots'))}", seed]
     else:
         parts = [g("method"), g("model"), g("forget"), f"shots {_shots(g('eval_shots'))}", seed]
     return " ".join([kind, *map(str, parts)])

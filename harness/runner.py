@@ -87,7 +87,7 @@ class StageWorker:
         deps = [self.loads(b)[0] for b in blobs]
         meta = {**self.info_, "kind": kind, "started": t0}
         if kind == "evaluate":
-            payload = self.impl.evaluate_stage(cfg, *deps, costs)
+            payload = self.impl.evaluate_stage(cfg, *deps, costs=costs)
         else:
             fn = getattr(self.impl, f"{kind}_stage")
             res = fn(cfg, *deps)
@@ -112,6 +112,20 @@ class StageWorker:
             except Exception as e:  # noqa: BLE001 -- the workload's error becomes the row's error text
                 out.append(("error", _short_error(e), {**self.info_, "kind": kind}))
         return out
+
+
+ADDITIVE_COSTS = ("seconds", "circuits", "shots", "circuits_device", "qpu_seconds")
+
+
+def stage_costs(deps: Any) -> dict[str, dict[str, float]]:
+    """Costs of a stage's dependencies by kind, from (kind, cost) pairs: two stages of one kind (a cell's
+    `attack` and `attack.forget`) add their seconds, circuits and shots; other entries are kept as given."""
+    out: dict[str, dict[str, float]] = {}
+    for kind, cost in deps:
+        merged = out.setdefault(kind, {})
+        for k, v in cost.items():
+            merged[k] = merged.get(k, 0.0) + v if k in ADDITIVE_COSTS else merged.get(k, v)
+    return out
 
 
 @dataclass
@@ -304,7 +318,7 @@ class _Driver:
         items, inline, big = [], {}, {}
         for key in keys:
             node = self.plan.stages[key]
-            costs = {k: self._meta(d).get("cost", {}) for k, d in zip(DEPS[node.kind], node.deps)}
+            costs = stage_costs((self.plan.stages[d].kind, self._meta(d).get("cost", {})) for d in node.deps)
             items.append((node.kind, node.cfg, costs, node.deps))
             for d in node.deps:
                 if d in self.refs:

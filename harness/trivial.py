@@ -109,7 +109,7 @@ def attack_stage(cfg: CellConfig, original: dict[str, torch.Tensor]) -> StageRes
 
 
 def evaluate_stage(cfg: CellConfig, original: dict[str, torch.Tensor], unlearned: dict[str, torch.Tensor],
-                   attack: dict[str, torch.Tensor], costs: dict[str, dict]) -> tuple[dict, pd.DataFrame]:
+                   attack: dict[str, torch.Tensor], *, costs: dict[str, dict]) -> tuple[dict, pd.DataFrame]:
     s = _work(cfg)
     score = float(torch.sigmoid(unlearned["w"].sum() + attack["a"].sum()))
     row = {"mia_success": score, "mia_success_lo": score * 0.9, "mia_success_hi": min(1.0, score * 1.1),

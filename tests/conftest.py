@@ -123,5 +123,5 @@ def method_rows(base: Any, methods: tuple[str, ...], train: Any = None, attack: 
         cfg = replace(base, method=method)
         un = unlearn_stage(cfg, train.state)
         rows[method] = evaluate_stage(cfg, train.state, un.state, attack.state,
-                                      {"train": train.cost, "unlearn": un.cost, "attack": attack.cost})
+                                      costs={"train": train.cost, "unlearn": un.cost, "attack": attack.cost})
     return rows

@@ -103,8 +103,10 @@ def test_cells_share_stages_by_spec(digits_cells):
     assert a["train"] == b["train"] and a["unlearn"] != b["unlearn"] and a["attack"] != b["attack"]
     c = stage_specs(replace(base, method="retrain", unlearn_shots=64))
     assert c["unlearn"] == stage_specs(replace(base, method="retrain"))["unlearn"]  # retrain trains at train_shots
-    # the heldout attack draws members from the retain set: one attack per forget set
-    assert stage_specs(replace(base, forget="random:20"))["attack"] != a["attack"]
+    # the heldout attack draws members from the retain set: its stage is per forget set; the other attacks'
+    # stage is shared by every forget set
+    other = stage_specs(replace(base, forget="random:20"))
+    assert other["attack.forget"] != a["attack.forget"] and other["attack"] == a["attack"]
 
 
 def test_reference_models_are_stages_shared_across_cells():
@@ -121,7 +123,9 @@ def test_reference_models_are_stages_shared_across_cells():
     cfgs = [replace(base, method=m, forget=f, eval_shots=e) for m in ("none", "ga") for f in ("class:4", "random:20")
             for e in (None, 64)] + [replace(base, seed=1)]
     plan = build_plan("g", cfgs, stage_specs, "v")
-    assert plan.count("reference") == 8 and plan.count("train") == 2 and plan.count("attack") == 5
+    assert plan.count("reference") == 8 and plan.count("train") == 2 and plan.count("attack") == 3 + 5
+    scopes = [s.cfg.attack_scope for s in plan.stages.values() if s.kind == "attack"]
+    assert scopes.count("shared") == 3 and scopes.count("forget") == 5  # shared: one per (seed, eval shots)
     attack = next(s for s in plan.stages.values() if s.kind == "attack")
     kinds = [plan.stages[d].kind for d in attack.deps]
     assert kinds == ["train", "reference", "reference", "reference", "reference"]

@@ -38,7 +38,7 @@ def _cells(store, grid: str, seeds=SEEDS, forgets=FORGETS, methods=METHODS, eval
                 for ev in evals:
                     c = _with(cfg, eval_shots=ev)
                     row, ex = evaluate_stage(c, train.state, un.state, attacks[ev].state,
-                                             {"train": train.cost, "unlearn": un.cost, "attack": attacks[ev].cost})
+                                             costs={"train": train.cost, "unlearn": un.cost, "attack": attacks[ev].cost})
                     cid = f"{grid}-{seed}-{forget.replace(':', '')}-{method}-{ev or 'exact'}"
                     axes = {"model": c.model, "forget": forget, "method": method, "train_shots": None,
                             "unlearn_shots": None, "eval_shots": ev, "seed": seed, "backend": "torch"}

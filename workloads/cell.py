@@ -55,6 +55,7 @@ class CellConfig:
     n_test: int = 500
     params: tuple = ()
     n_eval: int | None = None  # evaluate at most this many retain, forget and test samples (hardware)
+    attack_scope: str | None = None  # set on an attack stage's config: "shared" or "forget" (None: every attack)
 
     def with_params(self, params: dict[str, dict[str, Any]] | None) -> "CellConfig":
         frozen = tuple(sorted((s, tuple(sorted(v.items()))) for s, v in (params or {}).items()))
@@ -80,9 +81,14 @@ class CellConfig:
             raise ValueError(f"eval_shots: backend {self.backend!r} measures shots; 'exact' needs backend torch")
 
     def stage_config(self, name: str) -> Any:
-        """The config a stage of this cell runs with: a `ReferenceConfig` for `reference.I`, else the cell's."""
-        kind, _, index = name.partition(".")
-        return reference_config(self, int(index)) if kind == "reference" else self
+        """The config a stage of this cell runs with: a `ReferenceConfig` for `reference.I`, the cell's with its
+        attack scope for `attack` (shared) and `attack.forget`, else the cell's."""
+        kind, _, suffix = name.partition(".")
+        if kind == "reference":
+            return reference_config(self, int(suffix))
+        if kind == "attack":
+            return replace(self, attack_scope=suffix or "shared")
+        return self
 
 
 @dataclass(frozen=True)
@@ -140,14 +146,16 @@ def stage_specs(cfg: CellConfig) -> dict[str, dict[str, Any]]:
         unlearn_spec["relearn"] = merged("relearn", cfg.params_dict().get("relearn"))
     ap = attack_params(cfg.params_dict())
     refs = {f"reference.{i}": reference_config(cfg, i).spec() for i in range(ap["references"]["k"])}
-    # the heldout attack draws its members from the retain set, so the attack depends on the forget set
-    attack = {"train": train, "forget": cfg.forget, "eval_shots": cfg.eval_shots, "backend": cfg.backend,
-              "params": ap}
-    evaluate = {"unlearn": unlearn_spec, "attack": attack, "forget": cfg.forget,
+    # Two attack stages: `attack` fits the attacks that ignore the forget set, once for every forget set of
+    # the same original model and eval shots; `attack.forget` fits those that draw from the retain set.
+    shared = {"train": train, "eval_shots": cfg.eval_shots, "backend": cfg.backend, "params": ap, "scope": "shared"}
+    per_forget = {**shared, "forget": cfg.forget, "scope": "forget"}
+    evaluate = {"unlearn": unlearn_spec, "attack": shared, "attack.forget": per_forget, "forget": cfg.forget,
                 "eval_shots": cfg.eval_shots, "backend": cfg.backend}
     if cfg.n_eval is not None:  # only when set, so existing stage keys stay valid
         evaluate["n_eval"] = cfg.n_eval
-    return {"train": train, **refs, "unlearn": unlearn_spec, "attack": attack, "evaluate": evaluate}
+    return {"train": train, **refs, "unlearn": unlearn_spec, "attack": shared, "attack.forget": per_forget,
+            "evaluate": evaluate}
 
 
 @dataclass(frozen=True)
@@ -326,14 +334,15 @@ def _sum_costs(costs: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def attack_stage(cfg: CellConfig, original: dict[str, torch.Tensor], *references: dict[str, torch.Tensor]) -> StageResult:
-    """Fit every active attack on what the attacker may see: the original model queried at the cell's eval shots
-    on train, test and P_attack samples, and the reference models (if any) queried on the torch executor."""
+    """Fit the active attacks of the config's `attack_scope` (all of them without one) on what the attacker may
+    see: the original model queried at the cell's eval shots on train, test and P_attack samples, and the
+    reference models (if any, and if an attack of the scope reads them) queried on the torch executor."""
     start = time.perf_counter()
     data = cell_data(cfg)
     params = attack_params(cfg.params_dict())
-    active = attacks.active(params)
     if len(references) != params["references"]["k"]:
         raise ValueError(f"attack stage needs {params['references']['k']} reference models, got {len(references)}")
+    active = attacks.active(params, cfg.attack_scope)
     know = _know(cfg, data, params)
     q = derive_seed(cfg.seed, "attack-query", cfg.eval_shots)
     original_out, costs = _query(_model(cfg, data, original), data,
@@ -343,9 +352,10 @@ def attack_stage(cfg: CellConfig, original: dict[str, torch.Tensor], *references
     for i, ref in enumerate(references):
         ref = dict(ref)
         members.append(ref.pop("members").numpy())
-        out, _ = _query(_model(cfg, data, ref), data, want, cfg.eval_shots, "torch",
-                        derive_seed(cfg.seed, "reference-query", i, cfg.eval_shots))
-        refs.append(out)
+        if want:
+            out, _ = _query(_model(cfg, data, ref), data, want, cfg.eval_shots, "torch",
+                            derive_seed(cfg.seed, "reference-query", i, cfg.eval_shots))
+            refs.append(out)
     view = attacks.AttackerView(know, original_out, tuple(refs), tuple(members))
     states, info = [], {}
     for a in active:
@@ -362,10 +372,11 @@ def evaluate_stage(
     cfg: CellConfig,
     original: dict[str, torch.Tensor],
     unlearned: dict[str, torch.Tensor],
-    attack: dict[str, torch.Tensor],
+    *attack_states: dict[str, torch.Tensor],
     costs: dict[str, dict[str, float]],
 ) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Metrics row and per-example rows of the evaluated (unlearned) model (docs/metrics.md).
+    """Metrics row and per-example rows of the evaluated (unlearned) model (docs/metrics.md), given the
+    states of its attack stages (each attack's keys carry its name, so they merge into one).
 
     Every attack is scored on the forget set (members) against held-out P_eval non-members: of the forget
     class for class forgetting, all of P_eval for random forgetting."""
@@ -373,6 +384,7 @@ def evaluate_stage(
     data = cell_data(cfg)
     params = attack_params(cfg.params_dict())
     active = attacks.active(params)
+    attack = {k: v for state in attack_states for k, v in state.items()}
     states = {a.NAME: attacks.unpack(attack, a.NAME) for a in active}
     unlearned, trajectory = split_unlearned(unlearned)
     want = _evaluate_rows(cfg, data, params, active)
@@ -527,4 +539,4 @@ def run_cell(cfg: CellConfig) -> tuple[dict[str, Any], pd.DataFrame]:
     un = unlearn_stage(cfg, train.state)
     att = attack_stage(cfg, train.state, *(r.state for r in refs))
     return evaluate_stage(cfg, train.state, un.state, att.state,
-                          {"train": train.cost, "unlearn": un.cost, "attack": att.cost})
+                          costs={"train": train.cost, "unlearn": un.cost, "attack": att.cost})

@@ -1,6 +1,8 @@
 """Membership-inference attacks behind one interface (docs/metrics.md).
 
-Each attack is one module with NAME, SCORE_COLUMN (its per-example column, or None), NEEDS_REFERENCES and
+Each attack is one module with NAME, SCORE_COLUMN (its per-example column, or None), NEEDS_REFERENCES,
+PER_FORGET_SET (whether its fit depends on the forget set: the attack stage is split so that the others
+are fitted once per original model and eval shots, for every forget set) and
   queries(know) / reference_queries(know)   rows of each data role it needs from the original / reference models
   fit(view) -> (state, info)                in the attack stage, on what the attacker may see
   target_rows(know)                         extra rows of the evaluated model it needs (beyond those scored)
@@ -23,13 +25,18 @@ from .base import AttackerView, Knowledge, Outputs
 
 ATTACKS: dict[str, ModuleType] = {m.NAME: m for m in (study, heldout, loss, rmia, lira)}
 
-__all__ = ["ATTACKS", "AttackerView", "Knowledge", "Outputs", "active", "merge_rows", "pack", "unpack"]
+__all__ = ["ATTACKS", "SCOPES", "AttackerView", "Knowledge", "Outputs", "active", "merge_rows", "pack", "unpack"]
 
 
-def active(params: dict[str, dict[str, Any]]) -> list[ModuleType]:
-    """The attacks a cell runs: all of them, those needing reference models only when there are some."""
+SCOPES = ("shared", "forget")  # attack stages: the attacks fitted once for all forget sets, and the others
+
+
+def active(params: dict[str, dict[str, Any]], scope: str | None = None) -> list[ModuleType]:
+    """The attacks a cell runs: all of them, those needing reference models only when there are some;
+    with a scope, only the shared ones (PER_FORGET_SET false) or only the per-forget-set ones."""
     k = params["references"]["k"]
-    return [a for a in ATTACKS.values() if k > 0 or not a.NEEDS_REFERENCES]
+    on = [a for a in ATTACKS.values() if k > 0 or not a.NEEDS_REFERENCES]
+    return on if scope is None else [a for a in on if a.PER_FORGET_SET == (scope == "forget")]
 
 
 def merge_rows(*wants: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -25,6 +25,7 @@ from .mlp import fit_attack, no_rows
 NAME = "heldout"
 SCORE_COLUMN = "attack_score"
 NEEDS_REFERENCES = False
+PER_FORGET_SET = True  # its members come from the retain set: one fit per forget set
 
 
 def queries(know: Knowledge) -> dict[str, np.ndarray]:

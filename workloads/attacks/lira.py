@@ -20,6 +20,7 @@ from .base import AttackerView, Knowledge, Outputs, logit_confidence
 NAME = "lira"
 SCORE_COLUMN = "lira_score"
 NEEDS_REFERENCES = True
+PER_FORGET_SET = False  # fitted once per original model and eval shots, shared by every forget set
 TARGETS = ("train", "eval")
 
 

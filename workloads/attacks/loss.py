@@ -13,6 +13,7 @@ from .base import AttackerView, Knowledge, Outputs, per_sample_loss
 NAME = "loss"
 SCORE_COLUMN = None  # the examples table stores the loss itself
 NEEDS_REFERENCES = False
+PER_FORGET_SET = False  # fitted once per original model and eval shots, shared by every forget set
 
 
 def queries(know: Knowledge) -> dict[str, np.ndarray]:

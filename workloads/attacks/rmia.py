@@ -22,6 +22,7 @@ from .base import AttackerView, Knowledge, Outputs, draw, true_label_prob
 NAME = "rmia"
 SCORE_COLUMN = "rmia_score"
 NEEDS_REFERENCES = True
+PER_FORGET_SET = False  # fitted once per original model and eval shots, shared by every forget set
 TARGETS = ("train", "eval")
 
 

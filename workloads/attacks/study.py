@@ -20,6 +20,7 @@ from .mlp import fit_attack, no_rows
 NAME = "study"
 SCORE_COLUMN = "study_score"
 NEEDS_REFERENCES = False
+PER_FORGET_SET = False  # fitted once per original model and eval shots, shared by every forget set
 
 
 def queries(know: Knowledge) -> dict[str, np.ndarray]:
