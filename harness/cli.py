@@ -144,11 +144,11 @@ def run(
 ) -> None:
     """Run or resume a grid, with progress. A finished grid returns at once ("nothing to do")."""
     t0 = _process_start()
-    print(f"qmu run {grid}: planning", flush=True)
     store = _store(results)
     if not dry_run and _already_done(grid, store, t0):
         return
-    spec = _load_grid(grid)
+    spec = _load_grid(grid)  # a bad grid exits here with its one error line, before any progress line
+    print(f"qmu run {grid}: planning", flush=True)
     if any(b.startswith("ibm:") for b in spec.axes["backend"]):
         return _run_on_hardware(spec, grid, results, max_qpu_seconds, dry_run)
     if max_qpu_seconds is not None:

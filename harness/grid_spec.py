@@ -169,7 +169,7 @@ def load_grid(path: str | Path, impl: str = "workloads.cell") -> GridSpec:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise GridError(path, "grid file", f"not valid YAML: {e}") from None
+        raise GridError(path, "grid file", f"not valid YAML: {_yaml_problem(e)}") from None
     if not isinstance(raw, dict):
         raise GridError(path, "(top level)", f"expected a mapping of keys, got {type(raw).__name__}")
     try:
@@ -177,6 +177,15 @@ def load_grid(path: str | Path, impl: str = "workloads.cell") -> GridSpec:
     except ValidationError as e:
         raise _first_error(path, e) from None
     return _check_semantics(path, f, importlib.import_module(impl))
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: where, what, and while doing what."""
+    mark, problem, context = (getattr(e, k, None) for k in ("problem_mark", "problem", "context"))
+    if not problem:
+        return " ".join(str(e).split())
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return f"{where}{problem}" + (f" ({context})" if context else "")
 
 
 def _check_semantics(path: Path, f: _GridFile, mod: Any) -> GridSpec:
