@@ -109,12 +109,15 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
         return _passes(cfg.model, n_forget * _EST_UNLEARN_EPOCHS, s)  # ga and any other ascent
     if kind == "attack":  # `shared`: study, loss, RMIA, LiRA (and the references); `forget`: heldout
         scope = getattr(cfg, "attack_scope", None)
-        p = ap["attack"]
-        c = _forward(cfg.model, {"shared": cfg.n_train + cfg.n_test,
-                                 "forget": p["n_members"] + min(p["n_nonmembers"], half)}.get(
-            scope, cfg.n_train + cfg.n_test + min(p["n_nonmembers"], half)), cfg.eval_shots)
-        refs = _forward(cfg.model, 0 if scope == "forget" else k * (cfg.n_train + half + min(n_z, half)), cfg.eval_shots)
-        fits = 2 if scope is None else 1
+        nonmembers = min(ap["attack"]["n_nonmembers"], half)
+        if scope == "shared":
+            rows, fits = cfg.n_train + cfg.n_test, 1
+        elif scope == "forget":
+            rows, fits, k = ap["attack"]["n_members"] + nonmembers, 1, 0
+        else:  # one stage with every attack (the hardware path)
+            rows, fits = cfg.n_train + cfg.n_test + nonmembers, 2
+        c = _forward(cfg.model, rows, cfg.eval_shots)
+        refs = _forward(cfg.model, k * (cfg.n_train + half + min(n_z, half)), cfg.eval_shots)
         return StageCost(c.seconds + refs.seconds + fits * _SEC_ATTACK_FIT, c.circuits, c.shots)
     return _forward(cfg.model, cfg.n_train + cfg.n_test + scored + min(n_z, half), cfg.eval_shots)  # evaluate
 
