@@ -18,15 +18,20 @@ from rich.table import Table
 
 from .identity import STAGES
 from .hw_cli import app as hw_app
-from .ui import examples, fail, fmt_duration, note
+from .ui import OneLineErrors, examples, fail, fmt_duration, note
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, context_settings=CONTEXT,
+    cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, context_settings=CONTEXT,
     rich_markup_mode=None,
     help="qmu-bench: membership leakage and unlearning of quantum neural networks, at scale.\n\n"
          "Grid format, metrics, methods and result columns: docs/ in the project (grid.md, metrics.md, "
-         "methods.md, results.md). Start with `qmu run grids/smoke.yaml`, then `qmu report`.")
+         "methods.md, results.md). Start with `qmu run grids/smoke.yaml`, then `qmu report`.",
+    epilog=examples("qmu run grids/smoke.yaml && qmu report --grid smoke   # the main job",
+                    "qmu run grids/paper.yaml --dry-run                    # what would run, and the cost",
+                    "qmu status                                             # grids in ./results",
+                    "qmu query \"select method, avg(mia_auc) from cells group by method\"",
+                    "qmu hw estimate grids/hardware.yaml                    # QPU seconds before submitting"))
 app.add_typer(hw_app, name="hw")
 RESULTS_HELP = "results root: a local directory or a pyarrow filesystem URI (s3://..., gs://...)"
 # The workload module every stage runs. Tests point it at harness.trivial through a fixture; it is not a flag.
@@ -130,7 +135,7 @@ def fingerprint(text: bytes) -> str:
     "qmu run grids/smoke.yaml                        # local Ray, results in ./results",
     "qmu run grids/paper.yaml --dry-run              # cells, stages, cost estimate; runs nothing",
     "qmu run grids/paper.yaml --address auto -r s3://BUCKET/qmu   # on a Ray cluster",
-    "qmu run grids/hardware.yaml --max-qpu-seconds 600            # ibm: backends, QPU budget"))
+    "qmu run grids/hardware.yaml --max-qpu-seconds 900            # ibm: backends, QPU budget"))
 def run(
     grid: Path = typer.Argument(..., help="grid spec YAML (format: docs/grid.md)"),
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
@@ -362,8 +367,11 @@ def query(
 
 
 def _duck_error(e: Exception) -> str:
-    """DuckDB's message on one line, with its suggestion ('Did you mean "cells"?', 'Candidate bindings: ...')."""
+    """DuckDB's message on one line, with its suggestion ('Did you mean "cells"?', 'Candidate bindings: ...');
+    an unknown table names the store's views instead of DuckDB's catalog guess."""
     lines = str(e).splitlines() or [type(e).__name__]
+    if lines[0].startswith("Catalog Error") and "does not exist" in lines[0]:
+        return f"{lines[0]}; the store's views are `cells` and `examples` (docs/results.md)"
     return " ".join([lines[0], *(ln for ln in lines[1:3] if ln.startswith(("Did you mean", "Candidate")))])
 
 

@@ -170,8 +170,12 @@ def load_grid(path: str | Path, impl: str = "workloads.cell") -> GridSpec:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise GridError(path, "grid file", f"not valid YAML: {_yaml_problem(e)}") from None
+    if raw is None:
+        raise GridError(path, "grid file", "the file is empty; a grid file needs name, dataset and grid "
+                        "(see grids/smoke.yaml and docs/grid.md)")
     if not isinstance(raw, dict):
-        raise GridError(path, "(top level)", f"expected a mapping of keys, got {type(raw).__name__}")
+        kind = "a list" if isinstance(raw, list) else f"a single value ({raw!r})"
+        raise GridError(path, "(top level)", f"expected a mapping of keys (name: ..., grid: ...), got {kind}")
     try:
         f = _GridFile.model_validate(raw)
     except ValidationError as e:

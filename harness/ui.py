@@ -7,8 +7,15 @@ would raise MarkupError, and `[red]` would silently vanish from the message.
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
+from typer.core import TyperGroup
+
+try:  # recent typer carries its own copy of click, and raises that copy's exceptions
+    from typer._click import exceptions as click_errors
+except ImportError:
+    from click import exceptions as click_errors
 from rich.console import Console
 from rich.text import Text
 
@@ -45,3 +52,28 @@ def fmt_duration(s: float) -> str:
 def examples(*lines: str) -> str:
     """A help epilog of example command lines, kept verbatim by click (the \\b marker stops rewrapping)."""
     return "\b\nExamples:\n" + "\n".join(f"  {ln}" for ln in lines)
+
+
+class OneLineErrors(TyperGroup):
+    """The `qmu` command group: a usage mistake (unknown flag, missing argument, bad flag value) is one
+    `error:` line naming it, exit 2, like every other bad input; click's default is a four-line usage block."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except click_errors.NoArgsIsHelpError as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click_errors.UsageError as e:
+            path = e.ctx.command_path if e.ctx else "qmu"
+            fail(f"{path}: {e.format_message().rstrip('.')}; see `{path} -h`")
+            sys.exit(2)
+        except click_errors.ClickException as e:
+            fail(e.format_message(), e.exit_code)
+            sys.exit(e.exit_code)
+        except click_errors.Abort:
+            note("aborted")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)

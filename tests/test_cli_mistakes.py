@@ -112,7 +112,15 @@ MISTAKES = [
     ("report, corrupt manifest", {"r": "STORE", "r/manifests/grid=g.json": "[1, 2"}, ["report", "--results", "r"],
      "grid=g.json: corrupt manifest"),
     ("hw on torch", {"g.yaml": GOOD}, ["hw", "submit", "g.yaml"], "'torch' is not a hardware backend"),
-    ("unknown command", {}, ["nope"], "No such command"),
+    ("empty grid file", {"g.yaml": ""}, ["run", "g.yaml"], "g.yaml: grid file: the file is empty"),
+    ("grid file is a list", {"g.yaml": "- a\n"}, ["run", "g.yaml"], "g.yaml: (top level): expected a mapping"),
+    ("query, unknown table", {"r": "STORE"}, ["query", "select * from nosuch", "--results", "r"],
+     "the store's views are `cells` and `examples`"),
+    ("usage: unknown command", {}, ["nope"], "error: qmu: No such command 'nope'; see `qmu -h`"),
+    ("usage: unknown flag", {"g.yaml": GOOD}, ["run", "g.yaml", "--bogus"], "qmu run: No such option: --bogus"),
+    ("usage: missing argument", {}, ["run"], "qmu run: Missing argument 'grid'"),
+    ("usage: bad flag value", {"g.yaml": GOOD}, ["run", "g.yaml", "--workers", "0"], "Invalid value for '--workers'"),
+    ("usage: hw flag", {}, ["hw", "status", "--nope"], "qmu hw status: No such option: --nope"),
 ]
 
 
@@ -139,14 +147,14 @@ def test_mistake_exits_2_with_one_clear_line(tmp_path: Path, monkeypatch: pytest
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / rel).write_text(text)
     before = _tree(tmp_path)
-    res = CliRunner().invoke(app, argv)
+    res = CliRunner().invoke(app, argv, prog_name="qmu")
     out = res.output
     assert res.exit_code == 2, f"{name}: exit {res.exit_code}\n{out}\n{res.exception!r}"
     assert isinstance(res.exception, SystemExit) and "Traceback" not in out
     assert expect in out, out
     errors = [ln for ln in out.splitlines() if ln.startswith(("error:", "Error:"))]
     assert len(errors) == 1 and not out.split(errors[0], 1)[1].strip(), out  # one line, nothing after it
-    if ".yaml: " in expect:  # a bad grid file stops before any progress line
+    if ".yaml: " in expect or name.startswith("usage:"):  # nothing before the line either (no usage block)
         assert out.strip().splitlines() == errors, out
     assert TOKEN not in out
     assert _tree(tmp_path) == before, "a mistake wrote a file"
