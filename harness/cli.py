@@ -370,9 +370,10 @@ def _duck_error(e: Exception) -> str:
     """DuckDB's message on one line, with its suggestion ('Did you mean "cells"?', 'Candidate bindings: ...');
     an unknown table names the store's views instead of DuckDB's catalog guess."""
     lines = str(e).splitlines() or [type(e).__name__]
-    if lines[0].startswith("Catalog Error") and "does not exist" in lines[0]:
-        return f"{lines[0]}; the store's views are `cells` and `examples` (docs/results.md)"
-    return " ".join([lines[0], *(ln for ln in lines[1:3] if ln.startswith(("Did you mean", "Candidate")))])
+    hints = [ln for ln in lines[1:3] if ln.startswith(("Did you mean", "Candidate"))]
+    if lines[0].startswith("Catalog Error") and not any("cells" in h or "examples" in h for h in hints):
+        hints = ["The store's views are `cells` and `examples` (docs/results.md)."]
+    return " ".join([lines[0], *hints])
 
 
 def _check_read_only(sql: str) -> None:

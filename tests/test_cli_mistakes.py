@@ -115,7 +115,7 @@ MISTAKES = [
     ("empty grid file", {"g.yaml": ""}, ["run", "g.yaml"], "g.yaml: grid file: the file is empty"),
     ("grid file is a list", {"g.yaml": "- a\n"}, ["run", "g.yaml"], "g.yaml: (top level): expected a mapping"),
     ("query, unknown table", {"r": "STORE"}, ["query", "select * from nosuch", "--results", "r"],
-     "the store's views are `cells` and `examples`"),
+     "The store's views are `cells` and `examples`"),
     ("usage: unknown command", {}, ["nope"], "error: qmu: No such command 'nope'; see `qmu -h`"),
     ("usage: unknown flag", {"g.yaml": GOOD}, ["run", "g.yaml", "--bogus"], "qmu run: No such option: --bogus"),
     ("usage: missing argument", {}, ["run"], "qmu run: Missing argument 'grid'"),
