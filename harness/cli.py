@@ -22,8 +22,8 @@ from .ui import OneLineErrors, examples, fail, fmt_duration, note
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
-    cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, context_settings=CONTEXT,
-    rich_markup_mode=None,
+    cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    context_settings=CONTEXT, rich_markup_mode=None,
     help="qmu-bench: membership leakage and unlearning of quantum neural networks, at scale.\n\n"
          "Grid format, metrics, methods and result columns: docs/ in the project (grid.md, metrics.md, "
          "methods.md, results.md). Start with `qmu run grids/smoke.yaml`, then `qmu report`.",

@@ -10,14 +10,14 @@ import os
 import sys
 
 import typer
+from rich.console import Console
+from rich.text import Text
 from typer.core import TyperGroup
 
 try:  # recent typer carries its own copy of click, and raises that copy's exceptions
     from typer._click import exceptions as click_errors
 except ImportError:
     from click import exceptions as click_errors
-from rich.console import Console
-from rich.text import Text
 
 err = Console(stderr=True, highlight=False)
 TOKEN_ENV = "QISKIT_IBM_TOKEN"
