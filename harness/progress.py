@@ -134,6 +134,10 @@ class _Counts(Progress):
         self.stages_failed += state == "failed"
         self.stages_done += 1
 
+    def next_on(self, wid: Any) -> str | None:
+        """The stage worker `wid` runs next, if one was sent to it: its earliest-dispatched unfinished one."""
+        return next((k for k, (_, w) in self.running.items() if w == wid), None)  # dispatch order
+
     def current(self) -> dict[str, float]:
         """The stage each worker is busy with now (its earliest-dispatched unfinished one) -> its start."""
         first: dict[Any, tuple[float, str]] = {}
@@ -239,10 +243,14 @@ class PlainProgress(_Counts):
 
     def stage_finished(self, node: Any, state: str) -> None:
         began = self._began(node.key) if node.key in self.running else None
+        wid = self.running.get(node.key, (0.0, None))[1]
         super().stage_finished(node, state)
         if node.kind != "evaluate" and state != "reused" and began is not None:
             self._print(f"{state:<6} {stage_label(node.kind, node.cfg)} in {fmt_duration(time.time() - began)} "
                         f"(cost model {fmt_duration(self.est.get(node.key, 0.0))}) | {self.line()}")
+        nxt = self.next_on(wid)  # a queued stage starts when the one before it on its worker ends
+        if nxt is not None and self.nodes[nxt].kind != "evaluate":
+            self._print(f"{'start':<6} {stage_label(self.nodes[nxt].kind, self.nodes[nxt].cfg)}")
 
     def cell_finished(self, cell_id: str, status: str, row: dict[str, Any] | None = None) -> None:
         super().cell_finished(cell_id, status, row)

@@ -72,6 +72,7 @@ EXAMPLE_SCHEMA = pa.schema([
 # Counts that the stages report as floats (extras, not in CELL_SCHEMA): the `cells` view reads them as BIGINT.
 COUNT_COLUMNS = ("unlearn_steps", "relearn_steps", "unlearn_circuits", "unlearn_circuits_device",
                  "train_circuits_device", "unlearn_shots_total", "eval_circuits")
+FLAG_COLUMNS = ("unlearn_reached_target",)  # reported as 0.0/1.0; the view reads them as BOOLEAN
 AXES = ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots", "seed", "backend")
 TMP_PREFIX = ".tmp-"
 CURRENT = "current.json"
@@ -655,7 +656,8 @@ def register_views(con: Any, store: ResultStore, cells: str = "cells", examples:
     # rows written before NaN was stored as NULL still hold NaN for unknown values: read them as NULL
     floats = [f.name for f in t.schema if pa.types.is_floating(f.type)]
     known = [f"CASE WHEN isnan({_q(c)}) THEN NULL ELSE {_q(c)} END" for c in floats]
-    known = [f"CAST({k} AS BIGINT)" if c in COUNT_COLUMNS else k for c, k in zip(floats, known)]
+    known = [f"CAST({k} AS BIGINT)" if c in COUNT_COLUMNS else f"CAST({k} AS BOOLEAN)" if c in FLAG_COLUMNS else k
+             for c, k in zip(floats, known)]
     nulls = f" REPLACE ({', '.join(f'{k} AS {_q(c)}' for c, k in zip(floats, known))})"
     con.execute(f"CREATE OR REPLACE TEMP VIEW {cells} AS SELECT * EXCLUDE (_src){nulls if floats else ''} "
                 f"FROM \"_{cells}_arrow\"")

@@ -365,13 +365,21 @@ def retrain_section(s: q.Store, grid: str, ref: dict[str, Any], prefix: str, fig
     return sec
 
 
+def _check_compare(s: q.Store, sides: tuple[str, str], grid: str | None) -> None:
+    a, b = sides
+    if a == b:
+        raise ReportError(f"--compare: both sides are {a!r}; name two different grids or backends "
+                          f"(grids: {', '.join(q.grids(s))})")
+    try:
+        q.side_filter(s, a, grid), q.side_filter(s, b, grid)
+    except ValueError as e:
+        raise ReportError(str(e)) from None
+
+
 def compare_section(s: q.Store, a: str, b: str, grid: str | None, figdir: Path, fig_meta: list[dict]) -> Section:
     from . import figures as F
 
-    try:
-        df, da, db = q.compare(s, a, b, grid)
-    except ValueError as e:
-        raise ReportError(str(e)) from None
+    df, da, db = q.compare(s, a, b, grid)
     sec = Section(f"Comparison: {da} against {db}")
     both = df.dropna(subset=["mia_success_a", "mia_success_b"])
     only_a = int(df["mia_success_b"].isna().sum()) if not df.empty else 0
@@ -554,6 +562,8 @@ def build_report(results: str, out: str, grid: str | None = None, compare: tuple
         if grid is not None and grid not in known:
             raise ReportError(f"--grid: no grid {grid!r} under {s.root} (grids: {', '.join(known)})")
         names = [grid] if grid else known
+        if compare:  # checked before anything is written
+            _check_compare(s, compare, grid)
         figdir = outp / "figures"
         figdir.mkdir(parents=True, exist_ok=True)
         (outp / "tables").mkdir(exist_ok=True)

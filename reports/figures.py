@@ -595,10 +595,13 @@ def fig_cost(df: pd.DataFrame, ratio: pd.DataFrame, ratio_what: str, note: str) 
             ax.set_xticklabels(ms, rotation=35, ha="right")
             ax.set_ylabel(unit)
             ax.set_title(f"{mo}: {lab}")
-    cap = (f"Unlearning cost per cell at the reference slice, means over seeds with 95% intervals. Ratios divide a "
-           f"method's unlearning cost by its matching `retrain` cell's (training from scratch on the retain set), "
-           f"counted in {ratio_what}; the dashed line at 1 is the cost of retraining. Log axis where values span more "
-           f"than 30x. {note}")
+    if any(p[0].endswith("ratio") for p in panels):
+        vs = (f"Ratios divide a method's unlearning cost by its matching `retrain` cell's (training from scratch on "
+              f"the retain set), counted in {ratio_what}; the dashed line at 1 is the cost of retraining.")
+    else:  # e.g. a grid without `retrain`: absolute costs only
+        title, vs = "Cost of unlearning", "No `retrain` cell matches these cells, so no ratio to retraining is drawn."
+    cap = (f"Unlearning cost per cell at the reference slice, means over seeds with 95% intervals. {vs} Log axis "
+           f"where values span more than 30x. {note}")
     return Figure(name, title, fig, cap, _cost_takeaway(ratio, ratio_what))
 
 

@@ -165,6 +165,7 @@ def test_real_cells_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.timeout(120)
 def test_progress_rich_on_terminal_plain_in_logs(tmp_path: Path) -> None:
     import io
+    from collections import Counter
 
     from rich.console import Console
 
@@ -183,6 +184,10 @@ def test_progress_rich_on_terminal_plain_in_logs(tmp_path: Path) -> None:
     assert "MIA success" in ok and "test acc" in ok
     assert any("trivial failure of method ga" in c for c in cells if c.startswith("failed"))
     assert any("start  train qnn-angle-l2 seed 0" in ln for ln in lines)
+    # every stage that ran has a start line, also one that was queued behind another on its worker
+    started = Counter(ln.split("] start  ", 1)[1] for ln in lines if "] start  " in ln)
+    finished = Counter(ln.split("] done   ", 1)[1].split(" in ")[0] for ln in lines if "] done   " in ln)
+    assert finished and finished <= started, (finished - started, lines)
     assert "cells 4/4 (failed 2)" in lines[-1] and "running 0" in lines[-1] and s.cells_failed == 2
     assert "eta" not in lines[-1]  # no ETA once nothing is left
     assert all("\x1b" not in ln for ln in lines)  # no terminal control codes in CI logs

@@ -64,15 +64,21 @@ def test_unknown_values_are_null_whether_written_now_or_as_nan_before(tmp_path: 
 
 
 def test_counts_read_as_integers(tmp_path: Path) -> None:
-    """Steps and circuit counts arrive from the stages as floats; the view reads them as BIGINT, NULL kept."""
+    """Steps and circuit counts arrive from the stages as floats; the view reads them as BIGINT (flags as BOOLEAN),
+    NULL kept."""
     store = ResultStore(str(tmp_path))
-    store.write_cell("g", "a", {**_row("ga", None), "status": "ok", "relearn_steps": 3.0, "unlearn_steps": 181.0}, EXAMPLES)
+    store.write_cell("g", "a", {**_row("ga", None), "status": "ok", "relearn_steps": 3.0, "unlearn_steps": 181.0,
+                                "unlearn_reached_target": 1.0}, EXAMPLES)
     store.write_cell("g", "b", {**_row("rga", None), "status": "ok", "relearn_steps": float("nan"),
-                                "unlearn_steps": 42.0}, EXAMPLES)
+                                "unlearn_steps": 42.0, "unlearn_reached_target": 0.0}, EXAMPLES)
+    store.write_cell("g", "c", {**_row("none", None), "status": "ok", "unlearn_reached_target": float("nan")}, EXAMPLES)
     con = connect_duckdb(store)
     types = dict(con.execute("select column_name, column_type from (describe cells)").fetchall())
     assert types["relearn_steps"] == types["unlearn_steps"] == "BIGINT" and types["mia_auc"] == "DOUBLE"
     assert con.execute("select sum(unlearn_steps), count(relearn_steps), max(relearn_steps) from cells").fetchone() == (223, 1, 3)
+    assert types["unlearn_reached_target"] == "BOOLEAN"  # a flag, not a 0/1 number
+    assert con.execute("select cell_id, unlearn_reached_target from cells order by 1").fetchall() == \
+        [("a", True), ("b", False), ("c", None)]
 
 
 def test_rewriting_a_cell_replaces_it(tmp_path: Path) -> None:

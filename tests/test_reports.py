@@ -224,6 +224,18 @@ def test_missing_store_and_bad_input(tmp_path: Path, capsys) -> None:
     assert main(["--results", str(tmp_path / "nothing"), "--out", str(tmp_path / "o2"), "--grid", "x"]) == 2
 
 
+def test_bad_compare_sides_write_nothing(store_root: Path, tmp_path: Path, capsys) -> None:
+    from reports.build import main
+
+    for sides, msg in ((["t", "t"], "both sides are 't'; name two different grids or backends"),
+                       (["t", "nope"], "'nope' is neither a grid nor a backend")):
+        out = tmp_path / sides[1]
+        assert main(["--results", str(store_root), "--out", str(out), "--compare", *sides]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --compare: ") and msg in err and "\n" not in err
+        assert not out.exists()
+
+
 def test_all_failed_grid_reports_without_figures(tmp_path: Path) -> None:
     from harness.store import ResultStore
     from reports.build import build_report
@@ -405,3 +417,17 @@ def test_leakage_takeaway_without_retrain_claims_no_failure() -> None:
     assert "no retrain cell" in _leak_takeaway(rows(["none", "ga"]), "mia_advantage", [])
     with_retrain = _leak_takeaway(rows(["none", "retrain", "ga"]), "mia_advantage", [])
     assert "ga reaches retrain's" in with_retrain and "no retrain cell" not in with_retrain
+
+
+def test_cost_figure_without_retrain_speaks_of_no_ratio() -> None:
+    from reports import figures as F
+
+    df = pd.DataFrame([{"model": "m", "method": k, "unlearn_circuits": c, "unlearn_seconds": s}
+                       for k, c, s in (("none", 0, 0.0), ("ga", 5e5, 9.0), ("retrain", 2e5, 20.0))])
+    ratio = pd.DataFrame([{"model": "m", "method": "ga", "circuit_ratio": 2.5, "seconds_ratio": 0.45}])
+    with_ratio = F.fig_cost(df, ratio, "circuits", "")
+    assert with_ratio.title == "Cost of unlearning against retraining" and "Ratios divide" in with_ratio.caption
+    absolute = F.fig_cost(df[df["method"] != "retrain"], ratio.iloc[:0], "circuits", "")
+    assert absolute.title == "Cost of unlearning" and "Ratios divide" not in absolute.caption
+    assert "No `retrain` cell matches these cells" in absolute.caption
+    F.plt.close("all")
