@@ -371,7 +371,8 @@ def _check_compare(s: q.Store, sides: tuple[str, str], grid: str | None) -> None
         raise ReportError(f"--compare: both sides are {a!r}; name two different grids or backends "
                           f"(grids: {', '.join(q.grids(s))})")
     try:
-        q.side_filter(s, a, grid), q.side_filter(s, b, grid)
+        for side in sides:
+            q.side_filter(s, side, grid)
     except ValueError as e:
         raise ReportError(str(e)) from None
 
