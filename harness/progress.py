@@ -151,23 +151,24 @@ class _Counts(Progress):
         self.cells_failed += status == "failed"
 
     def ratio(self, key: str | None = None) -> float | None:
-        """Measured over estimated seconds of the finished stages of a calibration key, of a stage kind (all
-        its keys), or of all: how far off the cost model is here. The model can be off by different factors
-        per kind (an attack 4x, a training 0.7x)."""
-        keys = [k for k in self.measured if key is None or key in (k, k.split(":")[0])]
+        """Measured over estimated seconds of the finished stages of a calibration key, or of all: how far off
+        the cost model is here. The model can be off by different factors per kind (an attack 4x, a training
+        0.7x)."""
+        keys = [k for k in self.measured if key is None or k == key]
         e = sum(self.estimated[k] for k in keys)
         return sum(self.measured[k] for k in keys) / e if e > 0 else None
 
     def eta(self) -> str:
         """'eta 1m20s' once a stage has been timed; '~1m20s' (uncalibrated cost model) before. Each stage is
-        scaled by the measured ratio of its own kind (of its method, for unlearning) once one has finished,
-        by its kind's or the overall one before."""
+        scaled by the measured ratio of its own kind (of its method, for unlearning) once one has finished, by
+        the overall one before. Not by another method's: the cost model's error differs per method (retrain
+        0.5x, graddiff several x), and one rga stage at 6.5x once tripled the smoke grid's ETA."""
         if not self.left:
             return ""
         r = self.ratio()
         overall = r if r is not None else 1.0
         keys = {s: _calibration_key(self.nodes[s]) for s in self.left}
-        k = {c: self.ratio(c) or self.ratio(c.split(":")[0]) or overall for c in set(keys.values())}
+        k = {c: self.ratio(c) or overall for c in set(keys.values())}
         now = time.time()
         busy = {s: now - t for s, t in self.current().items()}
         work = sum(max(0.0, self.est[s] * k[keys[s]] - busy.get(s, 0.0)) for s in self.left)

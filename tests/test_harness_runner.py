@@ -268,9 +268,10 @@ def test_eta_scales_each_stage_kind_by_its_own_measured_ratio(monkeypatch: pytes
     monkeypatch.setattr(pg, "stage_estimate", lambda kind, cfg: SimpleNamespace(seconds=est[kind] - 0.01))
     clock = [0.0]
     monkeypatch.setattr(pg.time, "time", lambda: clock[0])
-    kinds = {"t": "train", "a": "attack", "r": "unlearn", "g": "unlearn"}
-    nodes = {k: SimpleNamespace(key=k, kind=kinds[k[0]], cfg=SimpleNamespace(method={"r": "retrain", "g": "ga"}.get(k[0])))
-             for k in ("t0", "t1", "a0", "a1", "a2", "r0", "g0", "g1")}
+    kinds = {"t": "train", "a": "attack", "r": "unlearn", "g": "unlearn", "s": "unlearn"}
+    method = {"r": "retrain", "g": "ga", "s": "ssd"}
+    nodes = {k: SimpleNamespace(key=k, kind=kinds[k[0]], cfg=SimpleNamespace(method=method.get(k[0])))
+             for k in ("t0", "t1", "a0", "a1", "a2", "r0", "g0", "g1", "s0")}
     plan = SimpleNamespace(stages=nodes, cells=[], dependents=lambda: {k: [] for k in nodes})
     c = pg._Counts()
     c.start("g", 0, 0, plan)
@@ -279,5 +280,6 @@ def test_eta_scales_each_stage_kind_by_its_own_measured_ratio(monkeypatch: pytes
         c.stage_started(nodes[key], {"pid": 1})
         clock[0] += took
         c.stage_finished(nodes[key], "done")
-    # left on one worker: t1 (10 s * 0.5), a1 and a2 (1 s * 4 each), g1 (1 s * 3): 16 s
-    assert c.eta() == "eta 16 s"
+    # left on one worker: t1 (10 s * 0.5), a1 and a2 (1 s * 4 each), g1 (1 s * 3): 16 s, and s0, a method not
+    # yet timed, at the overall ratio (12.5 s / 13 s), not at the other methods' (3.5 s / 2 s, which gives 18 s)
+    assert c.eta() == f"eta {16 + 12.5 / 13:.0f} s" == "eta 17 s"
