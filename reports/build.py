@@ -104,13 +104,13 @@ class Table:
 
     def html(self) -> str:
         th = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
-        trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.rows)
+        trs = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in r) + "</tr>" for r in self.rows)
         cls = ' class="wrap"' if self.wrap else ""
         t = f'<div class="tw"><table{cls}><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
-        note = f'<p class="note">{html.escape(self.note)}</p>' if self.note else ""
+        note = f'<p class="note">{_inline_html(self.note)}</p>' if self.note else ""
         if self.collapsed:
-            return f"<details><summary>{html.escape(self.title)} ({len(self.rows)} rows)</summary>{t}{note}</details>"
-        return f"<h4>{html.escape(self.title)}</h4>{t}{note}"
+            return f"<details><summary>{_inline_html(self.title)} ({len(self.rows)} rows)</summary>{t}{note}</details>"
+        return f"<h4>{_inline_html(self.title)}</h4>{t}{note}"
 
 
 @dataclass

@@ -164,7 +164,7 @@ def zoom(ax, m: str, lo: np.ndarray, hi: np.ndarray, axis: str = "y") -> None:
         where = "below" if chance < a else "above"
         ax.text(0.99, 0.02 if where == "below" else 0.96, f"chance {chance:.2f} ({where} the axis)",
                 transform=ax.transAxes, ha="right", va="bottom" if where == "below" else "top", fontsize=7,
-                color="0.35")
+                color="0.35", zorder=5, bbox={"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 1.0})
 
 
 def identical_methods(df: pd.DataFrame, cols: Sequence[str], by: Sequence[str] = ("model",)) -> list[list[str]]:
@@ -653,7 +653,7 @@ def fig_closeness(df: pd.DataFrame, note: str) -> Figure | Skipped:
                            label="p = 0 (drawn at the axis floor)")
                 ax.set_yscale("log")
                 ax.axhline(0.05, color="0.3", lw=0.9, ls="--")
-                ax.text(len(ms) - 0.5, 0.05, "0.05", fontsize=7, va="bottom", ha="right", color="0.3")
+                ax.text(len(ms) - 0.5, 0.05, "0.05", fontsize=7, va="top", ha="right", color="0.3")
                 ax.set_ylim(None, 1.5)
             elif m == "privleak":
                 ax.axhline(0.0, color="0.3", lw=0.9, ls="--")
@@ -717,6 +717,8 @@ def fig_collateral(change: pd.DataFrame, conf: pd.DataFrame, note: str) -> Figur
             sub = conf[conf["model"] == mo]
             piv = sub.pivot_table(index="method", columns="prediction", values="share", fill_value=0.0) * 100
             piv = piv.reindex([m for m in q.sort_axis("method", piv.index) if m in piv.index])
+            # every digit a column, also one that no forget sample was predicted as (a 0% column says so)
+            piv = piv.reindex(columns=range(max(10, int(piv.columns.max()) + 1)), fill_value=0.0)
             cls = ", ".join(sorted({str(f).split(":")[1] for f in sub["forget"]}))
             sns.heatmap(piv, ax=axes[j][i], cmap="Blues", vmin=0, vmax=100, annot=True, fmt=".0f",
                         annot_kws={"fontsize": 7}, cbar_kws={"label": "% of forget set"})

@@ -179,6 +179,8 @@ def test_report_files_self_contained_and_complete(report: Path, store_root: Path
     assert "Methods with no ok cell: ssd, rga." in md  # asked for but failed or skipped; finetune was never asked for
     assert "Not drawn:* `unlearn_shots` has a single value" in md
     assert (out / "tables" / "t_per_method_model.csv").exists()
+    prose = re.sub(r"<pre>.*?</pre>", "", html, flags=re.S)  # the SQL keeps its text; everywhere else `x` is code
+    assert "`" not in prose, re.findall(r".{60}`.{60}", prose)[:3]
 
 
 def test_report_numbers_are_the_query_numbers(report: Path, store_root: Path) -> None:
@@ -430,4 +432,16 @@ def test_cost_figure_without_retrain_speaks_of_no_ratio() -> None:
     absolute = F.fig_cost(df[df["method"] != "retrain"], ratio.iloc[:0], "circuits", "")
     assert absolute.title == "Cost of unlearning" and "Ratios divide" not in absolute.caption
     assert "No `retrain` cell matches these cells" in absolute.caption
+    F.plt.close("all")
+
+
+def test_forget_confusion_shows_every_digit() -> None:
+    """A digit that no forget sample was predicted as is a 0% column, not a missing one."""
+    from reports import figures as F
+
+    conf = pd.DataFrame([{"model": "m", "forget": "class:4", "method": k, "prediction": p, "share": s}
+                         for k, p, s in (("none", 4, 0.98), ("none", 9, 0.02), ("ga", 9, 0.7), ("ga", 1, 0.3))])
+    f = F.fig_collateral(pd.DataFrame(), conf, "")
+    labels = [t.get_text() for t in f.fig.axes[0].get_xticklabels()]
+    assert labels == [str(d) for d in range(10)]
     F.plt.close("all")
