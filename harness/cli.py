@@ -32,7 +32,7 @@ app = typer.Typer(
                     "qmu status                                             # grids in ./results",
                     "qmu query \"select method, avg(mia_auc) from cells group by method\"",
                     "qmu hw estimate grids/hardware.yaml                    # QPU seconds before submitting"))
-app.add_typer(hw_app, name="hw")
+app.add_typer(hw_app, name="hw", short_help="Hardware jobs through a ledger and a QPU budget.")
 RESULTS_HELP = "results root: a local directory or a pyarrow filesystem URI (s3://..., gs://...)"
 # The workload module every stage runs. Tests point it at harness.trivial through a fixture; it is not a flag.
 WORKLOAD = "workloads.cell"
@@ -137,7 +137,7 @@ def fingerprint(text: bytes) -> str:
     "qmu run grids/paper.yaml --address auto -r s3://BUCKET/qmu   # on a Ray cluster",
     "qmu run grids/hardware.yaml --max-qpu-seconds 900            # ibm: backends, QPU budget"))
 def run(
-    grid: Path = typer.Argument(..., help="grid spec YAML (format: docs/grid.md)"),
+    grid: Path = typer.Argument(..., metavar="GRID.yaml", help="grid spec YAML (format: docs/grid.md)"),
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
     address: Optional[str] = typer.Option(None, help="join a running Ray cluster: 'auto' or HOST:PORT"),
     workers: Optional[int] = typer.Option(None, min=1, help="worker actors (default: one per CPU)"),
@@ -317,7 +317,8 @@ def _status_table(store: Any) -> tuple[Table, int, int]:
 
 
 # ------------------------------------------------------------------------------------------------ compact
-@app.command(epilog=examples("qmu compact", "qmu compact --results s3://BUCKET/qmu --grid paper"))
+@app.command(short_help="Fold a grid's result files into a few large Parquet files.",
+             epilog=examples("qmu compact", "qmu compact --results s3://BUCKET/qmu --grid paper"))
 def compact(
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
     grid: Optional[str] = typer.Option(None, "--grid", help="only this grid (default: every grid in the store)"),
@@ -339,7 +340,7 @@ def compact(
     "qmu query \"select * from cells where status <> 'ok'\" -f csv > not_ok.csv",
     "qmu query \"describe cells\"                 # the columns (docs/results.md explains them)"))
 def query(
-    sql: str = typer.Argument(..., help="one DuckDB SELECT over the views `cells` and `examples`"),
+    sql: str = typer.Argument(..., metavar="SQL", help="one DuckDB SELECT over the views `cells` and `examples`"),
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
     format: str = typer.Option("table", "--format", "-f", help="table | csv | json"),
 ) -> None:
@@ -424,7 +425,7 @@ def _cell_text(v: object) -> str:
 
 
 # ------------------------------------------------------------------------------------------------- report
-@app.command(epilog=examples(
+@app.command(short_help="Build report.html, report.md and figures from the result store.", epilog=examples(
     "qmu report                                # every grid under ./results",
     "qmu report --grid smoke --out /tmp/smoke-report",
     "qmu report --compare paper shots          # two grids (or backends) side by side",
@@ -459,7 +460,8 @@ def report(
 
 
 # ------------------------------------------------------------------------------------------------- bench
-@app.command(epilog=examples("qmu bench", "qmu bench simulator"))
+@app.command(short_help="Print the simulator, attack and harness benchmark ratios.",
+             epilog=examples("qmu bench", "qmu bench simulator"))
 def bench(
     which: str = typer.Argument("all", help="all | simulator | attack | harness"),
 ) -> None:

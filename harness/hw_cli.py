@@ -73,7 +73,7 @@ def _level(level: Optional[int]) -> Optional[int]:
 
 @app.command(epilog=examples("qmu hw estimate grids/hardware.yaml"))
 def estimate(
-    grid: Path = typer.Argument(..., help="grid spec YAML"),
+    grid: Path = typer.Argument(..., metavar="GRID.yaml", help="grid spec YAML"),
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
     optimization_level: Optional[int] = typer.Option(None, help=LEVEL_HELP),
 ) -> None:
@@ -116,7 +116,7 @@ def estimate(
 @app.command(epilog=examples("qmu hw submit grids/hardware.yaml --max-qpu-seconds 900",
                              "qmu hw submit grids/hardware.yaml --max-qpu-seconds 900 --wait   # and collect"))
 def submit(
-    grid: Path = typer.Argument(..., help="grid spec YAML"),
+    grid: Path = typer.Argument(..., metavar="GRID.yaml", help="grid spec YAML"),
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
     max_qpu_seconds: float = typer.Option(60.0, min=0.0, help="QPU budget: cells are admitted in grid order "
                                                               "while their estimates fit; the rest are stored "

@@ -122,7 +122,7 @@ MISTAKES = [
      "The store's views are `cells` and `examples`"),
     ("usage: unknown command", {}, ["nope"], "error: qmu: No such command 'nope'; see `qmu -h`"),
     ("usage: unknown flag", {"g.yaml": GOOD}, ["run", "g.yaml", "--bogus"], "qmu run: No such option: --bogus"),
-    ("usage: missing argument", {}, ["run"], "qmu run: Missing argument 'grid'"),
+    ("usage: missing argument", {}, ["run"], "qmu run: Missing argument 'GRID.yaml'"),
     ("usage: bad flag value", {"g.yaml": GOOD}, ["run", "g.yaml", "--workers", "0"], "Invalid value for '--workers'"),
     ("usage: hw flag", {}, ["hw", "status", "--nope"], "qmu hw status: No such option: --nope"),
 ]

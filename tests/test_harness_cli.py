@@ -163,3 +163,15 @@ def test_bench_report_hw_commands_are_mounted(tmp_path: Path) -> None:
         assert cmd == "hw" or "Examples:" in h.output
     assert all(o in qmu("report", "--help").output for o in ("--grid", "--compare", "--replication", "--out"))
     assert "--max-qpu-seconds" in qmu("run", "-h").output and "--watch" in qmu("status", "-h").output
+
+
+def test_help_examples_align_their_comments() -> None:
+    from harness.ui import examples
+
+    text = examples("qmu status   # grids", "qmu run grids/paper.yaml --dry-run # the cost", "qmu query \"select 1\"")
+    lines = text.splitlines()[2:]
+    assert [ln.index("#") for ln in lines[:2]] == [38, 38] and lines[2] == '  qmu query "select 1"'
+    res = CliRunner().invoke(app, ["-h"], prog_name="qmu")
+    cols = {ln.index(" # ") for ln in res.output.splitlines() if ln.startswith("    qmu ") and " # " in ln}
+    commands = res.output.split("Commands:")[1].split("Examples:")[0]
+    assert len(cols) == 1 and "..." not in commands  # one comment column; no command summary cut short
