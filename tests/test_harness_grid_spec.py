@@ -175,3 +175,19 @@ def test_n_eval_reaches_cells_and_keeps_other_ids(tmp_path):
     (tmp_path / "c.yaml").write_text(base + "n_eval: 3\n")
     with pytest.raises(Exception, match="n_eval"):
         load_grid(tmp_path / "c.yaml")
+
+
+def test_cost_model_orders_unlearning_methods_as_the_paper_grid_measured() -> None:
+    """The estimate ranks stages for the scheduler and the dry run. Measured on grids/paper.yaml (means over
+    3 seeds and 3 forget sets): hqnn-l1 ssd 0.7 s < ga 3.4 s < rga 6.0 s < graddiff 19 s; qnn-l10 ga and
+    graddiff 0.05-0.1 s < ssd 0.15 s < rga 0.7 s < retrain 50 s. GA's old constant (3 epochs) ranked hqnn-l1's
+    GA below SSD, and one GradDiff step count for both families put qnn-l10's at 13 s."""
+    from harness.estimate import stage_estimate
+    from workloads.cell import CellConfig
+
+    def sec(model: str, method: str) -> float:
+        return stage_estimate("unlearn", CellConfig(model, "class:4", method, None, None, None, 0)).seconds
+
+    assert sec("hqnn-l1", "ssd") < sec("hqnn-l1", "ga") < sec("hqnn-l1", "rga") < sec("hqnn-l1", "graddiff")
+    assert max(sec("qnn-l10", "ga"), sec("qnn-l10", "graddiff")) < sec("qnn-l10", "ssd") < sec("qnn-l10", "rga") \
+        < sec("qnn-l10", "retrain")
