@@ -20,6 +20,7 @@ from __future__ import annotations
 import heapq
 import importlib
 import json
+import logging
 import math
 import os
 import socket
@@ -49,6 +50,16 @@ FLUSH_CELLS = 4096
 INLINE_BYTES = 64 * 1024  # smaller inputs travel inside the call; larger ones once through the object store
 COMPACT_MIN_FILES = 64  # pending files of a grid after a run that make compacting it worth it
 
+
+class _SecureDefaultNotice(logging.Filter):
+    """Drops Ray's notice that a new local cluster has token authentication on, its secure default, printed on
+    every `qmu run`; Ray's warning for a cluster without authentication still passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_SecureDefaultNotice())
 
 def connect(address: str | None = None, workers: int | None = None) -> None:
     """Join `address` (a cluster, or 'auto'), reuse an initialised Ray, or start a local one."""
