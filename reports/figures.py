@@ -788,16 +788,17 @@ def fig_trajectory(df: pd.DataFrame, note: str) -> Figure | Skipped:
            f"iterative methods (one line per seed). Dotted: chance accuracy 0.1. {note}")
     parts = []
     for (mo, me), g in df.groupby(["model", "method"]):
-        g = g.sort_values("step")
+        g = g.sort_values(["step", "seed"], kind="stable")  # seeds log the same steps: the lowest seed first
         hit = g[pd.to_numeric(g["forget_acc"], errors="coerce") <= 0.1]
         if len(hit):
             r = hit.iloc[0]
-            parts.append(f"{me} on {mo} reaches forget accuracy ≤ 0.1 at step {int(r['step'])} with retain accuracy "
-                         f"{float(r['retain_acc']):.2f}" if not _isnull(r.get("retain_acc")) else
-                         f"{me} on {mo} reaches forget accuracy ≤ 0.1 at step {int(r['step'])}")
+            at = f"{me} on {mo} reaches forget accuracy ≤ 0.1 at step {int(r['step'])} (seed {int(r['seed'])})"
+            parts.append(at + ("" if _isnull(r.get("retain_acc")) else
+                               f" with retain accuracy {float(r['retain_acc']):.2f}"))
         elif len(g):
-            parts.append(f"{me} on {mo} ends at forget accuracy {float(g.iloc[-1]['forget_acc']):.2f} "
-                         f"after {int(g.iloc[-1]['step'])} steps")
+            r = g.iloc[-1]
+            parts.append(f"{me} on {mo} ends at forget accuracy {float(r['forget_acc']):.2f} after "
+                         f"{int(r['step'])} steps (seed {int(r['seed'])})")
     take = ("Trajectories: " + "; ".join(parts) + ".") if parts else ""
     return Figure(name, title, fig, cap, take)
 

@@ -667,7 +667,8 @@ def trajectories(s: Store, filters: dict[str, Any]) -> pd.DataFrame:
     if not s.has("unlearn_trajectory"):
         return pd.DataFrame()
     raw = s.df(f"""SELECT model, forget, method, seed, any_value(unlearn_trajectory) AS t FROM cell_ci c
-                   WHERE {where_clause(filters, 'c')} AND unlearn_trajectory IS NOT NULL GROUP BY ALL""")
+                   WHERE {where_clause(filters, 'c')} AND unlearn_trajectory IS NOT NULL GROUP BY ALL
+                   ORDER BY ALL""")
     rows = []
     for r in raw.itertuples(index=False):
         try:

@@ -445,3 +445,17 @@ def test_forget_confusion_shows_every_digit() -> None:
     labels = [t.get_text() for t in f.fig.axes[0].get_xticklabels()]
     assert labels == [str(d) for d in range(10)]
     F.plt.close("all")
+
+
+def test_trajectory_takeaway_does_not_depend_on_row_order() -> None:
+    """Seeds log the same steps; the sentence named whichever seed's row came first from DuckDB, so two builds
+    of one store could say 0.68 and then 0.71."""
+    from reports import figures as F
+
+    rows = [{"model": "m", "forget": "class:4", "method": "ga", "seed": s, "step": st, "forget_acc": fa,
+             "retain_acc": ra, "test_acc": 0.9, "loss_auc": 0.6}
+            for s, ra in ((0, 0.71), (1, 0.68)) for st, fa in ((0, 1.0), (3, 0.05))]
+    takes = {F.fig_trajectory(pd.DataFrame(rows).sample(frac=1, random_state=k), "").takeaway for k in range(6)}
+    F.plt.close("all")
+    assert takes == {"Trajectories: ga on m reaches forget accuracy ≤ 0.1 at step 3 (seed 0) with retain accuracy "
+                     "0.71."}
