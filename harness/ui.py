@@ -52,7 +52,7 @@ def fmt_duration(s: float) -> str:
 def examples(*lines: str) -> str:
     """A help epilog of example command lines, kept verbatim by click (the \\b marker stops rewrapping), with
     their `# comments` in one column."""
-    split = [(c.rstrip(), f"# {r.strip()}") if r else (c.rstrip(), "") for c, _, r in (ln.partition(" # ") for ln in lines)]
+    split = [(c.rstrip(), f"# {r.strip()}" if r else "") for c, _, r in (ln.partition(" # ") for ln in lines)]
     width = max(len(c) for c, _ in split)
     return "\b\nExamples:\n" + "\n".join(f"  {c:<{width}}  {r}".rstrip() for c, r in split)
 

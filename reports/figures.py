@@ -718,7 +718,8 @@ def fig_collateral(change: pd.DataFrame, conf: pd.DataFrame, note: str) -> Figur
             piv = sub.pivot_table(index="method", columns="prediction", values="share", fill_value=0.0) * 100
             piv = piv.reindex([m for m in q.sort_axis("method", piv.index) if m in piv.index])
             # every digit a column, also one that no forget sample was predicted as (a 0% column says so)
-            piv = piv.reindex(columns=range(max(10, int(piv.columns.max()) + 1)), fill_value=0.0)
+            if len(piv.columns):
+                piv = piv.reindex(columns=range(max(10, int(piv.columns.max()) + 1)), fill_value=0.0)
             cls = ", ".join(sorted({str(f).split(":")[1] for f in sub["forget"]}))
             sns.heatmap(piv, ax=axes[j][i], cmap="Blues", vmin=0, vmax=100, annot=True, fmt=".0f",
                         annot_kws={"fontsize": 7}, cbar_kws={"label": "% of forget set"})
