@@ -93,7 +93,7 @@ def estimate(
         ests = est_cells(todo, _level(optimization_level))
     except BackendError as e:
         raise _fail(str(e)) from None
-    t = Table(title=f"{spec.name}: hardware estimate")
+    t = Table(title=f"QPU estimate of grid {spec.name}")
     for col in ("cell", "model", "method", "shots", "backend", "2q gates", "depth", "circuits", "total shots",
                 "jobs", "QPU s (est)"):
         t.add_column(col, justify="right" if col not in ("cell", "model", "method", "backend") else "left")

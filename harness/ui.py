@@ -53,7 +53,7 @@ def examples(*lines: str) -> str:
     """A help epilog of example command lines, kept verbatim by click (the \\b marker stops rewrapping), with
     their `# comments` in one column."""
     split = [(c.rstrip(), f"# {r.strip()}" if r else "") for c, _, r in (ln.partition(" # ") for ln in lines)]
-    width = max(len(c) for c, _ in split)
+    width = max((len(c) for c, r in split if r), default=0)  # lines without a comment don't push the column
     return "\b\nExamples:\n" + "\n".join(f"  {c:<{width}}  {r}".rstrip() for c, r in split)
 
 

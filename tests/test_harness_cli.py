@@ -169,9 +169,10 @@ def test_bench_report_hw_commands_are_mounted(tmp_path: Path) -> None:
 def test_help_examples_align_their_comments() -> None:
     from harness.ui import examples
 
-    text = examples("qmu status   # grids", "qmu run grids/paper.yaml --dry-run # the cost", "qmu query \"select 1\"")
+    long = 'qmu query "select method, avg(mia_auc) from cells group by method"'  # no comment: no push
+    text = examples("qmu status   # grids", "qmu run grids/paper.yaml --dry-run # the cost", long)
     lines = text.splitlines()[2:]
-    assert [ln.index("#") for ln in lines[:2]] == [38, 38] and lines[2] == '  qmu query "select 1"'
+    assert [ln.index("#") for ln in lines[:2]] == [38, 38] and lines[2] == f"  {long}"
     res = CliRunner().invoke(app, ["-h"], prog_name="qmu")
     cols = {ln.index(" # ") for ln in res.output.splitlines() if ln.startswith("    qmu ") and " # " in ln}
     commands = res.output.split("Commands:")[1].split("Examples:")[0]
