@@ -134,17 +134,17 @@ class _Counts(Progress):
         self.stages_failed += state == "failed"
         self.stages_done += 1
 
-    def next_on(self, wid: Any) -> str | None:
-        """The stage worker `wid` runs next, if one was sent to it: its earliest-dispatched unfinished one."""
-        return next((k for k, (_, w) in self.running.items() if w == wid), None)  # dispatch order
-
-    def current(self) -> dict[str, float]:
-        """The stage each worker is busy with now (its earliest-dispatched unfinished one) -> its start."""
+    def heads(self) -> dict[Any, str]:
+        """Worker -> the stage it is busy with: its earliest-dispatched unfinished one."""
         first: dict[Any, tuple[float, str]] = {}
         for k, (t, wid) in self.running.items():
             if wid not in first or t < first[wid][0]:
                 first[wid] = (t, k)
-        return {k: self._began(k) for _, k in first.values()}
+        return {wid: k for wid, (_, k) in first.items()}
+
+    def current(self) -> dict[str, float]:
+        """The stage each worker is busy with now -> its start."""
+        return {k: self._began(k) for k in self.heads().values()}
 
     def cell_finished(self, cell_id: str, status: str, row: dict[str, Any] | None = None) -> None:
         self.cells_done += 1
@@ -249,7 +249,7 @@ class PlainProgress(_Counts):
         if node.kind != "evaluate" and state != "reused" and began is not None:
             self._print(f"{state:<6} {stage_label(node.kind, node.cfg)} in {fmt_duration(time.time() - began)} "
                         f"(cost model {fmt_duration(self.est.get(node.key, 0.0))}) | {self.line()}")
-        nxt = self.next_on(wid)  # a queued stage starts when the one before it on its worker ends
+        nxt = self.heads().get(wid)  # a queued stage starts when the one before it on its worker ends
         if nxt is not None and self.nodes[nxt].kind != "evaluate":
             self._print(f"{'start':<6} {stage_label(self.nodes[nxt].kind, self.nodes[nxt].cfg)}")
 
