@@ -365,22 +365,22 @@ def retrain_section(s: q.Store, grid: str, ref: dict[str, Any], prefix: str, fig
     return sec
 
 
-def _check_compare(s: q.Store, sides: tuple[str, str], grid: str | None) -> None:
+def _compare(s: q.Store, sides: tuple[str, str], grid: str | None) -> tuple[pd.DataFrame, str, str]:
+    """`queries.compare` of two different, known sides; run before anything is written."""
     a, b = sides
     if a == b:
         raise ReportError(f"--compare: both sides are {a!r}; name two different grids or backends "
                           f"(grids: {', '.join(q.grids(s))})")
     try:
-        for side in sides:
-            q.side_filter(s, side, grid)
+        return q.compare(s, a, b, grid)
     except ValueError as e:
         raise ReportError(str(e)) from None
 
 
-def compare_section(s: q.Store, a: str, b: str, grid: str | None, figdir: Path, fig_meta: list[dict]) -> Section:
+def compare_section(compared: tuple[pd.DataFrame, str, str], figdir: Path, fig_meta: list[dict]) -> Section:
     from . import figures as F
 
-    df, da, db = q.compare(s, a, b, grid)
+    df, da, db = compared
     sec = Section(f"Comparison: {da} against {db}")
     both = df.dropna(subset=["mia_success_a", "mia_success_b"])
     only_a = int(df["mia_success_b"].isna().sum()) if not df.empty else 0
@@ -563,8 +563,7 @@ def build_report(results: str, out: str, grid: str | None = None, compare: tuple
         if grid is not None and grid not in known:
             raise ReportError(f"--grid: no grid {grid!r} under {s.root} (grids: {', '.join(known)})")
         names = [grid] if grid else known
-        if compare:  # checked before anything is written
-            _check_compare(s, compare, grid)
+        compared = _compare(s, compare, grid) if compare else None
         figdir = outp / "figures"
         figdir.mkdir(parents=True, exist_ok=True)
         (outp / "tables").mkdir(exist_ok=True)
@@ -583,8 +582,8 @@ def build_report(results: str, out: str, grid: str | None = None, compare: tuple
             if not gr.headline.empty:
                 gr.headline.to_csv(outp / "tables" / f"{gname}_per_method_model.csv", index=False)
                 heads.append(gname)
-        if compare:
-            sections.append(compare_section(s, compare[0], compare[1], grid, figdir, fig_meta))
+        if compared:
+            sections.append(compare_section(compared, figdir, fig_meta))
         sections.append(Section("Definitions and intervals", bullets=list(NOTES),
                                 code=q.table_sql(names[0], q.reference_slice(s, names[0])) if heads else ""))
     finally:
