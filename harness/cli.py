@@ -27,11 +27,11 @@ app = typer.Typer(
     help="qmu-bench: membership leakage and unlearning of quantum neural networks, at scale.\n\n"
          "Grid format, metrics, methods and result columns: docs/ in the project (grid.md, metrics.md, "
          "methods.md, results.md). Start with `qmu run grids/smoke.yaml`, then `qmu report`.",
-    epilog=examples("qmu run grids/smoke.yaml && qmu report --grid smoke   # the main job",
-                    "qmu run grids/paper.yaml --dry-run                    # what would run, and the cost",
-                    "qmu status                                             # grids in ./results",
+    epilog=examples("qmu run grids/smoke.yaml && qmu report --grid smoke # the main job",
+                    "qmu run grids/paper.yaml --dry-run # what would run, and the cost",
+                    "qmu status # grids in ./results",
                     "qmu query \"select method, avg(mia_auc) from cells group by method\"",
-                    "qmu hw estimate grids/hardware.yaml                    # QPU seconds before submitting"))
+                    "qmu hw estimate grids/hardware.yaml # QPU seconds before submitting"))
 app.add_typer(hw_app, name="hw", short_help="Hardware jobs through a ledger and a QPU budget.")
 RESULTS_HELP = "results root: a local directory or a pyarrow filesystem URI (s3://..., gs://...)"
 # The workload module every stage runs. Tests point it at harness.trivial through a fixture; it is not a flag.
@@ -132,10 +132,10 @@ def fingerprint(text: bytes) -> str:
 
 # ------------------------------------------------------------------------------------------------- run
 @app.command(epilog=examples(
-    "qmu run grids/smoke.yaml                        # local Ray, results in ./results",
-    "qmu run grids/paper.yaml --dry-run              # cells, stages, cost estimate; runs nothing",
-    "qmu run grids/paper.yaml --address auto -r s3://BUCKET/qmu   # on a Ray cluster",
-    "qmu run grids/hardware.yaml --max-qpu-seconds 900            # ibm: backends, QPU budget"))
+    "qmu run grids/smoke.yaml # local Ray, results in ./results",
+    "qmu run grids/paper.yaml --dry-run # cells, stages, cost estimate; runs nothing",
+    "qmu run grids/paper.yaml --address auto -r s3://BUCKET/qmu # on a Ray cluster",
+    "qmu run grids/hardware.yaml --max-qpu-seconds 900 # ibm: backends, QPU budget"))
 def run(
     grid: Path = typer.Argument(..., metavar="GRID.yaml", help="grid spec YAML (format: docs/grid.md)"),
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
@@ -267,7 +267,7 @@ def _dry_run(spec: Any, store: Any, workers: int | None) -> None:
 
 # ------------------------------------------------------------------------------------------------- status
 @app.command(epilog=examples("qmu status", "qmu status --results s3://BUCKET/qmu",
-                             "qmu status --watch          # follow a running grid from another terminal"))
+                             "qmu status --watch # follow a running grid from another terminal"))
 def status(
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
     watch: bool = typer.Option(False, "--watch", "-w", help="refresh until no cell is pending (Ctrl-C stops "
@@ -338,7 +338,7 @@ def compact(
 @app.command(epilog=examples(
     "qmu query \"select method, avg(mia_success) from cells group by 1\"",
     "qmu query \"select * from cells where status <> 'ok'\" -f csv > not_ok.csv",
-    "qmu query \"describe cells\"                 # the columns (docs/results.md explains them)"))
+    "qmu query \"describe cells\" # the columns (docs/results.md explains them)"))
 def query(
     sql: str = typer.Argument(..., metavar="SQL", help="one DuckDB SELECT over the views `cells` and `examples`"),
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
@@ -426,10 +426,10 @@ def _cell_text(v: object) -> str:
 
 # ------------------------------------------------------------------------------------------------- report
 @app.command(short_help="Build report.html, report.md and figures from the result store.", epilog=examples(
-    "qmu report                                # every grid under ./results",
+    "qmu report # every grid under ./results",
     "qmu report --grid smoke --out /tmp/smoke-report",
-    "qmu report --compare paper shots          # two grids (or backends) side by side",
-    "qmu report --grid paper --replication     # the study's findings, reproduced or not"))
+    "qmu report --compare paper shots # two grids (or backends) side by side",
+    "qmu report --grid paper --replication # the study's findings, reproduced or not"))
 def report(
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
     out: Optional[str] = typer.Option(None, help="output directory (default: RESULTS/report, or ./report for a "

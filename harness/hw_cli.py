@@ -114,7 +114,7 @@ def estimate(
 
 
 @app.command(epilog=examples("qmu hw submit grids/hardware.yaml --max-qpu-seconds 900",
-                             "qmu hw submit grids/hardware.yaml --max-qpu-seconds 900 --wait   # and collect"))
+                             "qmu hw submit grids/hardware.yaml --max-qpu-seconds 900 --wait # and collect"))
 def submit(
     grid: Path = typer.Argument(..., metavar="GRID.yaml", help="grid spec YAML"),
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
@@ -183,7 +183,7 @@ def collect(
     _collect_loop(_store(results, need_ledger=True), grid, poll, once=not wait)
 
 
-@app.command(epilog=examples("qmu hw status", "qmu hw status --no-refresh   # the ledger only, no service call"))
+@app.command(epilog=examples("qmu hw status", "qmu hw status --no-refresh # the ledger only, no service call"))
 def status(
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
     grid: Optional[str] = typer.Option(None, help="only this grid"),

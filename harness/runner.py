@@ -61,6 +61,7 @@ class _SecureDefaultNotice(logging.Filter):
 
 logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_SecureDefaultNotice())
 
+
 def connect(address: str | None = None, workers: int | None = None) -> None:
     """Join `address` (a cluster, or 'auto'), reuse an initialised Ray, or start a local one."""
     if ray.is_initialized():
