@@ -29,7 +29,7 @@ def main() -> None:
 
     from workloads import backends as wb
     from workloads.models import build_model
-    from workloads.registry import model_spec
+    from workloads.models import model_spec
 
     print(f"{'model':<14}{'backend':<24}{'2q':>6}{'depth':>7}{'active':>7}{'method':>16}"
           f"{'wall s/circ':>13}{'torch s/circ':>14}{'QPU s/circ est':>16}")

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import ray  # noqa: E402
 
-from harness import trivial  # noqa: E402
+from tests.support import trivial  # noqa: E402
 from harness.grid_spec import GridSpec, load_grid  # noqa: E402
 from harness.runner import connect, run_grid  # noqa: E402
 from harness.store import ResultStore  # noqa: E402
@@ -65,11 +65,11 @@ def main() -> int:
     loop = plain_loop(spec)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        s = run_grid(spec, ResultStore(d), impl="harness.trivial", workers=2)
+        s = run_grid(spec, ResultStore(d), impl="tests.support.trivial", workers=2)
         harness_s = time.perf_counter() - t0
         assert s.cells_ok == n, s.failures
         t0 = time.perf_counter()
-        s2 = run_grid(spec, ResultStore(d), impl="harness.trivial", workers=2)
+        s2 = run_grid(spec, ResultStore(d), impl="tests.support.trivial", workers=2)
         resume_s = time.perf_counter() - t0
         assert s2.cells_skipped == n
     stages = sum(s.stages_run.values())

@@ -56,7 +56,7 @@ def one(n: int, address: str, results: str) -> dict:
     spec = trivial_spec(n)
     store = store_mod.ResultStore(results)
     cpu0, t0 = time.process_time(), time.perf_counter()
-    s = run_grid(spec, store, impl="harness.trivial", compact=False)
+    s = run_grid(spec, store, impl="tests.support.trivial", compact=False)
     run_s, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     assert s.cells_ok == spec.n_cells, s.failures[:3]
     stages = sum(s.stages_run.values())
@@ -70,7 +70,7 @@ def store_only(n: int, results: str) -> dict:
     """The store half without Ray: n trivial cells committed in the driver's group writes (2,000 cells per
     file), with 4 example rows each, then compacted; the same rows `run_grid` would write."""
     from benchmarks.bench_harness import trivial_spec
-    from harness import trivial
+    from tests.support import trivial
     from harness.identity import cell_id, config_dict
     from harness.store import ResultStore, examples_arrow
     import pandas as pd

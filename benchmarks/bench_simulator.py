@@ -65,7 +65,7 @@ def classical_flops(model: str) -> float:
 
 
 def epoch_flops(model: str) -> float:
-    from workloads.registry import model_spec
+    from workloads.models import model_spec
 
     return N_TRAIN * (circuit_flops(model_spec(model).n_layers) + classical_flops(model))
 
@@ -113,7 +113,7 @@ def forward_times(n_layers: int, n: int, n_statevector: int, repeat: int) -> dic
 def _training_data(model_name: str):
     from workloads.data import load_split
     from workloads.models import model_inputs
-    from workloads.training import as_labels
+    from workloads.models.training import as_labels
 
     split = load_split("mnist", N_TRAIN, 500, 0)
     x, _ = model_inputs(model_name, split)
@@ -124,7 +124,7 @@ def epoch_time(model_name: str) -> float:
     """Wall seconds of one exact training epoch, as `fit` reports them."""
     from workloads.hparams import model_defaults
     from workloads.models import build_model
-    from workloads.training import fit
+    from workloads.models.training import fit
 
     x, y = _training_data(model_name)
     return fit(build_model(model_name, 0), x, y, model_defaults(model_name), None, 0, epochs=1).seconds
@@ -145,7 +145,7 @@ def pennylane_epoch(n_layers: int = 5) -> float | None:
     except ImportError:
         return None
     from workloads.hparams import model_defaults
-    from workloads.training import batches, sgd
+    from workloads.models.training import batches, sgd
 
     x, y = _training_data("qnn-l5")
     dev = qml.device("default.qubit", wires=8)

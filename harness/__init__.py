@@ -9,5 +9,4 @@
     hardware   the QPU job ledger and budget (`qmu hw`, and `qmu run` on ibm: backends)
     ui         error lines (exit 2, no markup, no token) and the one duration format
     cli        `qmu run|status|compact|query|report|hw|bench`
-    trivial    a do-nothing workload with the workloads.cell interface, for tests and benchmarks
 """

@@ -34,8 +34,8 @@ app = typer.Typer(
                     "qmu hw estimate grids/hardware.yaml # QPU seconds before submitting"))
 app.add_typer(hw_app, name="hw", short_help="Hardware jobs through a ledger and a QPU budget.")
 RESULTS_HELP = "results root: a local directory or a pyarrow filesystem URI (s3://..., gs://...)"
-# The workload module every stage runs. Tests point it at harness.trivial through a fixture; it is not a flag.
-WORKLOAD = "workloads.cell"
+# The workload module every stage runs. Tests point it at tests.support.trivial through a fixture; it is not a flag.
+WORKLOAD = "workloads.stages"
 
 
 def _process_start() -> float:

@@ -41,7 +41,7 @@ ZERO = StageCost(0.0, 0.0, 0.0)
 
 def _passes(model: str, samples: float, shots: int | None) -> StageCost:
     """`samples` forward+backward passes of `model` (gradients by autograd, or parameter shift with shots)."""
-    from workloads.registry import MODELS
+    from workloads.models import MODELS
 
     spec = MODELS[model]
     per = _per_sample(model)
@@ -57,7 +57,7 @@ def _passes(model: str, samples: float, shots: int | None) -> StageCost:
 
 def _per_sample(model: str) -> float:
     """Seconds of one forward+backward pass of one sample."""
-    from workloads.registry import MODELS
+    from workloads.models import MODELS
 
     spec = MODELS[model]
     return _SEC_PER_SAMPLE_STEP[spec.family] * (spec.n_layers if spec.family == "qnn" else 1)
@@ -128,7 +128,7 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
 def _ascent_passes(model: str, method: str, mp: dict[str, Any]) -> float:
     """Sample passes of an ascent method: per step its batch (a forget and a retain batch for graddiff) and,
     every `stop_every` steps, the stop rule's forward pass over `stop_subsample` forget samples."""
-    from workloads.registry import MODELS
+    from workloads.models import MODELS
 
     steps = _EST_ASCENT_STEPS.get(MODELS[model].family, _EST_ASCENT_STEPS["hqnn"])
     per_step = mp.get("batch_size", 16) * (2 if method == "graddiff" else 1)

@@ -88,9 +88,9 @@ class GridSpec:
         return [dict(zip(AXES, combo)) for combo in itertools.product(*(self.axes[a] for a in AXES))]
 
     def cells(self, cell_config: type | None = None) -> list[Any]:
-        """Expand into `CellConfig`s of the workload (default `workloads.cell.CellConfig`)."""
+        """Expand into `CellConfig`s of the workload (default `workloads.stages.CellConfig`)."""
         if cell_config is None:
-            from workloads.cell import CellConfig as cell_config  # lazy: the harness owns no science
+            from workloads.stages import CellConfig as cell_config  # lazy: the harness owns no science
         out = []
         for c in self.combinations():
             cfg = cell_config(
@@ -152,10 +152,10 @@ def _nearby_grids(path: Path) -> str:
     return (", e.g. " + ", ".join(str(f) for f in found)) if found else ""
 
 
-def load_grid(path: str | Path, impl: str = "workloads.cell") -> GridSpec:
+def load_grid(path: str | Path, impl: str = "workloads.stages") -> GridSpec:
     """Read and fully validate a grid file for workload module `impl`; raises GridError on the first problem.
 
-    Names (models, methods, backends, forget specs) are checked against `workloads.registry`; `params` and
+    Names (models, methods, backends, forget specs) are checked against the registries of `workloads`; `params` and
     the per-cell rules go through the workload module (its `resolve_params` and `CellConfig.validate`).
     """
     path = Path(path)
@@ -194,8 +194,11 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 
 def _check_semantics(path: Path, f: _GridFile, mod: Any) -> GridSpec:
     """Names and values that need the workload's registries."""
-    from workloads.forget_set import parse_forget
-    from workloads.registry import DATASETS, METHODS, MODELS, validate_backend
+    from workloads.data.forget_set import parse_forget
+    from workloads.data import DATASETS
+    from workloads.models import MODELS
+    from workloads.quantum.backends import validate_backend
+    from workloads.unlearning import METHODS
 
     resolve_params = getattr(mod, "resolve_params", None)
     if resolve_params is None:
@@ -280,7 +283,7 @@ def _check_semantics(path: Path, f: _GridFile, mod: Any) -> GridSpec:
 def _dataset_size(dataset: str) -> int | None:
     """Number of samples in the dataset, so n_train + n_test is checked before any work."""
     try:
-        from workloads.data import _raw  # cached, cheap: both datasets ship inside installed wheels
+        from workloads.data.datasets import _raw  # cached, cheap: both datasets ship inside installed wheels
     except ImportError:
         return None
     return len(_raw(dataset)[1])

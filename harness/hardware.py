@@ -3,7 +3,7 @@
 Training and unlearning always run on the simulator (torch, the same stages and artifacts as `qmu run`).
 What goes to the device is evaluation: the attack's queries of the original model and the evaluation
 outputs of the unlearned model. `submit` runs the simulator stages, captures the backend queries that the
-attack and evaluate stages make (`workloads.backends.query_hook`), submits them as sampler jobs in Batch
+attack and evaluate stages make (`workloads.quantum.backends.query_hook`), submits them as sampler jobs in Batch
 mode and records every job id in the ledger *before* waiting. Cells are admitted in grid order while their
 estimated QPU seconds fit the budget; the rest are stored as `budget_skipped` rows (the estimate in `error`)
 and are submitted by a later call with a larger budget. `collect` (any later process, any day)
@@ -188,14 +188,14 @@ def plan_cells(spec: GridSpec, store: ResultStore, ledger: Ledger) -> list[CellP
 
 def attack_circuits(cfg: Any) -> int:
     """Samples the attack stage queries on the device (the workload knows which)."""
-    from workloads.cell import query_counts
+    from workloads.stages import query_counts
 
     return query_counts(cfg)["attack"]
 
 
 def evaluate_circuits(cfg: Any) -> int:
     """Samples one evaluation queries: train, test and the scored P_eval non-members (each up to n_eval)."""
-    from workloads.cell import query_counts
+    from workloads.stages import query_counts
 
     return query_counts(cfg)["evaluate"]
 
@@ -216,7 +216,7 @@ def estimate(plans: list[CellPlan], level: int | None = None, seen: set[str] | N
     """Circuits, shots and estimated QPU seconds per cell; a shared attack stage is counted once, on the
     first cell that needs it (attack keys in `seen` are already paid for)."""
     from workloads import backends as wb
-    from workloads.registry import model_spec
+    from workloads.models import model_spec
 
     seen_attacks: set[str] = set(seen or ())
     out = []
@@ -281,7 +281,7 @@ class _Captured:
     queries: list[Any] = field(default_factory=list)
 
     def __call__(self, q: Any) -> Any:
-        from workloads.backends import QueryResult
+        from workloads.quantum.backends import QueryResult
 
         self.queries.append(q)
         n = len(q.values)
@@ -334,7 +334,7 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
            level: int | None = None, tags: tuple[str, ...] = (), echo: Callable[[str], None] = print) -> SubmitSummary:
     """Submit the grid's cells that are neither stored nor in flight; returns after recording every job."""
     from workloads import backends as wb
-    from workloads.registry import model_spec
+    from workloads.models import model_spec
 
     wc, cv = _workload()
     ledger = Ledger(store)

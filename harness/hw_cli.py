@@ -34,7 +34,7 @@ LEVEL_HELP = "preset pass manager optimization level (0-3; default 1 or $QMU_HW_
 
 
 def _fail(msg: str, code: int = 2) -> typer.Exit:
-    from workloads.backends import scrub
+    from workloads.quantum.backends import scrub
 
     from .ui import fail
 
@@ -78,7 +78,7 @@ def estimate(
     optimization_level: Optional[int] = typer.Option(None, help=LEVEL_HELP),
 ) -> None:
     """Circuits, shots and estimated QPU seconds per cell and in total (cells already stored excluded)."""
-    from workloads.backends import BackendError
+    from workloads.quantum.backends import BackendError
 
     from .hardware import Ledger, LedgerError, estimate as est_cells, plan_cells
 
@@ -126,7 +126,7 @@ def submit(
     wait: bool = typer.Option(False, "--wait/--no-wait", help="wait for the jobs and collect the rows"),
 ) -> None:
     """Submit the evaluation jobs of a grid's cells (those neither stored nor in flight)."""
-    from workloads.backends import BackendError, MissingCredentials
+    from workloads.quantum.backends import BackendError, MissingCredentials
 
     from .hardware import BudgetExceeded, LedgerError, submit as submit_cells
 
@@ -151,7 +151,7 @@ def submit(
 def _collect_loop(store, grid: Optional[str], poll: float, once: bool = False) -> None:
     import time
 
-    from workloads.backends import BackendError, MissingCredentials
+    from workloads.quantum.backends import BackendError, MissingCredentials
 
     from .hardware import LedgerError, collect as collect_cells
 
@@ -190,7 +190,7 @@ def status(
     refresh: bool = typer.Option(True, "--refresh/--no-refresh", help="ask the service about pending jobs"),
 ) -> None:
     """Pending, done and failed jobs of the ledger, with reasons and QPU seconds."""
-    from workloads.backends import BackendError
+    from workloads.quantum.backends import BackendError
 
     from .hardware import LedgerError, job_table
 

@@ -41,7 +41,7 @@ from .identity import DEPS, Plan, PlannedCell, StageNode, build_plan, config_dic
 from .progress import NullProgress, Progress
 from .store import ResultStore, examples_arrow
 
-DEFAULT_IMPL = "workloads.cell"
+DEFAULT_IMPL = "workloads.stages"
 BATCH_SECONDS = 0.2  # work per actor call once stage times are known: round trips stay a small fraction
 MAX_BATCH = 256
 DEPTH = 2  # batches queued per actor: it starts the next while the driver handles the last

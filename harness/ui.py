@@ -24,7 +24,7 @@ TOKEN_ENV = "QISKIT_IBM_TOKEN"
 
 
 def scrub_env(text: str) -> str:
-    """`text` without the IBM token of the environment (the saved account's is scrubbed by workloads.backends)."""
+    """`text` without the IBM token of the environment (the saved account's is scrubbed by workloads.quantum.backends)."""
     tok = os.environ.get(TOKEN_ENV)
     return text.replace(tok, "***") if tok and len(tok) >= 4 else text
 

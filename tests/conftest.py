@@ -61,11 +61,11 @@ def ray_local() -> Iterator[None]:
 
 @pytest.fixture
 def trivial_workload(monkeypatch: pytest.MonkeyPatch) -> str:
-    """`qmu run` in this test runs the trivial workload (harness.trivial) instead of workloads.cell."""
+    """`qmu run` in this test runs the trivial workload (tests.support.trivial) instead of workloads.stages."""
     import harness.cli
 
-    monkeypatch.setattr(harness.cli, "WORKLOAD", "harness.trivial")
-    return "harness.trivial"
+    monkeypatch.setattr(harness.cli, "WORKLOAD", "tests.support.trivial")
+    return "tests.support.trivial"
 
 
 def make_spec(name: str = "t", *, methods: tuple[str, ...] = ("none", "ga", "ssd"),
@@ -114,7 +114,7 @@ def method_rows(base: Any, methods: tuple[str, ...], train: Any = None, attack: 
     attack stage (run here unless given)."""
     from dataclasses import replace
 
-    from workloads.cell import attack_stage, evaluate_stage, train_stage, unlearn_stage
+    from workloads.stages import attack_stage, evaluate_stage, train_stage, unlearn_stage
 
     train = train or train_stage(base)
     attack = attack or attack_stage(base, train.state)

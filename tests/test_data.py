@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from workloads.data import load_split
-from workloads.forget_set import forget_split, parse_forget
+from workloads.data.forget_set import forget_split, parse_forget
 
 
 def test_mnist_split_is_seeded_and_well_formed():
@@ -59,7 +59,7 @@ def test_bad_forget_specs(spec, match):
 def test_roles_are_disjoint_and_the_input_maps_see_only_p_attack(dataset, n_train, n_test):
     from sklearn.decomposition import PCA
 
-    from workloads.data import _raw
+    from workloads.data.datasets import _raw
 
     s = load_split(dataset, n_train, n_test, 0)
     x, y, _ = _raw(dataset)

@@ -6,8 +6,8 @@ import torch
 from qiskit.quantum_info import Statevector
 
 from workloads import circuits, statevector as sv
-from workloads.parameter_shift import ExecutionLog, ShotExpectation, encode, input_gradient, weight_gradient
-from workloads.shots import sample_expectations
+from workloads.quantum.parameter_shift import ExecutionLog, ShotExpectation, encode, input_gradient, weight_gradient
+from workloads.quantum.shots import sample_expectations
 
 
 def _unit(rng, n):
@@ -123,7 +123,7 @@ def test_parameter_shift_exact_equals_autograd(encoding, n_layers):
 
 def test_tree_shifts_are_the_circuits_a_device_runs():
     """A shifted Gray-code angle in the qiskit circuit prepares exactly our shifted amplitudes."""
-    from workloads.parameter_shift import tree_shift_states
+    from workloads.quantum.parameter_shift import tree_shift_states
 
     rng = np.random.default_rng(8)
     x = _unit(rng, 1)
@@ -169,7 +169,7 @@ def test_shot_expectation_counts_a_device_cost():
 @pytest.mark.parametrize("side", [28, 8])
 def test_hqnn_inference_front_end_equals_conv2d(side):
     """The banded convolution of large inference batches agrees with conv2d -> ReLU -> max-pool."""
-    from workloads.models import BANDED_CHUNK, BANDED_MIN_ROWS, build_model, conv_relu_pool
+    from workloads.models.modules import BANDED_CHUNK, BANDED_MIN_ROWS, build_model, conv_relu_pool
 
     model = build_model("hqnn-l1", 3, image_side=side)
     x = torch.rand(BANDED_CHUNK + 5, 1, side, side, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1

@@ -39,7 +39,7 @@ def test_grid_runs_on_more_than_one_node(cluster: object, tmp_path: Path) -> Non
     spec = make_spec("multi", methods=("none", "ga", "ssd"), eval_shots=(None, 16), seeds=(0, 1),
                      params={"trivial": {"sleep": 0.2}})
     store = ResultStore(str(tmp_path))
-    s = run_grid(spec, store, impl="harness.trivial")  # default pool: one actor per CPU of the cluster
+    s = run_grid(spec, store, impl="tests.support.trivial")  # default pool: one actor per CPU of the cluster
     assert (s.cells_ok, s.cells_failed) == (12, 0)
     assert len(s.hosts) > 1, s.hosts  # stages ran on more than one node
     df = connect_duckdb(store).execute("select * from cells").df()

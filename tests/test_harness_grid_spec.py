@@ -183,7 +183,7 @@ def test_cost_model_orders_unlearning_methods_as_the_paper_grid_measured() -> No
     graddiff 0.05-0.1 s < ssd 0.15 s < rga 0.7 s < retrain 50 s. GA's old constant (3 epochs) ranked hqnn-l1's
     GA below SSD, and one GradDiff step count for both families put qnn-l10's at 13 s."""
     from harness.estimate import stage_estimate
-    from workloads.cell import CellConfig
+    from workloads.stages import CellConfig
 
     def sec(model: str, method: str) -> float:
         return stage_estimate("unlearn", CellConfig(model, "class:4", method, None, None, None, 0)).seconds

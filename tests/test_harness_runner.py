@@ -20,7 +20,7 @@ from harness.runner import run_grid
 from harness.store import ResultStore, connect_duckdb
 from tests.conftest import make_spec, write_real_grid
 
-TRIVIAL = "harness.trivial"
+TRIVIAL = "tests.support.trivial"
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 

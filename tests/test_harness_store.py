@@ -124,7 +124,7 @@ def test_pyarrow_filesystem_uri(tmp_path: Path) -> None:
 
 
 def test_stage_identity_shares_work_and_tracks_code() -> None:
-    from workloads.cell import stage_specs
+    from workloads.stages import stage_specs
 
     spec = load_grid(GRIDS / "smoke.yaml")
     cells = spec.cells()

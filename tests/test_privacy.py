@@ -8,8 +8,8 @@ import torch
 
 from workloads import metrics
 from tests.conftest import method_rows
-from workloads.cell import CellConfig, attack_stage, run_cell, stage_specs, train_stage
-from workloads.inference import logits_on
+from workloads.stages import CellConfig, attack_stage, run_cell, stage_specs, train_stage
+from workloads.quantum.inference import logits_on
 
 FAST = {"hqnn-l1": {"epochs": 10}, "attack": {"epochs": 300}}
 
@@ -137,7 +137,7 @@ def test_reference_models_are_stages_shared_across_cells():
 
 def test_finite_eval_shots_blur_what_the_attack_sees(digits_cells):
     base, train, _, _ = digits_cells
-    from workloads.cell import _model, cell_data
+    from workloads.stages import _model, cell_data
 
     data = cell_data(base)
     model = _model(base, data, train.state)

@@ -23,7 +23,7 @@ SEEDS = (0, 1)
 
 def _cells(store, grid: str, seeds=SEEDS, forgets=FORGETS, methods=METHODS, evals=EVAL) -> list[str]:
     """Run real stages (the train and attack stages shared as the harness shares them) and store the cells."""
-    from workloads.cell import CellConfig, attack_stage, evaluate_stage, train_stage, unlearn_stage
+    from workloads.stages import CellConfig, attack_stage, evaluate_stage, train_stage, unlearn_stage
 
     ids = []
     for seed in seeds:

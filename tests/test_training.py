@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from workloads.cell import CellConfig, train_stage
+from workloads.stages import CellConfig, train_stage
 from workloads.data import load_split
 from workloads.models import build_model, model_inputs
 from workloads.serialize import dumps, loads
-from workloads.training import accuracy, as_labels, fit
+from workloads.models.training import accuracy, as_labels, fit
 
 
 def _train(model_name, shots, epochs, seed=0, n=120):

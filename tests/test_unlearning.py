@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from tests.conftest import method_rows
-from workloads import hparams, registry
-from workloads.cell import CellConfig, train_stage
+from workloads import hparams
+from workloads.stages import CellConfig, train_stage
 from workloads.data import load_split
 from workloads.models import build_model, model_inputs, shots_mode
-from workloads.training import as_labels, fit
+from workloads.models.training import as_labels, fit
 from workloads.unlearning import METHODS, UnlearnData, unlearn
 from workloads.unlearning.relearn import relearn_steps
 from workloads.unlearning.ssd import wrap_angles
@@ -21,7 +21,7 @@ FAST = {"hqnn-l1": {"epochs": 5}, "attack": {"epochs": 100}, "relearn": {"max_st
 
 
 def test_one_method_table_feeds_names_and_defaults():
-    assert tuple(METHODS) == registry.METHODS == tuple(hparams.METHOD_DEFAULTS)
+    assert tuple(METHODS) == tuple(hparams.METHOD_DEFAULTS)
     assert {"rga", "graddiff"} <= set(METHODS)
     assert set(hparams.METHOD_DEFAULTS["rga"]) >= {"alpha", "lam", "weighting", "refresh_every", "include_quantum",
                                                    "lr", "momentum", "batch_size", "max_epochs", "stop_acc"}
@@ -80,7 +80,7 @@ def digits():
 
 
 def _udata(base, stop_acc=0.1):
-    from workloads.cell import _unlearn_data, cell_data
+    from workloads.stages import _unlearn_data, cell_data
 
     return _unlearn_data(base, cell_data(base), stop_acc)
 

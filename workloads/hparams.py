@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .registry import MODELS, model_spec
+from .models import MODELS, model_spec
 
 # Training recipes (docs/methods.md).
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {

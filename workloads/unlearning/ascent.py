@@ -16,7 +16,7 @@ from torch import nn
 
 from ..hparams import AUDIT_EVERY
 from ..models import shots_mode
-from ..training import Cost, batches, sgd
+from ..models.training import Cost, batches, sgd
 from .base import Outcome, UnlearnData, audit_point
 
 # (model, forget logits, forget labels, generator) -> the loss to minimise.

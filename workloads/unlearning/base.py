@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from ..hparams import AUDIT_RETAIN
 from ..metrics import auc
 from ..models import shots_mode
-from ..training import Cost
+from ..models.training import Cost
 
 
 @dataclass(frozen=True)

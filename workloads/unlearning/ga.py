@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch.nn import functional as F
 
-from ..training import fit
+from ..models.training import fit
 from .ascent import ascend
 from .base import Outcome
 

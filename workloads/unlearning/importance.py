@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..training import batches
+from ..models.training import batches
 
 Wanted = Callable[[str], bool]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..training import Cost
+from ..models.training import Cost
 from .base import Outcome
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..training import batches, sgd
+from ..models.training import batches, sgd
 from .base import exact_logits
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..training import fit
+from ..models.training import fit
 from .base import Outcome
 
 

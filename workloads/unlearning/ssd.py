@@ -14,7 +14,7 @@ import time
 import torch
 
 from ..models import shots_mode
-from ..training import Cost
+from ..models.training import Cost
 from .base import Outcome
 from .importance import importances, is_quantum, selection, trainable
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator
 
@@ -11,11 +12,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .circuits import N_QUBITS
-from .data import Split
-from .parameter_shift import ExecutionLog, ShotExpectation, shift_circuits
-from .registry import ModelSpec, model_spec
-from .statevector import angle_states, ansatz_expectations, tree_alpha
+from ..quantum.circuits import N_QUBITS
+from ..quantum.parameter_shift import ExecutionLog, ShotExpectation, shift_circuits
+from ..quantum.statevector import angle_states, ansatz_expectations, tree_alpha
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str  # "qnn" (encoded features -> circuit -> Linear) or "hqnn" (CNN front end)
+    n_layers: int
+    encoding: str  # "amplitude" | "angle"
 
 
 class QuantumLayer(nn.Module):
@@ -142,32 +148,6 @@ class HQNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.quantum(self.encoded(x)))
-
-
-def build_model(name: str, seed: int, image_side: int = 28) -> nn.Module:
-    """A freshly initialised model; every initial weight flows from `seed`."""
-    spec = model_spec(name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return HQNN(spec, image_side) if spec.family == "hqnn" else QNN(spec)
-
-
-def input_view(name: str) -> str:
-    """Which view of a `Split` the model consumes: images (HQNN), amplitudes or angles."""
-    spec = model_spec(name)
-    if spec.family == "hqnn":
-        return "images"
-    return "angle" if spec.encoding == "angle" else "amp"
-
-
-def role_inputs(name: str, split: Split, role: str) -> torch.Tensor:
-    """The inputs of one data role (train, test, attack, eval) in the form the model consumes."""
-    return split.inputs(input_view(name), role)
-
-
-def model_inputs(name: str, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train inputs, test inputs) in the form the model consumes."""
-    return role_inputs(name, split, "train"), role_inputs(name, split, "test")
 
 
 def quantum_layer(model: nn.Module) -> QuantumLayer:

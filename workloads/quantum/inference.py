@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .models import shots_mode
+from ..models.modules import shots_mode
 
 
 def logits_on(

@@ -1,4 +1,4 @@
-"""A trivial workload with the interface of `workloads.cell`, for harness tests and the overhead benchmark.
+"""A trivial workload with the interface of `workloads.stages`, for harness tests and the overhead benchmark.
 
 Its stages do almost nothing (tiny tensors, optional sleep), so timing it measures the harness itself.
 Knobs come from the cell's params section `trivial`: `sleep` (seconds per stage), `fail_method` (the

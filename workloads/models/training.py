@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .models import shots_mode
+from .modules import shots_mode
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def fit(
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, shots: int | None = None, seed: int = 0) -> float:
     """Accuracy on the torch executor, read out at `shots` (None: exact)."""
-    from .inference import logits_on
+    from ..quantum.inference import logits_on
 
     if len(y) == 0:
         return float("nan")

@@ -23,13 +23,13 @@ from torch.nn import functional as F
 from . import attacks, metrics
 from .attacks import Knowledge, Outputs
 from .data import ROLES, load_split
-from .forget_set import forget_split, parse_forget
+from .data.forget_set import forget_split, parse_forget
 from .hparams import attack_params, merged, resolve_params
-from .inference import logits_on
+from .quantum.inference import logits_on
 from .models import build_model, role_inputs
-from .registry import validate_backend
+from .quantum.backends import validate_backend
 from .seeds import derive_seed
-from .training import accuracy, as_labels, fit
+from .models.training import accuracy, as_labels, fit
 from .unlearning import METHODS, UnlearnData, describe_stop, relearn_steps, unlearn
 
 __all__ = ["CellConfig", "ReferenceConfig", "StageResult", "derive_seed", "stage_specs", "train_stage",

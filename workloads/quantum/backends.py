@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -41,8 +42,27 @@ JOB_OVERHEAD_S = 2.5
 DEFAULT_REP_DELAY_S = 250e-6
 DEFAULT_CIRCUIT_S = 20e-6
 TWO_QUBIT = ("cx", "cz", "ecr", "rzz", "swap", "iswap", "rxx", "ryy", "rzx")
+SIMULATORS = ("torch", "aer", "aer-noise")
+_REMOTE = re.compile(r"^(fake|ibm):([A-Za-z0-9_\-]+)$")
 TOKEN_ENV = "QISKIT_IBM_TOKEN"
 OPT_LEVEL_ENV = "QMU_HW_OPTIMIZATION_LEVEL"
+
+
+def validate_backend(name: str) -> str:
+    """Accept torch, aer, aer-noise, fake:<FakeBackend> (must exist locally) or ibm:<name>."""
+    if name in SIMULATORS:
+        return name
+    m = _REMOTE.match(str(name))
+    if not m:
+        raise ValueError(
+            f"unknown backend {name!r}; choose torch, aer, aer-noise, fake:<FakeBackend> or ibm:<backend>"
+        )
+    if m.group(1) == "fake":
+        from qiskit_ibm_runtime import fake_provider
+
+        if not hasattr(fake_provider, m.group(2)):
+            raise ValueError(f"unknown fake backend {m.group(2)!r}; try e.g. fake:FakeTorino or fake:FakeFez")
+    return name
 
 
 class BackendError(RuntimeError):
@@ -430,7 +450,7 @@ def run_query(q: Query, level: int | None = None) -> QueryResult:
 
 
 def query_cost(q: Query, t: Transpiled, job_ids: list[str], usage: float | None, jobs: float = 1.0) -> dict[str, Any]:
-    """The cost dict of one query (keys that `workloads.cell.evaluate_stage` copies into the row)."""
+    """The cost dict of one query (keys that `workloads.stages.evaluate_stage` copies into the row)."""
     n = len(q.values)
     info = device_info(q.backend)
     reported = {} if usage is None else {"qpu_seconds": float(usage)}  # unknown QPU time is absent, never 0
