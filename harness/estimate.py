@@ -18,14 +18,6 @@ _SEC_PER_CIRCUIT_SHOTS = (3.2e-5, 3.3e-6)
 _SEC_ATTACK_FIT = 1.4  # one 13-64-64-1 MLP, 1000 full-batch epochs at 1.36 ms (bench_attack.py; study and heldout fit one each)
 _DATASET_SIZE = {"mnist": 5000, "digits": 1797}
 _TREE_SHIFTS = 2 * 255  # amplitude-embedding input gradient (HQNN front end), docs/methods.md
-# Optimiser steps the ascent methods take to their stop rule (the bound, max_epochs, is far above): means of
-# grids/paper.yaml on code 0.1.0+029a47e3bf7c (3 seeds x class:4, random:50, random:200). They differ by model
-# family far more than by forget set: hqnn-l1 ga 126/133/268, rga 80/157/640, graddiff 422/504/1,223; qnn-l10
-# ga 3-4, rga 0-82, graddiff 3-5. One constant per method (GA's was 3 epochs) put hqnn-l1's GA at 0.2 s
-# against 3.4 s measured, and qnn-l10's GradDiff at 13 s against 0.1 s.
-_EST_ASCENT_STEPS = {"hqnn": {"ga": 176, "rga": 292, "graddiff": 716}, "qnn": {"ga": 4, "rga": 29, "graddiff": 4}}
-
-
 @dataclass(frozen=True)
 class StageCost:
     seconds: float
@@ -90,26 +82,17 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
     except (ImportError, ValueError, KeyError):
         return StageCost(1.0, 0.0, 0.0)
     n_forget = _forget_size(cfg)
-    n_retain = cfg.n_train - n_forget
     k, n_z = ap["references"]["k"], ap["rmia"]["n_population"] if ap["references"]["k"] else 0
     half = _population_half(cfg)
     scored = half if cfg.forget.startswith("random") else half // 10
     if kind == "train":
         return _passes(cfg.model, cfg.n_train * recipe["epochs"], cfg.train_shots)
-    if kind == "unlearn":
-        m, s = cfg.method, cfg.unlearn_shots
-        if m == "none":
-            return ZERO
-        if m == "retrain":
-            return _passes(cfg.model, n_retain * recipe["epochs"], s)
-        if m == "finetune":
-            return _passes(cfg.model, n_retain * mp["epochs"], s)
-        if m == "ssd":
-            return _passes(cfg.model, cfg.n_train + n_forget, s)
-        ascent = _passes(cfg.model, _ascent_passes(cfg.model, m, mp), s)  # ga, rga, graddiff and any other
-        if m == "rga":  # SSD's importances first
-            return _passes(cfg.model, cfg.n_train + n_forget, s) + ascent
-        return ascent
+    if kind == "unlearn":  # the method's own cost model, in sample passes (its module in workloads/unlearning/)
+        from workloads.models import MODELS
+        from workloads.unlearning import METHODS, Workload
+
+        work = Workload(MODELS[cfg.model].family, cfg.n_train, n_forget, recipe, mp)
+        return _passes(cfg.model, METHODS[cfg.method].passes(work), cfg.unlearn_shots)
     if kind == "attack":  # `shared`: study, loss, RMIA, LiRA (and the references); `forget`: heldout
         scope = getattr(cfg, "attack_scope", None)
         nonmembers = min(ap["attack"]["n_nonmembers"], half)
@@ -123,18 +106,6 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
         refs = _forward(cfg.model, k * (cfg.n_train + half + min(n_z, half)), cfg.eval_shots)
         return StageCost(c.seconds + refs.seconds + fits * _SEC_ATTACK_FIT, c.circuits, c.shots)
     return _forward(cfg.model, cfg.n_train + cfg.n_test + scored + min(n_z, half), cfg.eval_shots)  # evaluate
-
-
-def _ascent_passes(model: str, method: str, mp: dict[str, Any]) -> float:
-    """Sample passes of an ascent method: per step its batch (a forget and a retain batch for graddiff) and,
-    every `stop_every` steps, the stop rule's forward pass over `stop_subsample` forget samples."""
-    from workloads.models import MODELS
-
-    steps = _EST_ASCENT_STEPS.get(MODELS[model].family, _EST_ASCENT_STEPS["hqnn"])
-    per_step = mp.get("batch_size", 16) * (2 if method == "graddiff" else 1)
-    if mp.get("stop_rule", "subsample") == "subsample":
-        per_step += mp.get("stop_subsample", 64) / 3 / max(1, mp.get("stop_every", 1))  # a forward is a third
-    return steps.get(method, steps["ga"]) * per_step
 
 
 def _forget_size(cfg: Any) -> int:

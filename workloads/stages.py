@@ -30,7 +30,7 @@ from .models import build_model, role_inputs
 from .quantum.backends import validate_backend
 from .seeds import derive_seed
 from .models.training import accuracy, as_labels, fit
-from .unlearning import METHODS, UnlearnData, describe_stop, relearn_steps, unlearn
+from .unlearning import UnlearnData, describe_stop, relearn_steps, stops, unlearn
 
 __all__ = ["CellConfig", "ReferenceConfig", "StageResult", "derive_seed", "stage_specs", "train_stage",
            "reference_stage", "unlearn_stage", "attack_stage", "evaluate_stage", "run_cell"]
@@ -285,7 +285,7 @@ def unlearn_columns(cfg: CellConfig, costs: dict[str, dict[str, float]], traject
     target = params.get("stop_acc")
     if target == "auto":
         target = 0.1 if parse_forget(cfg.forget, n_train=cfg.n_train).forget_class is not None else "test_acc(original)"
-    row["unlearn_stop_rule"] = describe_stop(params, target) if METHODS[cfg.method].stops else None
+    row["unlearn_stop_rule"] = describe_stop(params, target) if stops(cfg.method) else None
     row["unlearn_trajectory"] = None if trajectory is None else json.dumps(
         [{k: (None if math.isnan(v) else (int(v) if k == "step" else v)) for k, v in zip(TRAJECTORY_FIELDS, r.tolist())}
          for r in trajectory])

@@ -9,6 +9,9 @@ are fitted once per original model and eval shots, for every forget set) and
   score(state, outputs, params)             membership scores of every queried row (higher: member)
   columns(members, nonmembers, params)      its cell columns from the scores of forget-set members and of
                                             held-out P_eval non-members
+and, for everything else that reads the registry, LABEL, ORDER (report order), COLUMNS (its cell columns:
+column -> (label, interval kind, count column)), ROC_PREFIX (the prefix of its ROC columns, or None) and,
+optionally, SECTION and PARAMS (its own section of a grid's params, with defaults and ranges).
 Adding an attack is one module plus one line in ATTACKS.
 """
 
@@ -20,12 +23,27 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from . import heldout, lira, loss, rmia, study
+from ..params import Param
+from ..registry import members
+from . import heldout, lira, loss, mlp, rmia, study
 from .base import AttackerView, Knowledge, Outputs
 
-ATTACKS: dict[str, ModuleType] = {m.NAME: m for m in (study, heldout, loss, rmia, lira)}
+REQUIRED = ("NAME", "LABEL", "ORDER", "COLUMNS", "ROC_PREFIX", "SCORE_COLUMN", "NEEDS_REFERENCES", "PER_FORGET_SET",
+            "queries", "reference_queries", "fit", "target_rows", "score", "columns")
+ATTACKS: dict[str, ModuleType] = members(REQUIRED, study, heldout, loss, rmia, lira)
 
-__all__ = ["ATTACKS", "SCOPES", "AttackerView", "Knowledge", "Outputs", "active", "merge_rows", "pack", "unpack"]
+# `references`: k reference models for the attacks that need them (0: off; pairs, each pair splits P_attack in
+# complementary halves), trained with the model's recipe for `epoch_fraction` of its epochs (at least 1).
+REFERENCE_PARAMS = {"k": Param(0, 0, 256), "epoch_fraction": Param(1.0, 0.0, 1.0, open_low=True)}
+# Params sections of the attacks: the MLP's (shared by study and heldout), the references', and each
+# attack's own.
+SECTIONS: dict[str, dict[str, Param]] = {
+    "attack": mlp.PARAMS, "references": REFERENCE_PARAMS,
+    **{m.SECTION: m.PARAMS for m in ATTACKS.values() if hasattr(m, "SECTION")},
+}
+
+__all__ = ["ATTACKS", "SCOPES", "SECTIONS", "AttackerView", "Knowledge", "Outputs", "active", "merge_rows", "pack",
+           "unpack"]
 
 
 SCOPES = ("shared", "forget")  # attack stages: the attacks fitted once for all forget sets, and the others

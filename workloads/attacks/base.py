@@ -89,3 +89,9 @@ def draw(n: int, k: int, seed: int) -> np.ndarray:
     if k >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def roc_report_columns(prefix: str, label: str) -> dict[str, tuple[str, str, str | None]]:
+    """The report's columns of an attack scored by ROC: its AUC and its TPR at 1% FPR."""
+    return {f"{prefix}_auc": (f"{label} AUC", "auc", None),
+            f"{prefix}_tpr_at_1pct_fpr": (f"{label} TPR@1%FPR", "wilson", "n_members")}

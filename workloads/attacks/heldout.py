@@ -23,6 +23,16 @@ from .base import AttackerView, Knowledge, draw
 from .mlp import fit_attack, no_rows
 
 NAME = "heldout"
+LABEL = "paper MLP attack"
+ORDER = 1
+COLUMNS = {"mia_recall_heldout": ("held-out recall (forget set)", "wilson", "n_members"),
+           "mia_advantage": ("held-out advantage", "row", None),
+           "mia_auc": ("attack AUC", "auc", None),
+           "mia_tpr_at_1pct_fpr": ("TPR@1%FPR", "wilson", "n_members"),
+           "mia_tpr_at_01pct_fpr": ("TPR@0.1%FPR", "wilson", "n_members"),
+           "mia_nonmember_flag_rate": ("flag rate, unseen non-members", "wilson", "n_nonmembers"),
+           "mia_fpr_floor": ("FPR floor", "none", None)}
+ROC_PREFIX = "mia"
 SCORE_COLUMN = "attack_score"
 NEEDS_REFERENCES = False
 PER_FORGET_SET = True  # its members come from the retain set: one fit per forget set

@@ -15,9 +15,13 @@ import numpy as np
 import torch
 
 from .. import metrics
-from .base import AttackerView, Knowledge, Outputs, logit_confidence
+from .base import AttackerView, Knowledge, Outputs, logit_confidence, roc_report_columns
 
 NAME = "lira"
+LABEL = "LiRA"
+ORDER = 4
+COLUMNS = roc_report_columns("lira", "LiRA")
+ROC_PREFIX = "lira"
 SCORE_COLUMN = "lira_score"
 NEEDS_REFERENCES = True
 PER_FORGET_SET = False  # fitted once per original model and eval shots, shared by every forget set

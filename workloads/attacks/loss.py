@@ -8,9 +8,13 @@ import numpy as np
 import torch
 
 from .. import metrics
-from .base import AttackerView, Knowledge, Outputs, per_sample_loss
+from .base import AttackerView, Knowledge, Outputs, per_sample_loss, roc_report_columns
 
 NAME = "loss"
+LABEL = "loss attack"
+ORDER = 2
+COLUMNS = roc_report_columns("loss", "loss-attack")
+ROC_PREFIX = "loss"
 SCORE_COLUMN = None  # the examples table stores the loss itself
 NEEDS_REFERENCES = False
 PER_FORGET_SET = False  # fitted once per original model and eval shots, shared by every forget set

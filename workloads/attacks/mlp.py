@@ -10,9 +10,16 @@ import torch
 from torch import nn
 
 from ..seeds import derive_seed
+from ..params import Param, positive_int, rate
 from .base import AttackerView, Outputs, features
 
 N_FEATURES = 13
+# The `attack` section of a grid's params: the study's 13-64-64-1 MLP (dropout 0.3, Adam lr 0.01, 1000
+# full-batch epochs), shared by the `study` and `heldout` protocols, the members and non-members drawn for
+# its training, and its flagging threshold.
+PARAMS = {"hidden": positive_int(64, 4096), "dropout": Param(0.3, 0.0, 1.0, open_high=True), "lr": rate(0.01),
+          "epochs": positive_int(1000, 100_000), "n_members": positive_int(500), "n_nonmembers": positive_int(500),
+          "threshold": Param(0.5, 0.0, 1.0)}
 # float32: features are probabilities and a loss; the attack needs no more precision. Its 1000 full-batch
 # epochs were most of an attack stage's time, so `_train` runs them by hand: `benchmarks/bench_attack.py`
 # measured 1.36 ms an epoch against 4.21 ms for the textbook loop (nn.Dropout's per-element bernoulli,

@@ -16,10 +16,20 @@ import numpy as np
 import torch
 
 from .. import metrics
+from ..params import Param, fraction, positive_int
 from ..seeds import derive_seed
-from .base import AttackerView, Knowledge, Outputs, draw, true_label_prob
+from .base import AttackerView, Knowledge, Outputs, draw, roc_report_columns, true_label_prob
 
 NAME = "rmia"
+LABEL = "RMIA"
+ORDER = 3
+COLUMNS = roc_report_columns("rmia", "RMIA")
+ROC_PREFIX = "rmia"
+# The `rmia` section: the offline correction a (0.3, ML Privacy Meter's default for its offline attack),
+# gamma, and how many P_attack samples z each target sample is compared with (1000: ties below 0.1%).
+SECTION = "rmia"
+PARAMS = {"offline_a": fraction(0.3), "gamma": Param(1.0, 0.0, 1e6, open_low=True),
+          "n_population": positive_int(1000)}
 SCORE_COLUMN = "rmia_score"
 NEEDS_REFERENCES = True
 PER_FORGET_SET = False  # fitted once per original model and eval shots, shared by every forget set

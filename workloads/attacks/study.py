@@ -18,6 +18,11 @@ from .base import AttackerView, Knowledge, draw
 from .mlp import fit_attack, no_rows
 
 NAME = "study"
+LABEL = "study MLP (the paper's protocol)"
+ORDER = 0
+# The report's columns of this attack: column -> (label, interval kind, count column); see docs/results.md.
+COLUMNS = {"mia_success": ("MIA success, study protocol (forget set)", "row", None)}
+ROC_PREFIX = None  # it scores no held-out non-members: no ROC
 SCORE_COLUMN = "study_score"
 NEEDS_REFERENCES = False
 PER_FORGET_SET = False  # fitted once per original model and eval shots, shared by every forget set

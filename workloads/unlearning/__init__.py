@@ -1,42 +1,37 @@
 """Unlearning methods: one module each, one line each in METHODS.
 
-The grid validation, the hyper-parameter defaults (`workloads/hparams.py`, keyed by these names) and
-the docs read this table. Every method maps (original model copy, data, training recipe, its
-hyper-parameters, shots, seed, a builder of fresh models) to an Outcome.
+A method's module carries everything the rest of the project reads about it:
+  NAME, LABEL, ORDER (report order), SUMMARY, TOUCHES (the parameter groups it changes: "front end",
+  "angles", "head"), STOPS (optional: ascends until the recorded stop rule fires), PARAMS (its
+  hyper-parameters with defaults and ranges, and the measured reason for each default),
+  passes(Workload) -> float   its cost model: sample passes (forward + backward) it runs, which the
+                              harness prices in seconds and device circuits,
+  run(model copy, UnlearnData, recipe, params, shots, seed, fresh) -> Outcome.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from torch import nn
 
+from ..registry import members
 from . import finetune, ga, graddiff, none, retrain, rga, ssd
 from .ascent import describe_stop
-from .base import Fresh, Outcome, Run, UnlearnData
+from .base import Fresh, Outcome, UnlearnData, Workload
 from .relearn import relearn_steps
 
+REQUIRED = ("NAME", "LABEL", "ORDER", "SUMMARY", "TOUCHES", "PARAMS", "passes", "run")
+METHODS: dict[str, ModuleType] = members(REQUIRED, none, retrain, finetune, ga, ssd, rga, graddiff)
 
-@dataclass(frozen=True)
-class Method:
-    run: Run
-    summary: str
-    stops: bool = False  # ascends until the recorded stop rule fires (and logs a trajectory)
+__all__ = ["METHODS", "Outcome", "UnlearnData", "Workload", "describe_stop", "relearn_steps", "stops", "unlearn"]
 
 
-METHODS: dict[str, Method] = {
-    "none": Method(none.run, "the original model, the leakage baseline"),
-    "retrain": Method(retrain.run, "train from scratch on the retain set with the original recipe"),
-    "finetune": Method(finetune.run, "continue training on the retain set for a few epochs"),
-    "ga": Method(ga.run, "gradient ascent on the forget set until the stop rule fires", stops=True),
-    "ssd": Method(ssd.run, "selective synaptic dampening of parameters important to the forget set"),
-    "rga": Method(rga.run, "gradient ascent gated by SSD's importances (relative gradient ascent)", stops=True),
-    "graddiff": Method(graddiff.run, "descent on retain batches, ascent on forget batches (GradDiff)", stops=True),
-}
-
-__all__ = ["METHODS", "Method", "Outcome", "UnlearnData", "describe_stop", "relearn_steps", "unlearn"]
+def stops(method: str) -> bool:
+    """Whether `method` ascends until its recorded stop rule fires."""
+    return bool(getattr(METHODS[method], "STOPS", False))
 
 
 def unlearn(method: str, original: nn.Module, data: UnlearnData, recipe: dict[str, Any], params: dict[str, Any],

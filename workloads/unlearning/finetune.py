@@ -3,7 +3,21 @@
 from __future__ import annotations
 
 from ..models.training import fit
-from .base import Outcome
+from ..params import Param, positive_int, rate
+from .base import Outcome, Workload
+
+NAME = "finetune"
+LABEL = "finetune"
+ORDER = 2
+SUMMARY = "continue training on the retain set for a few epochs"
+TOUCHES = ("front end", "angles", "head")
+# The study's fine-tuning baseline: a few epochs at a tenth of hqnn-l1's training rate.
+PARAMS = {"epochs": positive_int(3, 1000), "lr": rate(0.01), "momentum": Param(0.9, 0.0, 1.0, open_high=True),
+          "batch_size": positive_int(16, 4096)}
+
+
+def passes(w: Workload) -> float:
+    return w.n_retain * w.params["epochs"]
 
 
 def run(model, data, recipe, params, shots, seed, fresh) -> Outcome:

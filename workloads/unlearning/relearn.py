@@ -16,7 +16,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..models.training import batches, sgd
+from ..params import Param, positive_int
 from .base import exact_logits
+
+# The `relearn` section of a grid's params. On hqnn-l1 GA, RGA and SSD relearn in 2-3 steps and retrain,
+# which never saw the forget set, in 9 (lr 0.1, batch 8, on 10 samples); a bound of 100 leaves room for
+# slower learners (qnn-l10 trains at lr 0.05) without making the check expensive.
+PARAMS = {"fraction": Param(0.1, 0.0, 1.0, open_low=True), "max_steps": positive_int(100, 100_000)}
 
 
 def split_forget(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
