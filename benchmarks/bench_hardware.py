@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--models", default="qnn-angle-l2,hqnn-l1")
     args = ap.parse_args()
 
-    from workloads import backends as wb
+    from workloads.quantum import backends as wb
     from workloads.models import build_model
     from workloads.models import model_spec
 

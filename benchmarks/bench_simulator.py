@@ -74,7 +74,7 @@ def forward_times(n_layers: int, n: int, n_statevector: int, repeat: int) -> dic
     from qiskit.quantum_info import SparsePauliOp, Statevector
     from qiskit_aer.primitives import EstimatorV2
 
-    from workloads import circuits, statevector as sv
+    from workloads.quantum import circuits, statevector as sv
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 256))

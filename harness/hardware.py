@@ -49,6 +49,12 @@ class LedgerError(ValueError):
     """A ledger file that cannot be read back; str() names the file (the CLI exits 2)."""
 
 
+def _catalog() -> dict[str, Any]:
+    from workloads.stages import catalog
+
+    return catalog()
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -149,7 +155,7 @@ class Ledger:
 
 def _workload():
     import workloads
-    from workloads import cell as wc
+    from workloads import stages as wc
 
     return wc, workloads.code_version()
 
@@ -215,7 +221,7 @@ class CellEstimate:
 def estimate(plans: list[CellPlan], level: int | None = None, seen: set[str] | None = None) -> list[CellEstimate]:
     """Circuits, shots and estimated QPU seconds per cell; a shared attack stage is counted once, on the
     first cell that needs it (attack keys in `seen` are already paid for)."""
-    from workloads import backends as wb
+    from workloads.quantum import backends as wb
     from workloads.models import model_spec
 
     seen_attacks: set[str] = set(seen or ())
@@ -237,7 +243,7 @@ def estimate(plans: list[CellPlan], level: int | None = None, seen: set[str] | N
 def _estimate_backend(backend: str) -> str:
     """The backend to transpile against for an estimate: an ibm: device without credentials is stood in
     for by the fake backend of the same device, when qiskit-ibm-runtime ships one."""
-    from workloads import backends as wb
+    from workloads.quantum import backends as wb
 
     if not backend.startswith("ibm:") or wb.credentials_source() is not None:
         return backend
@@ -333,7 +339,7 @@ def _store_budget_skipped(store: ResultStore, grid: str, p: CellPlan, cv: str, e
 def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAULT_MAX_QPU_SECONDS,
            level: int | None = None, tags: tuple[str, ...] = (), echo: Callable[[str], None] = print) -> SubmitSummary:
     """Submit the grid's cells that are neither stored nor in flight; returns after recording every job."""
-    from workloads import backends as wb
+    from workloads.quantum import backends as wb
     from workloads.models import model_spec
 
     wc, cv = _workload()
@@ -429,14 +435,15 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
             except Exception:  # noqa: BLE001 -- a local batch has nothing to close
                 pass
     store.write_manifest(spec.name, {"grid": spec.name, "path": spec.path, "cells": [p.cell_id for p in plans],
-                                     "code_version": cv, "written_at": _now(), "hardware": True})
+                                     "code_version": cv, "written_at": _now(), "hardware": True,
+                                     "catalog": _catalog()})
     return summary
 
 
 def _submit_job(ledger: Ledger, batches: dict, grid: str, cfg: Any, t: Any, queries: list[Any], kind: str,
                 key: str, cells: list[str], tags: tuple[str, ...]) -> str:
     """Submit one stage's queries as one sampler job; record it; for local backends, retain its result."""
-    from workloads import backends as wb
+    from workloads.quantum import backends as wb
 
     shots = queries[0].shots
     backend = cfg.backend
@@ -482,7 +489,7 @@ def _submit_job(ledger: Ledger, batches: dict, grid: str, cfg: Any, t: Any, quer
 
 def _finish_job(ledger: Ledger, rec: dict[str, Any], job: Any) -> None:
     """Wait for `job`, retain its bits in the ledger and mark it done, or failed with the reason."""
-    from workloads import backends as wb
+    from workloads.quantum import backends as wb
 
     try:
         result = job.result()
@@ -504,7 +511,7 @@ def _finish_job(ledger: Ledger, rec: dict[str, Any], job: Any) -> None:
 
 def _job_state(ledger: Ledger, rec: dict[str, Any], refresh: bool = True) -> str:
     """pending | done | failed, refreshing from the service (ibm) or the retained result (local)."""
-    from workloads import backends as wb
+    from workloads.quantum import backends as wb
 
     if rec["status"] in (DONE, FAILED):
         if rec["status"] == DONE and not ledger.has_result(rec["job_id"]) and rec["local"]:
@@ -555,7 +562,7 @@ class _Replay:
         self.rec, self.pubs, self.i = rec, pubs, 0
 
     def __call__(self, q: Any) -> Any:
-        from workloads import backends as wb
+        from workloads.quantum import backends as wb
 
         i = self.i
         self.i += 1
@@ -589,7 +596,7 @@ class CollectSummary:
 
 def collect(store: ResultStore, grid: str | None = None, echo: Callable[[str], None] = print) -> CollectSummary:
     """Store the rows of every submitted cell whose jobs have finished; mark cells of failed jobs failed."""
-    from workloads import backends as wb
+    from workloads.quantum import backends as wb
     from workloads.serialize import loads
 
     wc, _ = _workload()
@@ -668,7 +675,7 @@ def _provenance(a: dict[str, Any], e: dict[str, Any]) -> dict[str, Any]:
 
 def job_table(store: ResultStore, grid: str | None = None, refresh: bool = True) -> list[dict[str, Any]]:
     """Every ledger job with its (refreshed) state, for `qmu hw status`."""
-    from workloads import backends as wb
+    from workloads.quantum import backends as wb
 
     ledger = Ledger(store)
     rows = []

@@ -538,6 +538,13 @@ def load_impl(impl: str) -> Any:
     return importlib.import_module(impl)
 
 
+def impl_catalog(impl: str) -> dict[str, Any] | None:
+    """What the workload's registries say of its methods and attacks (labels, order, columns), for the
+    manifest: reports read their vocabulary from the store, never from the workload."""
+    fn = getattr(load_impl(impl), "catalog", None)
+    return fn() if fn else None
+
+
 def impl_code_version(mod: Any) -> str:
     """The workload's code version: its own attribute, else its top-level package's."""
     cv = getattr(mod, "code_version", None)
@@ -581,7 +588,7 @@ def run_grid(spec: GridSpec, store: ResultStore, *, workers: int | None = None, 
     store.clean_temp()
     store.write_manifest(spec.name, {"grid": spec.name, "path": spec.path, "cells": all_ids,
                                      "code_version": cv, "written_at": datetime.now(timezone.utc).isoformat(),
-                                     "fingerprint": spec.fingerprint})
+                                     "fingerprint": spec.fingerprint, "catalog": impl_catalog(impl)})
     summary = RunSummary(grid=spec.name, cells_total=len(all_ids), cells_skipped=len(all_ids) - len(plan.cells))
     progress.start(spec.name, len(all_ids), summary.cells_skipped, plan)
     if plan.cells:

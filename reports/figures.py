@@ -25,8 +25,13 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from . import queries as q  # noqa: E402
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
-LABELS = {m: lab for m, (lab, _, _) in q.METRICS.items()}
-LABELS.update({f"gap_{m}": f"{LABELS[m]} − retrain" for m in q.GAP_METRICS})
+
+
+def label(m: str) -> str:
+    """A metric's display label (`gap_X`: X minus retrain's), from the report's vocabulary (queries.METRICS)."""
+    if m.startswith("gap_") and m[4:] in q.METRICS:
+        return f"{q.METRICS[m[4:]][0]} − retrain"
+    return q.METRICS[m][0] if m in q.METRICS else m
 CHANCE_ACC = 0.1  # ten digit classes
 CHANCE = {"mia_auc": 0.5, "loss_auc": 0.5, "rmia_auc": 0.5, "lira_auc": 0.5, "mia_advantage": 0.0}
 SAME = 1e-9  # two methods whose every plotted number differs by less than this are named as identical
@@ -127,7 +132,7 @@ def axis_label(m: str) -> str:
     u = metric_unit(m)
     if m.startswith("gap_"):
         return f"difference to retrain ({u})" if u else "difference to retrain"
-    return {"fraction": "fraction of samples", "AUC": "AUC (0.5 = chance)"}.get(u, u or LABELS.get(m, m))
+    return {"fraction": "fraction of samples", "AUC": "AUC (0.5 = chance)"}.get(u, u or label(m))
 
 
 # ------------------------------------------------------------------------------------------------ axes
@@ -250,7 +255,7 @@ def fig_leakage(df: pd.DataFrame, note: str) -> Figure | Skipped:
             zoom(ax, m, np.r_[lo, v], np.r_[hi, v], axis="x")
             ax.xaxis.set_major_locator(MaxNLocator(5))
             ax.set_xlabel(axis_label(m))
-            ax.set_title(f"{mo}, forget {fo}:\n{LABELS.get(m, m)}")
+            ax.set_title(f"{mo}, forget {fo}:\n{label(m)}")
     same = identical_methods(df, cols, by=("forget", "model"))
     cap = ("Each row is a method, means over seeds with 95% intervals; the dashed line and grey band are "
            "`retrain`'s value and interval (the target). " + ("Leakage is judged by the held-out advantage and "
@@ -279,13 +284,13 @@ def _leak_takeaway(df: pd.DataFrame, lm: str, same: list[list[str]]) -> str:
                        and not near("none", m)), lm)
         reach = [m for m in un if near(m, m_used)]
         s = f"on {mo} ({primary[0]}), " + (f"{_join(reach)} reach{'es' if len(reach) == 1 else ''} retrain's "
-                                           f"{LABELS[m_used]}" if reach else f"no method reaches retrain's {LABELS[m_used]}")
+                                           f"{label(m_used)}" if reach else f"no method reaches retrain's {label(m_used)}")
         if "retrain" not in sub.index:  # without a target, "reaches nothing" would be a false finding
             s = f"on {mo} ({primary[0]}), the grid has no retrain cell to judge leakage against"
         elif "none" in sub.index and near("none", m_used):
-            s += f" (so does none: at this slice the {LABELS[m_used]} cannot tell the original model from retrain)"
+            s += f" (so does none: at this slice the {label(m_used)} cannot tell the original model from retrain)"
         elif m_used != lm:
-            s += f" (the {LABELS[lm]} cannot tell the original model from retrain here)"
+            s += f" (the {label(lm)} cannot tell the original model from retrain here)"
         if "none" in sub.index and not _isnull(sub.loc["none"].get("acc_test_retain")):
             base = float(sub.loc["none"]["acc_test_retain"])
             losses = [(m, base - float(sub.loc[m]["acc_test_retain"])) for m in un
@@ -367,7 +372,7 @@ def fig_shots(df: pd.DataFrame, axis: str, metrics: Sequence[str], name: str, ti
             if los:
                 zoom(ax, m, np.concatenate(los), np.concatenate(his))
             ax.set_ylabel(axis_label(m))
-            ax.set_title(f"{mo}: {LABELS.get(m, m)}")
+            ax.set_title(f"{mo}: {label(m)}")
             if j == len(models) - 1:
                 ax.set_xlabel(f"{axis.replace('_', ' ')} (shots per circuit, log; exact apart)")
     _legend(fig, colors, methods)
@@ -390,7 +395,7 @@ def _shots_takeaway(df: pd.DataFrame, axis: str) -> str:
         few = fin.loc[pd.to_numeric(fin[axis]).idxmin()]
         a0, a1 = float(ex.iloc[0][lm]), float(few[lm])
         acc0, acc1 = ex.iloc[0].get("acc_test_retain"), few.get("acc_test_retain")
-        s = f"on {mo}, {me}'s {LABELS[lm]} is {a1:.2f} at {int(few[axis]):,} shots against {a0:.2f} exact"
+        s = f"on {mo}, {me}'s {label(lm)} is {a1:.2f} at {int(few[axis]):,} shots against {a0:.2f} exact"
         if not _isnull(acc0) and not _isnull(acc1):
             s += f" (retained accuracy {float(acc1):.2f} vs {float(acc0):.2f})"
         parts.append(s)
@@ -437,7 +442,7 @@ def fig_forget(df: pd.DataFrame, metrics: Sequence[str], note: str) -> Figure | 
             if los:
                 zoom(ax, m, np.concatenate(los), np.concatenate(his))
             ax.set_ylabel(axis_label(m))
-            ax.set_title(f"{mo}: {LABELS.get(m, m)}")
+            ax.set_title(f"{mo}: {label(m)}")
             if j == len(models) - 1:
                 ax.set_xlabel("forget set (n = samples)")
     _legend(fig, colors, methods)
@@ -451,14 +456,13 @@ def fig_forget(df: pd.DataFrame, metrics: Sequence[str], note: str) -> Figure | 
         vals = [f"{float(r.loc[f][lm]):.2f} on {f}" for f in forgets if f in r.index and not _isnull(r.loc[f][lm])]
         if vals:
             parts.append(f"{mo}: {_join(vals)}")
-    take = (f"Retrain's {LABELS[lm]}, the level an unlearned model should reach, is " + "; ".join(parts) + ".") \
+    take = (f"Retrain's {label(lm)}, the level an unlearned model should reach, is " + "; ".join(parts) + ".") \
         if parts else ""
     return Figure(name, title, fig, cap, take)
 
 
 # ------------------------------------------------------------------------------------------------ ROC
 ROC_BARS = (0.01, 0.1)
-ATTACK_NAMES = {"paper-mlp": "paper MLP attack", "loss": "loss attack", "rmia": "RMIA", "lira": "LiRA"}
 
 
 def fig_roc(df: pd.DataFrame, note: str, heldout: bool) -> Figure | Skipped:
@@ -468,7 +472,7 @@ def fig_roc(df: pd.DataFrame, note: str, heldout: bool) -> Figure | Skipped:
         return Skipped(name, title, "no per-example rows (examples table) for the reference slice")
     models = sorted(df["model"].unique())
     methods = q.sort_axis("method", df["method"].unique())
-    attacks = [a for a in ATTACK_NAMES if a in set(df["attack"])]
+    attacks = [a for a in q.ATTACK_NAMES if a in set(df["attack"])]
     colors = method_colors(methods)
     fig, axes = _subplots(len(models), len(attacks), figsize=(4.3 * len(attacks) + 1.4, 3.6 * len(models)))
     logs = []
@@ -515,7 +519,7 @@ def fig_roc(df: pd.DataFrame, note: str, heldout: bool) -> Figure | Skipped:
             else:
                 ax.set_xlim(0, 1)
                 ax.set_ylim(0, 1.02)
-            ax.set_title(f"{mo}: {ATTACK_NAMES[at]}" + (" (log-log)" if log else " (linear: FPR floor > 1%)"))
+            ax.set_title(f"{mo}: {q.ATTACK_NAMES[at]}" + (" (log-log)" if log else " (linear: FPR floor > 1%)"))
             ax.set_xlabel("false-positive rate (unseen non-members)")
             ax.set_ylabel("true-positive rate (forget set)")
     _legend(fig, colors, methods)
@@ -564,7 +568,7 @@ def fig_cost(df: pd.DataFrame, ratio: pd.DataFrame, ratio_what: str, note: str) 
             if _has(ratio, m):
                 panels.append((m, lab, "ratio (1 = as costly as retraining)", ratio))
     dev = "unlearn_circuits_device" if _has(df, "unlearn_circuits_device") else "unlearn_circuits"
-    for m, lab, unit in ((dev, LABELS[dev], "circuits"), ("unlearn_seconds", "unlearn (or retrain) wall time",
+    for m, lab, unit in ((dev, label(dev), "circuits"), ("unlearn_seconds", "unlearn (or retrain) wall time",
                                                            "seconds"),
                          ("unlearn_shots_total", "unlearn shots", "shots"), ("qpu_seconds", "QPU time", "seconds")):
         if m in df and (pd.to_numeric(df[m], errors="coerce").fillna(0) > 0).any():

@@ -27,7 +27,9 @@ AXES = ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots
 GROUP_AXES = tuple(a for a in AXES if a != "seed")
 SHOT_AXES = ("train_shots", "unlearn_shots", "eval_shots")
 from harness.store import STATUSES  # noqa: E402 -- the one list of cell statuses, owned by the writer
-METHODS = ("none", "retrain", "finetune", "ga", "ssd", "rga", "graddiff")  # docs/methods.md, in display order
+# The report's vocabulary: the built-in methods and attack columns (a store written before manifests carried
+# the workload's catalog still reads), extended by `learn_catalog` with whatever a store's manifests declare.
+METHODS: tuple[str, ...] = ("none", "retrain", "finetune", "ga", "ssd", "rga", "graddiff")  # display order
 Z = 1.959963984540054
 
 # metric -> (display label, per-cell interval kind, count column for Wilson / first count for AUC)
@@ -77,6 +79,7 @@ HELDOUT_COLUMNS = ("mia_advantage", "mia_recall_heldout", "mia_fpr_floor")
 PROB_COLUMNS = tuple(f"prob_{i}" for i in range(10))
 # per-example scores of the other attacks (examples table), by the ROC's attack name
 SCORE_COLUMNS = {"rmia": "rmia_score", "lira": "lira_score"}
+ATTACK_NAMES = {"paper-mlp": "paper MLP attack", "loss": "loss attack", "rmia": "RMIA", "lira": "LiRA"}
 
 # types of the columns reports rely on, so older or partial stores (and an empty one) still give every column
 _COLUMN_TYPES = {
@@ -162,6 +165,28 @@ class Store:
         self.con.close()
 
 
+def learn_catalog(catalogs: Iterable[dict[str, Any] | None]) -> None:
+    """Add the methods and attack columns that the stores' manifests declare (the workload's registries, as
+    `qmu run` recorded them) to the report's vocabulary: a method in its declared order, an attack's columns
+    with their labels and interval kinds, its per-example score column and its AUC as a gap to retrain."""
+    global METHODS, GAP_METRICS
+    methods: dict[str, float] = {}
+    for cat in filter(None, catalogs):
+        for name, m in cat.get("methods", {}).items():
+            methods.setdefault(name, float(m.get("order", 1e9)))
+        for name, a in sorted(cat.get("attacks", {}).items(), key=lambda kv: kv[1].get("order", 1e9)):
+            for col, (label, kind, count) in a.get("columns", {}).items():
+                METRICS.setdefault(col, (label, kind, count))
+                if col.endswith("_auc") and col not in GAP_METRICS:
+                    GAP_METRICS = (*GAP_METRICS, col)
+            score = a.get("score_column")
+            if a.get("roc_prefix") and score and score not in ("attack_score", "study_score"):
+                SCORE_COLUMNS.setdefault(name, score)
+                ATTACK_NAMES.setdefault(name, a.get("label", name))
+    new = sorted((o, n) for n, o in methods.items() if n not in METHODS)
+    METHODS = (*METHODS, *(n for _, n in new))
+
+
 def connect(root: str) -> Store:
     """Tables `cells`, `examples`, `manifest_cells` read once from the store (so every later query is in memory),
     and the derived per-cell tables `cell_n` (sample counts), `cell_ci` (ok cells with per-cell intervals) and
@@ -178,7 +203,9 @@ def connect(root: str) -> Store:
     con.create_function("t975", t975, ["BIGINT"], "DOUBLE")
     con.execute(_MACROS)
     n_cells, has_examples = register_views(con, store, cells="store_cells", examples="store_examples")
-    manifests = [(g, c) for g in store.grids() if (m := store.manifest(g)) for c in m.get("cells", [])]
+    found = [(g, m) for g in store.grids() if (m := store.manifest(g))]
+    learn_catalog(m.get("catalog") for _, m in found)
+    manifests = [(g, c) for g, m in found for c in m.get("cells", [])]
 
     def empty(types: dict[str, str]) -> str:
         return "SELECT " + ", ".join(f"NULL::{t} AS {c}" for c, t in types.items()) + " WHERE FALSE"
@@ -188,15 +215,16 @@ def connect(root: str) -> Store:
     ex_have: set[str] = set()
     if n_cells:
         have = {r[0] for r in con.execute("DESCRIBE store_cells").fetchall()}
-        missing = [c for c in _COLUMN_TYPES if c not in have]
-        extra = sorted(have - set(_COLUMN_TYPES))
-        adds = "".join(f", NULL::{_COLUMN_TYPES[c]} AS {c}" for c in missing)
+        types = {**_COLUMN_TYPES, **{m: "DOUBLE" for m in METRICS}}  # METRICS as the catalog extended it
+        missing = [c for c in types if c not in have]
+        extra = sorted(have - set(types))
+        adds = "".join(f", NULL::{types[c]} AS {c}" for c in missing)
         # metrics as DOUBLE (a column unknown in every row is Arrow's null type); the store's view already
         # reads NaN as NULL (harness.store.register_views), so aggregates skip unknown values
         repl = ", ".join(f"{m}::DOUBLE AS {m}" for m in METRICS if m not in missing)
         con.execute(f"CREATE TEMP TABLE cells AS SELECT * REPLACE ({repl}){adds} FROM store_cells")
     else:
-        con.execute(f"CREATE VIEW cells AS {empty(_COLUMN_TYPES)}")
+        con.execute(f"CREATE VIEW cells AS {empty({**_COLUMN_TYPES, **{m: 'DOUBLE' for m in METRICS}})}")
     if has_examples and n_cells:
         ex_have = {r[0] for r in con.execute("DESCRIBE SELECT * FROM store_examples").fetchall()}
         probs = [c for c in (*PROB_COLUMNS, *SCORE_COLUMNS.values()) if c in ex_have]

@@ -12,7 +12,12 @@ import pandas as pd
 
 from . import queries as q
 
-UNLEARNING = ("ga", "ssd", "rga", "graddiff")  # the study's three mechanisms, and GradDiff beside them
+
+def unlearning_methods() -> tuple[str, ...]:
+    """Every method but the two references (`none`, `retrain`), in the report's order."""
+    return tuple(m for m in q.METHODS if m not in ("none", "retrain"))
+
+
 HELDOUT_RULES = [
     "Leakage is judged on the held-out protocol (attack trained on retain-set members and P_attack non-members, "
     "scored on the forget set against unseen P_eval non-members). MIA success (study protocol) is shown beside it "
@@ -132,7 +137,7 @@ def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
                     hm["none"] = {k: _v(none.get(k)) for k in ("mia_success", "mia_success_lo", "mia_success_hi",
                                                               "mia_auc", "acc_test_retain", "mia_nonmember_flag_rate",
                                                               "mia_advantage")}
-            for m in UNLEARNING:
+            for m in unlearning_methods():
                 if m not in sub.index:
                     continue
                 r = sub.loc[m]
@@ -210,7 +215,7 @@ def summary_text(head: dict[str, Any]) -> list[str]:
                          + f"retained test accuracy {_f(n['acc_test_retain'])}"
                          + (f"; unseen non-members flagged at {_f(n['mia_nonmember_flag_rate'])}"
                             if n.get("mia_nonmember_flag_rate") is not None else "") + ")")
-        for m in UNLEARNING:
+        for m in unlearning_methods():
             r = hm.get(m)
             if r and r.get("mia_success") is not None:
                 parts.append(f"{m} {_f(r['mia_success'])} (retained acc {_f(r['acc_test_retain'])}"

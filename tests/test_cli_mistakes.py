@@ -219,7 +219,7 @@ def test_query_connection_reads_the_root_and_nothing_else(tmp_path: Path) -> Non
 def test_run_on_ibm_without_budget_exits_2_before_any_device_call(tmp_path: Path, monkeypatch) -> None:
     import qiskit_ibm_runtime
 
-    from workloads import backends as wb
+    from workloads.quantum import backends as wb
 
     calls: list[str] = []
 

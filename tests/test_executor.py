@@ -5,7 +5,7 @@ import pytest
 import torch
 from qiskit.quantum_info import Statevector
 
-from workloads import circuits, statevector as sv
+from workloads.quantum import circuits, statevector as sv
 from workloads.quantum.parameter_shift import ExecutionLog, ShotExpectation, encode, input_gradient, weight_gradient
 from workloads.quantum.shots import sample_expectations
 
@@ -169,7 +169,8 @@ def test_shot_expectation_counts_a_device_cost():
 @pytest.mark.parametrize("side", [28, 8])
 def test_hqnn_inference_front_end_equals_conv2d(side):
     """The banded convolution of large inference batches agrees with conv2d -> ReLU -> max-pool."""
-    from workloads.models.modules import BANDED_CHUNK, BANDED_MIN_ROWS, build_model, conv_relu_pool
+    from workloads.models import build_model
+    from workloads.models.modules import BANDED_CHUNK, BANDED_MIN_ROWS, conv_relu_pool
 
     model = build_model("hqnn-l1", 3, image_side=side)
     x = torch.rand(BANDED_CHUNK + 5, 1, side, side, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2 - 1

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from workloads import backends as wb
+from workloads.quantum import backends as wb
 
 TOKEN = "planted-FAKE-token-7f3a9c0d1e2b"
 FAKE = "fake:FakeMelbourneV2"

@@ -205,7 +205,7 @@ def test_mnist_hqnn_acceptance():
 
 
 def test_rmia_and_lira_with_reference_models_score_members_of_an_overfit_model():
-    from workloads import cell
+    from workloads import stages as cell
 
     cfg = CellConfig("hqnn-l1", "random:40", "none", None, None, None, 0, dataset="digits", n_train=200, n_test=100)
     cfg = cfg.with_params({"hqnn-l1": {"epochs": 6}, "attack": {"epochs": 50}, "references": {"k": 2}})

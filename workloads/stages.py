@@ -30,10 +30,10 @@ from .models import build_model, role_inputs
 from .quantum.backends import validate_backend
 from .seeds import derive_seed
 from .models.training import accuracy, as_labels, fit
-from .unlearning import UnlearnData, describe_stop, relearn_steps, stops, unlearn
+from .unlearning import METHODS, UnlearnData, describe_stop, relearn_steps, stops, unlearn
 
 __all__ = ["CellConfig", "ReferenceConfig", "StageResult", "derive_seed", "stage_specs", "train_stage",
-           "reference_stage", "unlearn_stage", "attack_stage", "evaluate_stage", "run_cell"]
+           "reference_stage", "unlearn_stage", "attack_stage", "evaluate_stage", "run_cell", "catalog"]
 
 Shots = int | None
 
@@ -540,3 +540,13 @@ def run_cell(cfg: CellConfig) -> tuple[dict[str, Any], pd.DataFrame]:
     att = attack_stage(cfg, train.state, *(r.state for r in refs))
     return evaluate_stage(cfg, train.state, un.state, att.state,
                           costs={"train": train.cost, "unlearn": un.cost, "attack": att.cost})
+
+
+def catalog() -> dict[str, Any]:
+    """The registries as the report shows them (labels, order, columns); the harness stores it with each
+    grid's manifest, so that reports read it from the store."""
+    methods = {n: {"label": m.LABEL, "order": m.ORDER, "summary": m.SUMMARY, "touches": list(m.TOUCHES),
+                   "stops": stops(n)} for n, m in METHODS.items()}
+    attacks_ = {n: {"label": a.LABEL, "order": a.ORDER, "columns": {c: list(v) for c, v in a.COLUMNS.items()},
+                    "score_column": a.SCORE_COLUMN, "roc_prefix": a.ROC_PREFIX} for n, a in attacks.ATTACKS.items()}
+    return {"methods": methods, "attacks": attacks_}
