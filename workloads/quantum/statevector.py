@@ -190,6 +190,87 @@ class _Ansatz(torch.autograd.Function):
         return g_states, g_w
 
 
+# Many models at once: K models' states in a (K, 16, rows, 16) layout and weights (K, L, 8, 3). Each
+# layer is two batched matrix products and one gather for all K models, so the per-operation overhead
+# that dominates one model's training step at small batches is paid once per step, not K times.
+
+
+def to_halves_many(states: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(K, rows, 256) -> (K, 16, rows, 16) of complex `dtype`."""
+    k, rows = states.shape[:2]
+    return states.reshape(k, rows, 16, 16).transpose(1, 2).to(dtype, memory_format=torch.contiguous_format)
+
+
+def _layers_many(x: torch.Tensor, halves: torch.Tensor, saved: list | None = None) -> torch.Tensor:
+    """`_layers` for K models: (K, 16, rows, 16) states, (K, L, 2, 16, 16) halves -> (K, rows, 256)."""
+    k, rows, n_layers = x.shape[0], x.shape[2], halves.shape[1]
+    mid, _, last, _ = ring_gathers(rows)
+    for layer in range(n_layers):
+        z = (x.reshape(k, -1, 16) @ halves[:, layer, 1].mT).reshape(k, 16, -1)
+        v = halves[:, layer, 0] @ z
+        if saved is not None:
+            saved.append((x, z))
+        x = v.reshape(k, -1).index_select(1, last if layer == n_layers - 1 else mid).reshape(k, 16, rows, 16)
+    return x.reshape(k, rows, DIM)
+
+
+def many_expectations(states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Exact <Z_j> of K models: states (K, rows, 256) and weights (K, L, 8, 3) -> (K, rows, 8); model k's
+    rows equal `ansatz_expectations(states[k], weights[k])` to rounding, and so do its gradients."""
+    if torch.is_grad_enabled() and (states.requires_grad or weights.requires_grad):
+        return _ManyAnsatz.apply(states, weights)
+    with torch.no_grad():
+        if weights.shape[1] == 0:
+            return expectations(states.to(COMPLEX[weights.dtype]))
+        halves = gate_halves(u3_matrices(weights))
+        return expectations(_layers_many(to_halves_many(states, halves.dtype), halves))
+
+
+class _ManyAnsatz(torch.autograd.Function):
+    """`_Ansatz` for K models with their own weights: the same reverse pass, batched over the models."""
+
+    @staticmethod
+    def forward(ctx, states, weights):
+        gates = u3_matrices(weights)
+        halves = gate_halves(gates)
+        saved: list = []
+        final = _layers_many(to_halves_many(states, halves.dtype), halves, saved)
+        ctx.saved = saved
+        ctx.real_input = not states.is_complex()
+        ctx.save_for_backward(final, weights, gates, halves)
+        return expectations(final)
+
+    @staticmethod
+    def backward(ctx, grad_z):
+        final, weights, gates, halves = ctx.saved_tensors
+        k, rows, n_layers = final.shape[0], final.shape[1], halves.shape[1]
+        _, mid_inv, _, last_inv = ring_gathers(rows)
+        halves_conj = halves.conj().resolve_conj()
+        factor = (2 * grad_z) @ z_signs(grad_z.dtype).T
+        grad = torch.view_as_complex(torch.view_as_real(final) * factor[..., None]).reshape(k, -1)
+        # Layer-major, so that each layer's (K, 16, 16) block is contiguous for bmm's `out`.
+        env = torch.empty(2, n_layers, k, 16, 16, dtype=halves.dtype)
+        for layer in range(n_layers - 1, -1, -1):
+            x, z = ctx.saved[layer]
+            gv = grad.index_select(1, last_inv if layer == n_layers - 1 else mid_inv).reshape(k, 16, -1)
+            gz = halves[:, layer, 0].mH @ gv
+            gx = gz.reshape(k, -1, 16) @ halves_conj[:, layer, 1]
+            torch.bmm(gz, z.mH, out=env[0, layer])
+            torch.bmm(x.reshape(k, -1, 16).mH, gx, out=env[1, layer])
+            grad = gx.reshape(k, -1)
+        ctx.saved = None
+        g_states = g_w = None
+        if ctx.needs_input_grad[0]:
+            g_states = grad.reshape(k, 16, rows, 16).transpose(1, 2).reshape(k, rows, DIM)
+            g_states = g_states.real if ctx.real_input else g_states
+        if ctx.needs_input_grad[1]:
+            # Every (layer, model) pair is one "layer" of `_weight_grads`.
+            flat = _weight_grads(weights.transpose(0, 1).reshape(-1, N_QUBITS, 3),
+                                 gates.transpose(0, 1).reshape(-1, N_QUBITS, 2, 2), env.flatten(1, 2))
+            g_w = flat.reshape(n_layers, k, N_QUBITS, 3).transpose(0, 1)
+        return g_states, g_w
+
+
 @lru_cache(maxsize=None)
 def _partial_traces(dtype: torch.dtype) -> torch.Tensor:
     """(2, 256, 16) 0/1 matrices: a flattened 16x16 operator on 4 qubits ([0]: as is, [1]:

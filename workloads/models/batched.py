@@ -1,0 +1,215 @@
+"""Many models of one architecture and recipe trained in lockstep, parameters stacked on a leading axis.
+
+`train_many` trains K models as `fit` trains each alone: model k draws its mini-batches from its own
+generator seeded with seeds[k], starts from its own initial weights (built by the caller, as for `fit`)
+and takes the same SGD steps, so each ends equal to the model trained alone to rounding (1e-10 in every
+weight is the contract; tests/test_train_many.py checks it). What is shared is the work per step: one
+grouped convolution, one batched matrix product per linear layer and one batched statevector pass for all
+K models, where K models trained one after the other pay every small operation's overhead K times.
+
+Datasets may differ in size. Model k then takes its own number of steps per epoch, with its own last,
+shorter batch; in a step where models' batches differ in size the short ones are padded with rows of
+weight zero, and a model that has taken all its steps stays as it is while the others go on.
+Training with shots (finite `shots`) runs each model alone through `fit`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.func import stack_module_state
+from torch.nn import functional as F
+
+from ..quantum.parameter_shift import shift_circuits
+from ..quantum.statevector import angle_states, many_expectations
+from .modules import HQNN, QNN
+from .training import Cost, batches, fit
+
+__all__ = ["ManySGD", "StackedModels", "train_many"]
+
+
+class StackedModels:
+    """K models of one class and shape as one: every parameter stacked on a leading model axis.
+
+    `logits(x)` takes inputs (K, rows, ...) (model k's rows in x[k]) and returns (K, rows, 10), the
+    logits each model would give its rows alone. Gradients flow to the stacked leaf tensors in `params`.
+    """
+
+    def __init__(self, models: Sequence[nn.Module]):
+        first = models[0]
+        if not isinstance(first, (QNN, HQNN)) or any(type(m) is not type(first) for m in models):
+            raise ValueError("train_many needs QNN or HQNN models, all of one class")
+        if first.quantum.encoding not in ("amplitude", "angle") or (
+                isinstance(first, HQNN) and first.quantum.encoding != "amplitude"):
+            raise ValueError(f"no batched executor for encoding {first.quantum.encoding!r}")
+        params, _ = stack_module_state(list(models))
+        self.params: dict[str, torch.Tensor] = params
+        self.k = len(models)
+        self.hybrid = isinstance(first, HQNN)
+        self.encoding = first.quantum.encoding
+        if self.hybrid:
+            conv, pool, act = first.features[0], first.features[2], first.features[5]
+            self.conv = {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation}
+            self.pool = pool.kernel_size
+            self.slope = act.negative_slope
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        z = many_expectations(self._encoded(x), p["quantum.weight"])
+        return _linear(z, p["head.weight"], p["head.bias"])
+
+    def _encoded(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hybrid:
+            return self._features(x)
+        if self.encoding == "angle":
+            return angle_states(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:2], -1)
+        return x
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """HQNN's front end for K models as one grouped convolution (bit-identical to K convolutions),
+        then batched matrix products; x is (K, rows, 1, s, s)."""
+        p, k, rows = self.params, self.k, x.shape[1]
+        w = p["features.0.weight"]
+        grouped = x.transpose(0, 1).reshape(rows, k * w.shape[2], *x.shape[-2:])
+        h = F.conv2d(grouped, w.flatten(0, 1), p["features.0.bias"].flatten(), groups=k, **self.conv)
+        h = F.max_pool2d(F.relu(h), self.pool).reshape(rows, k, -1).transpose(0, 1)
+        h = F.leaky_relu(_linear(h, p["features.4.weight"], p["features.4.bias"]), self.slope)
+        return h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    def write_back(self, models: Sequence[nn.Module]) -> None:
+        """Copy model k's trained parameters into models[k]."""
+        with torch.no_grad():
+            for k, model in enumerate(models):
+                for name, param in model.named_parameters():
+                    param.copy_(self.params[name][k])
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """K linear layers at once: x (K, rows, in), weight (K, out, in), bias (K, out)."""
+    return torch.baddbmm(bias.unsqueeze(1), x, weight.mT)
+
+
+class ManySGD:
+    """torch's SGD (momentum, dampening 0, optional Nesterov, no weight decay) on stacked parameters,
+    elementwise the same arithmetic as `torch.optim.SGD` on each model; `maximize` ascends.
+
+    `step(active)` leaves the models where `active` is False, parameters and momentum both, as they are.
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor], lr: float, momentum: float = 0.0, nesterov: bool = False,
+                 maximize: bool = False):
+        self.params, self.lr, self.momentum, self.nesterov, self.maximize = params, lr, momentum, nesterov, maximize
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def zero_grad(self) -> None:
+        for p in self.params.values():
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor | None = None) -> None:
+        idle = None if active is None or bool(active.all()) else (~active).nonzero().flatten()
+        for name, p in self.params.items():
+            if p.grad is None:
+                continue
+            kept = None if idle is None else (p[idle].clone(), self.buffers[name][idle].clone()
+                                              if name in self.buffers else None)
+            self._update(name, p)
+            if kept is not None:
+                p[idle] = kept[0]
+                if kept[1] is not None:
+                    self.buffers[name][idle] = kept[1]
+                elif self.momentum != 0:  # a model idle from the first step has no momentum yet
+                    self.buffers[name][idle] = 0.0
+
+    def _update(self, name: str, p: torch.Tensor) -> None:
+        grad = -p.grad if self.maximize else p.grad
+        if self.momentum != 0:
+            buf = self.buffers.get(name)
+            if buf is None:
+                buf = self.buffers[name] = torch.clone(grad).detach()
+            else:
+                buf.mul_(self.momentum).add_(grad, alpha=1)
+            grad = grad.add(buf, alpha=self.momentum) if self.nesterov else buf
+        p.add_(grad, alpha=-self.lr)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    rows: torch.Tensor  # (K, R) indices into the concatenated data, padded with a valid row
+    weights: torch.Tensor  # (K, R): 1 / (model's batch size) on its rows, 0 on padding
+    sizes: list[int]  # each model's batch size, 0 when it has finished
+    active: torch.Tensor  # (K,) bool
+
+
+def _model_batches(n: int, batch_size: int, seed: int, epochs: int) -> Iterator[torch.Tensor]:
+    """The index batches `fit` draws for one model, epoch after epoch, from its own generator."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        yield from batches(n, batch_size, gen)
+
+
+def _lockstep(sizes: list[int], batch_size: int, seeds: Sequence[int], epochs: int) -> Iterator[_Batch]:
+    """Step by step, every model's next batch as rows of the concatenated datasets, until all are done."""
+    offsets = torch.tensor([0, *sizes[:-1]]).cumsum(0).tolist()
+    streams = [_model_batches(n, batch_size, s, epochs) for n, s in zip(sizes, seeds)]
+    while True:
+        idx = [next(s, torch.empty(0, dtype=torch.long)) for s in streams]
+        got = [len(i) for i in idx]
+        if not any(got):
+            return
+        width = max(got)
+        rows = torch.tensor(offsets).unsqueeze(1).repeat(1, width)  # padding: each model's first row
+        weights = torch.zeros(len(idx), width, dtype=torch.float64)
+        for k, i in enumerate(idx):
+            rows[k, : got[k]] += i
+            weights[k, : got[k]] = 1.0 / got[k] if got[k] else 0.0
+        yield _Batch(rows, weights, got, torch.tensor(got) > 0)
+
+
+def train_many(
+    models: Sequence[nn.Module],
+    datasets: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    recipe: dict[str, Any],
+    seeds: Sequence[int],
+    shots: int | None = None,
+    epochs: int | None = None,
+) -> list[Cost]:
+    """Train models[k] in place on datasets[k] = (x, y) with seed seeds[k], each as
+    `fit(models[k], x, y, recipe, shots, seeds[k], epochs)` would, all K in lockstep.
+
+    Returns each model's Cost: its own circuits, and seconds as its share (1/K) of the group's wall time.
+    """
+    if not (len(models) == len(datasets) == len(seeds)):
+        raise ValueError(f"train_many: {len(models)} models, {len(datasets)} datasets and {len(seeds)} seeds")
+    if shots is not None:  # finite-shot training is not batched: each model alone, as fit trains it
+        return [fit(m, x, y, recipe, shots, s, epochs) for m, (x, y), s in zip(models, datasets, seeds)]
+    stack = StackedModels(models)
+    n_epochs = recipe["epochs"] if epochs is None else epochs
+    opt = ManySGD(stack.params, recipe["lr"], recipe["momentum"], recipe.get("nesterov", False))
+    x_all = torch.cat([x for x, _ in datasets])
+    y_all = torch.cat([y for _, y in datasets])
+    sizes = [len(y) for _, y in datasets]
+    circuits = [0] * len(models)
+    start = time.perf_counter()
+    for batch in _lockstep(sizes, recipe["batch_size"], seeds, n_epochs):
+        opt.zero_grad()
+        logits = stack.logits(x_all[batch.rows])
+        loss = F.cross_entropy(logits.flatten(0, 1), y_all[batch.rows].flatten(), reduction="none")
+        (loss * batch.weights.flatten()).sum().backward()
+        opt.step(batch.active)
+        circuits = [c + n for c, n in zip(circuits, batch.sizes)]
+    seconds = (time.perf_counter() - start) / len(models)
+    stack.write_back(models)
+    return [_cost(seconds, c, models[0]) for c in circuits]
+
+
+def _cost(seconds: float, circuits: int, model: nn.Module) -> Cost:
+    """What `fit`'s execution log records for one model: its forward circuits, and for the device the
+    parameter-shift circuits of its gradients too (input gradients only behind the HQNN's front end)."""
+    q = model.quantum
+    shift = shift_circuits(circuits, q.weight.numel(), q.encoding, True, isinstance(model, HQNN))
+    return Cost(seconds, circuits, 0, circuits + shift)
