@@ -59,7 +59,9 @@ def tpr_at_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, fpr: flo
     if len(member_scores) == 0 or len(nonmember_scores) == 0 or fpr < fpr_floor(len(nonmember_scores)) - 1e-12:
         return math.nan
     y = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
-    f, t, _ = roc_curve(y, np.r_[member_scores, nonmember_scores])
+    # Every threshold: the default drops points on straight stretches of the curve, and with tied scores the
+    # dropped point can be the last one at or below `fpr`, which understates the TPR there.
+    f, t, _ = roc_curve(y, np.r_[member_scores, nonmember_scores], drop_intermediate=False)
     ok = f <= fpr + 1e-12
     return float(t[ok].max()) if ok.any() else 0.0
 

@@ -1,0 +1,423 @@
+"""Verdicts on "unlearning removes leakage" and the loss-KS forget-quality test (docs/metrics.md#verdicts).
+
+A verdict compares a method with `retrain` under one attack at one slice (model, forget set, shots, backend),
+seed by seed: the method's cell against the `retrain` cell of the same seed. Its signals are the difference in
+attack AUC and in TPR at 1% FPR, each with an interval over seeds that carries both the seed-to-seed spread and
+every cell's own sampling error. Each verdict is one of:
+
+- `equivalent to retrain`: two one-sided tests (TOST) put every signal's difference inside its margin, and the
+  signal tells the untouched model (`none`) from `retrain` at this slice;
+- `differs`: a signal's difference excludes 0;
+- `not discriminating`: `none` itself is equivalent to `retrain` here, so the signal says nothing about a method;
+- `underpowered`: none of the above at this number of seeds and samples; the row gives the minimum detectable
+  difference (MDE).
+
+The margins are fixed before any data is read (`Margins`), and Holm's step-down correction runs over every
+test of the report's verdicts. Everything is seeded: the same store gives the same table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+import weakref
+from functools import cached_property
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+ALPHA = 0.05
+POWER = 0.80  # of the minimum detectable difference
+N_BOOT = 1000
+BOOT_SEED = 20240917
+FPR = 0.01
+Z95 = float(stats.norm.ppf(0.975))
+
+EQUIVALENT = "equivalent to retrain"
+DIFFERS = "differs"
+NOT_DISCRIMINATING = "not discriminating"
+UNDERPOWERED = "underpowered"
+VERDICTS = (EQUIVALENT, DIFFERS, NOT_DISCRIMINATING, UNDERPOWERED)
+SIGNALS = ("auc", "tpr_at_1pct_fpr")
+SIGNAL_LABELS = {"auc": "ΔAUC", "tpr_at_1pct_fpr": "ΔTPR@1%FPR"}
+
+
+@dataclass(frozen=True)
+class Margins:
+    """Equivalence margins against `retrain`: |Δ| of each signal must lie inside. Fixed before the data is read."""
+
+    auc: float = 0.03
+    tpr_at_1pct_fpr: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in SIGNALS:
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 < v < 1):
+                raise ValueError(f"equivalence margin {name!r} must be a number in (0, 1), got {v!r}")
+
+    def of(self, signal: str) -> float:
+        return float(getattr(self, signal))
+
+
+# ------------------------------------------------------------------------------------------------ one cell
+@dataclass(frozen=True, eq=False)
+class Cell:
+    """One evaluated model's attack scores: members (the forget set) and scored non-members. `ids` names each
+    score's sample, the same sample under the same id in every cell and seed, so that resampling moves a shared
+    sample in every cell at once (cells of one seed are paired; seeds that reuse samples are correlated)."""
+
+    scores: np.ndarray
+    member: np.ndarray
+    ids: np.ndarray
+
+    @classmethod
+    def of(cls, members: Any, nonmembers: Any, member_ids: Any, nonmember_ids: Any) -> Cell:
+        m, n = np.asarray(members, float), np.asarray(nonmembers, float)
+        ids = np.r_[np.asarray(member_ids, np.int64), np.asarray(nonmember_ids, np.int64)]
+        if len(ids) != len(m) + len(n):
+            raise ValueError("one id per score is needed")
+        return cls(np.r_[m, n], np.r_[np.ones(len(m), bool), np.zeros(len(n), bool)], ids)
+
+    @property
+    def n_members(self) -> int:
+        return int(self.member.sum())
+
+    @property
+    def n_nonmembers(self) -> int:
+        return int((~self.member).sum())
+
+    @cached_property
+    def _sorted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(order, member flags in that order, start of each sample's tie group, end of it), scores ascending."""
+        order = np.argsort(self.scores, kind="stable")
+        s = self.scores[order]
+        new = np.r_[True, s[1:] != s[:-1]]
+        starts = np.flatnonzero(new)
+        ends = np.r_[starts[1:], len(s)]
+        group = np.cumsum(new) - 1
+        return order, self.member[order], starts[group], ends[group]
+
+
+def _member_sums(cell: Cell, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Under each row of weights (replicates x samples), for every member in ascending score order: the
+    non-member weight strictly below its score and tied with it, and the member weight strictly below it; and
+    the member weights themselves. One cumulative sum over the non-members; the rest is over members only."""
+    order, member, start, end = cell._sorted
+    w = w[:, order]
+    cn = np.zeros((len(w), w.shape[1] + 1))
+    np.cumsum(np.where(member, 0.0, w), axis=1, out=cn[:, 1:])
+    idx = np.flatnonzero(member)
+    wp = w[:, idx]
+    cp = np.zeros((len(w), len(idx) + 1))
+    np.cumsum(wp, axis=1, out=cp[:, 1:])
+    below = cn[:, start[idx]]
+    return below, cn[:, end[idx]] - below, cp[:, np.searchsorted(idx, start[idx])], wp
+
+
+def weighted_auc(cell: Cell, w: np.ndarray) -> np.ndarray:
+    """AUC (ties count one half) under each row of sample weights `w` (replicates x samples)."""
+    below, tied, _, wp = _member_sums(cell, w)
+    w0 = w[:, ~cell.member].sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (wp * (below + 0.5 * tied)).sum(1) / (wp.sum(1) * w0)
+
+
+def weighted_tpr(cell: Cell, w: np.ndarray, fpr: float = FPR) -> np.ndarray:
+    """Highest TPR at a threshold (a threshold flags the scores at or above it) whose FPR does not exceed `fpr`,
+    under each row of weights; NaN when the non-members cannot resolve `fpr` (below 1/n). The best threshold
+    is always a member's score, so only those are tried."""
+    if cell.n_members == 0 or cell.n_nonmembers == 0 or fpr < 1.0 / cell.n_nonmembers - 1e-12:
+        return np.full(len(w), np.nan)
+    below, _, members_below, wp = _member_sums(cell, w)
+    w1, w0 = wp.sum(1, keepdims=True), w[:, ~cell.member].sum(1, keepdims=True)
+    tp, fp = w1 - members_below, w0 - below  # weight at or above each member's score
+    ok = fp <= fpr * w0 + 1e-9
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(ok, tp, 0.0).max(1) / w1[:, 0]
+
+
+STATISTICS: dict[str, Callable[[Cell, np.ndarray], np.ndarray]] = {"auc": weighted_auc, "tpr_at_1pct_fpr": weighted_tpr}
+
+
+def cell_value(cell: Cell, signal: str) -> float:
+    return float(STATISTICS[signal](cell, np.ones((1, len(cell.scores))))[0])
+
+
+def cell_se(cell: Cell, signal: str) -> float:
+    """The cell's own standard error: Hanley-McNeil for an AUC, the Wilson interval's half-width / 1.96 for a TPR
+    (members are its denominator), so a rate of 0 or 1 still has one."""
+    v, n1, n0 = cell_value(cell, signal), cell.n_members, cell.n_nonmembers
+    if math.isnan(v):
+        return math.nan
+    if signal == "auc":
+        q1, q2 = v / (2 - v), 2 * v * v / (1 + v)
+        return math.sqrt(max(0.0, v * (1 - v) + (n1 - 1) * (q1 - v * v) + (n0 - 1) * (q2 - v * v)) / (n1 * n0))
+    denom = 1 + Z95**2 / n1
+    half = Z95 * math.sqrt(v * (1 - v) / n1 + Z95**2 / (4 * n1 * n1)) / denom
+    return half / Z95
+
+
+# ------------------------------------------------------------------------------------------------ resampling
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_POISSON_CDF = stats.poisson.cdf(np.arange(40), 1.0)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a fixed, well-spread hash of 64-bit integers."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def sample_weights(ids: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> np.ndarray:
+    """Poisson(1) bootstrap weights (replicates x samples), a function of (sample id, replicate, seed) only: a
+    sample shared by two cells gets the same weight in both, whichever cells a report holds."""
+    with np.errstate(over="ignore"):
+        key = _mix(ids.astype(np.uint64) + np.uint64(seed % 2**64) * _GOLDEN)
+        reps = np.arange(1, n_boot + 1, dtype=np.uint64)[:, None] * _GOLDEN
+        z = _mix(key[None, :] ^ _mix(reps))
+    u = (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return np.searchsorted(_POISSON_CDF, u, side="right").astype(np.float64)
+
+
+class Resampler:
+    """`sample_weights` of every id a report holds, drawn once; a cell's weights are its ids' columns."""
+
+    def __init__(self, ids: Any, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> None:
+        self.ids = np.unique(np.asarray(ids, np.int64))
+        self.n_boot, self.seed = n_boot, seed
+        self._w = sample_weights(self.ids, n_boot, seed).astype(np.float32)  # small integers: exact
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.ids, ids)
+        if not np.array_equal(self.ids[np.minimum(pos, len(self.ids) - 1)], ids):
+            return sample_weights(ids, self.n_boot, self.seed)
+        return self._w[:, pos]
+
+
+_REPLICATES: weakref.WeakKeyDictionary[Cell, dict[tuple[str, int, int], np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def replicates(cell: Cell, signal: str, n_boot: int = N_BOOT, seed: int = BOOT_SEED,
+               weights: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """The signal under each bootstrap replicate's weights (computed once per cell)."""
+    memo = _REPLICATES.setdefault(cell, {})
+    key = (signal, n_boot, seed)
+    if key not in memo:
+        w = weights(cell.ids) if weights is not None else sample_weights(cell.ids, n_boot, seed)
+        memo[key] = STATISTICS[signal](cell, w)
+    return memo[key]
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of samples two seeds have in common (1 for identical ones): a bound on how correlated their
+    sampling errors are."""
+    return len(np.intersect1d(a, b)) / math.sqrt(len(a) * len(b)) if len(a) and len(b) else 0.0
+
+
+# ------------------------------------------------------------------------------------------------ across seeds
+@dataclass(frozen=True)
+class Estimate:
+    """Mean over seeds of a per-seed difference (method minus retrain) with its standard error `se`, the larger of
+    - `se_spread`: the seeds' spread, s / sqrt(n), plus the covariance of seeds that share samples (s misses it;
+      with it the variance is unbiased);
+    - `se_sampling`: what the cells' own sampling errors alone give the mean (each seed's error the larger of its
+      paired bootstrap's and its two cells' own intervals combined; seeds that share samples correlated).
+    So the interval never collapses when every seed gives the same value, and is never narrower than its cells'.
+    Tests use Student's t with n_seeds - 1 degrees of freedom."""
+
+    value: float
+    se: float
+    n_seeds: int
+    se_spread: float
+    se_sampling: float
+    per_seed: tuple[float, ...] = field(default=())
+
+    @property
+    def df(self) -> int:
+        return self.n_seeds - 1
+
+    def _q(self, p: float) -> float:
+        return float(stats.t.ppf(p, self.df)) if self.df >= 1 else float(stats.norm.ppf(p))
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        """The two-sided interval; with one seed the cells' own (normal) interval, which knows no seed spread."""
+        half = self._q(0.5 + level / 2) * self.se
+        return self.value - half, self.value + half
+
+    def _sf(self, x: float) -> float:
+        return float(stats.t.sf(x, self.df))
+
+    def p_differs(self) -> float:
+        """Two-sided p of Δ = 0; NaN below 2 seeds (the seed spread is unknown)."""
+        if self.df < 1 or math.isnan(self.value):
+            return math.nan
+        if self.se == 0:
+            return 0.0 if self.value != 0 else 1.0
+        return min(1.0, 2 * self._sf(abs(self.value) / self.se))
+
+    def p_equivalent(self, margin: float) -> float:
+        """TOST p of |Δ| >= margin (the larger of the two one-sided p-values)."""
+        if self.df < 1 or math.isnan(self.value):
+            return math.nan
+        if self.se == 0:
+            return 0.0 if abs(self.value) < margin else 1.0
+        return max(self._sf((self.value + margin) / self.se), self._sf((margin - self.value) / self.se))
+
+    def mde(self, alpha: float = ALPHA, power: float = POWER) -> float:
+        """The smallest true difference a two-sided test at `alpha` detects with probability `power`."""
+        if self.df < 1 or math.isnan(self.se):
+            return math.nan
+        return (self._q(1 - alpha / 2) + self._q(power)) * self.se
+
+
+def difference(method: Sequence[Cell], retrain: Sequence[Cell], signal: str, *, n_boot: int = N_BOOT,
+               seed: int = BOOT_SEED, weights: Callable[[np.ndarray], np.ndarray] | None = None) -> Estimate:
+    """Mean over seeds of signal(method cell) - signal(retrain cell of the same seed). Seeds where the signal is
+    undefined (a TPR below the FPR floor) are left out."""
+    if len(method) != len(retrain):
+        raise ValueError("one retrain cell per method cell (the same seed) is needed")
+    pairs = [(m, r) for m, r in zip(method, retrain)
+             if not (math.isnan(cell_value(m, signal)) or math.isnan(cell_value(r, signal)))]
+    if not pairs:
+        return Estimate(math.nan, math.nan, 0, math.nan, math.nan)
+    n = len(pairs)
+    point = np.array([cell_value(m, signal) - cell_value(r, signal) for m, r in pairs])
+    reps = np.stack([replicates(m, signal, n_boot, seed, weights) - replicates(r, signal, n_boot, seed, weights)
+                     for m, r in pairs])
+    reps = np.where(np.isnan(reps), point[:, None], reps)  # a replicate that drew no member or non-member
+    # each seed's sampling error: the paired bootstrap's, never below the cells' own intervals combined
+    own = np.array([math.hypot(cell_se(m, signal), cell_se(r, signal)) for m, r in pairs])
+    sd = reps.std(axis=1, ddof=1)
+    u = np.maximum(sd, own)
+    # how the seeds' sampling errors move together: the bootstrap's correlation (a shared sample carries the
+    # same weight in every seed), or where a seed's bootstrap cannot move, the share of samples they have in common
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.corrcoef(reps) if n > 1 else np.ones((1, 1))
+    ids = [np.unique(np.r_[m.ids, r.ids]) for m, r in pairs]
+    flat = sd == 0
+    for i, j in zip(*np.nonzero(np.isnan(rho) | flat[:, None] | flat[None, :])):
+        rho[i, j] = 1.0 if i == j else _overlap(ids[i], ids[j])
+    cov = rho * np.outer(u, u)
+    sampling = float(cov.sum()) / n**2
+    if n >= 2:
+        # E[s^2] misses the covariance that seeds sharing samples have; adding it back makes s^2/n unbiased
+        shared = float(cov.sum() - np.trace(cov)) / (n * (n - 1))
+        spread = float(point.var(ddof=1)) / n + shared
+    else:
+        spread = 0.0
+    var = max(spread, sampling)
+    return Estimate(float(point.mean()), math.sqrt(max(var, 0.0)), n, math.sqrt(max(spread, 0.0)),
+                    math.sqrt(sampling), tuple(point.tolist()))
+
+
+# ------------------------------------------------------------------------------------------------ verdicts
+@dataclass(frozen=True)
+class Comparison:
+    """One method against `retrain` at one slice (its key names model, forget set, shots, backend and attack)."""
+
+    slice: tuple
+    method: str
+    estimates: Mapping[str, Estimate]
+
+    def signals(self) -> list[str]:
+        return [s for s, e in self.estimates.items() if e.n_seeds >= 2 and not math.isnan(e.value)]
+
+    def p_equivalent(self, margins: Margins) -> float:
+        """Equivalent only if every signal is (intersection-union test: the largest TOST p)."""
+        sig = self.signals()
+        return max(self.estimates[s].p_equivalent(margins.of(s)) for s in sig) if sig else math.nan
+
+    def p_differs(self) -> float:
+        """Differs if any signal does (Bonferroni over the signals)."""
+        sig = self.signals()
+        return min(1.0, len(sig) * min(self.estimates[s].p_differs() for s in sig)) if sig else math.nan
+
+
+@dataclass(frozen=True)
+class Verdict:
+    comparison: Comparison
+    verdict: str
+    p_equivalent: float  # Holm-adjusted over the report's family
+    p_differs: float
+    mde: Mapping[str, float]
+    note: str = ""
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values; NaN stays NaN and is not counted in the family."""
+    p = np.asarray(p, float)
+    out = np.full(len(p), np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return out
+
+
+def judge(comparisons: Sequence[Comparison], margins: Margins = Margins(), alpha: float = ALPHA,
+          power: float = POWER) -> list[Verdict]:
+    """The verdict of every comparison. The family is every test the comparisons make (an equivalence and a
+    difference test each, `none`'s included); Holm's correction runs over all of them. A method's verdict reads
+    `none`'s at the same slice: only a signal that tells `none` from `retrain` can call a method equivalent."""
+    raw = [p for c in comparisons for p in (c.p_equivalent(margins), c.p_differs())]
+    adj = holm(raw)
+    p_eq, p_diff = adj[0::2], adj[1::2]
+
+    def own(i: int) -> str:
+        if p_diff[i] <= alpha:
+            return DIFFERS
+        return EQUIVALENT if p_eq[i] <= alpha else UNDERPOWERED
+
+    gate = {c.slice: own(i) for i, c in enumerate(comparisons) if c.method == "none"}
+    out = []
+    for i, c in enumerate(comparisons):
+        v, note = own(i), ""
+        if c.method == "none":
+            v = NOT_DISCRIMINATING if v == EQUIVALENT else v
+        elif v != DIFFERS:
+            g = gate.get(c.slice)
+            if g == EQUIVALENT:
+                v = NOT_DISCRIMINATING
+            elif v == EQUIVALENT and g != DIFFERS:
+                v, note = UNDERPOWERED, ("no `none` cells at this slice" if g is None else
+                                         "equivalent, but the signal has not been shown to tell `none` from `retrain`")
+        if min((e.n_seeds for e in c.estimates.values()), default=0) < 2:
+            note = note or "fewer than 2 seeds: the seed-to-seed spread is unknown"
+        mde = {s: e.mde(alpha, power) for s, e in c.estimates.items()}
+        out.append(Verdict(c, v, float(p_eq[i]), float(p_diff[i]), mde, note))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ loss KS
+@dataclass(frozen=True)
+class LossKS:
+    """Two-sample Kolmogorov-Smirnov test of per-example forget-set losses, unlearned against `retrain`, per seed,
+    with the seeds' p-values combined (Fisher or Stouffer), never averaged."""
+
+    statistics: tuple[float, ...]
+    pvalues: tuple[float, ...]
+    p_combined: float
+    combine: str
+
+    @property
+    def statistic(self) -> float:
+        """Mean KS statistic over seeds (a distance in [0, 1]; the p-values are combined, not averaged)."""
+        return float(np.mean(self.statistics)) if self.statistics else math.nan
+
+
+def loss_ks(pairs: Sequence[tuple[Any, Any]], combine: str = "fisher") -> LossKS:
+    """`pairs`: per seed, (unlearned model's forget losses, retrain's forget losses)."""
+    if combine not in ("fisher", "stouffer"):
+        raise ValueError(f"combine must be 'fisher' or 'stouffer', got {combine!r}")
+    res = [stats.ks_2samp(np.asarray(u, float), np.asarray(r, float)) for u, r in pairs if len(u) and len(r)]
+    if not res:
+        return LossKS((), (), math.nan, combine)
+    ps = [float(x.pvalue) for x in res]
+    # Stouffer's z is infinite at p = 0 or 1; keep those p inside (0, 1) by the smallest double's margin
+    pc = ps if combine == "fisher" else [min(max(p, np.finfo(float).tiny), 1 - 1e-16) for p in ps]
+    combined = float(stats.combine_pvalues(pc, method=combine).pvalue) if len(ps) > 1 else ps[0]
+    return LossKS(tuple(float(x.statistic) for x in res), tuple(ps), combined, combine)
