@@ -130,13 +130,20 @@ METRIC_COLS = [
     ("TPR@1%FPR", lambda r: fmt(r.get("mia_tpr_at_1pct_fpr"))),
     ("FPR floor", lambda r: fmt(r.get("mia_fpr_floor"), 4)),
     ("MIA success, study [95% CI]", lambda r: fmt_ci(r, "mia_success")),
-    ("loss AUC", lambda r: fmt(r.get("loss_auc"))),
-    ("RMIA AUC", lambda r: fmt(r.get("rmia_auc"))),
     ("acc train retain", lambda r: fmt_ci(r, "acc_train_retain")),
     ("acc train forget", lambda r: fmt_ci(r, "acc_train_forget")),
     ("acc test retain", lambda r: fmt_ci(r, "acc_test_retain")),
     ("acc test forget", lambda r: fmt_ci(r, "acc_test_forget")),
 ]
+
+
+def metric_cols() -> list[tuple[str, Any]]:
+    """METRIC_COLS with every other attack's AUC after the study's number (the attacks of the store's catalog)."""
+    others = [m for m, (_, kind, _) in q.METRICS.items() if kind == "auc" and m != "mia_auc"]
+    aucs = [(q.METRICS[m][0], lambda r, m=m: fmt(r.get(m))) for m in others]
+    return METRIC_COLS[:5] + aucs + METRIC_COLS[5:]
+
+
 GAP_COST_COLS = [
     ("Δ advantage vs retrain", lambda r: fmt_ci(r, "gap_mia_advantage")),
     ("Δ AUC vs retrain", lambda r: fmt_ci(r, "gap_mia_auc")),
@@ -154,7 +161,7 @@ GAP_COST_COLS = [
 
 def metric_table(df: pd.DataFrame, keys: Sequence[str], title: str, note: str = "", collapsed: bool = False,
                  columns: Sequence[tuple[str, Any]] | None = None) -> Table:
-    columns = list(columns) if columns is not None else METRIC_COLS + GAP_COST_COLS
+    columns = list(columns) if columns is not None else metric_cols() + GAP_COST_COLS
     cells = [[f(r) for _, f in columns] for _, r in df.iterrows()]
     # a metric this store never recorded (older code) is left out rather than shown as a column of dashes
     keep = [j for j in range(len(columns)) if not cells or any(row[j] != "—" for row in cells)]
@@ -243,7 +250,7 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
                          "(t over seeds with 2 or more, else the cell's own Wilson / Hanley-McNeil interval). Δ = "
                          "difference to `retrain` with the same model, forget set, shots, seed and backend.")
     ts.tables.append(metric_table(head, ["model", "method"], "Leakage and utility per method × model",
-                                  columns=METRIC_COLS))
+                                  columns=metric_cols()))
     ts.tables.append(metric_table(head, ["model", "method"], "Closeness to retrain and cost per method × model",
                                   _note_seeds(head) + " Costs are per cell (unlearn s of retrain = its training "
                                   "from scratch).", columns=GAP_COST_COLS))

@@ -573,6 +573,8 @@ def fig_cost(df: pd.DataFrame, ratio: pd.DataFrame, ratio_what: str, note: str) 
                          ("unlearn_shots_total", "unlearn shots", "shots"), ("qpu_seconds", "QPU time", "seconds")):
         if m in df and (pd.to_numeric(df[m], errors="coerce").fillna(0) > 0).any():
             panels.append((m, lab, unit, df))
+    if not panels:  # e.g. a method that costs nothing, and no retrain to compare it with
+        return Skipped(name, title, "no unlearning cost was spent at this slice")
     models = sorted(df["model"].unique())
     methods = [m for m in q.sort_axis("method", df["method"].unique()) if m != "none"]
     colors = method_colors(methods)
