@@ -421,3 +421,153 @@ def loss_ks(pairs: Sequence[tuple[Any, Any]], combine: str = "fisher") -> LossKS
     pc = ps if combine == "fisher" else [min(max(p, np.finfo(float).tiny), 1 - 1e-16) for p in ps]
     combined = float(stats.combine_pvalues(pc, method=combine).pvalue) if len(ps) > 1 else ps[0]
     return LossKS(tuple(float(x.statistic) for x in res), tuple(ps), combined, combine)
+
+
+# ------------------------------------------------------------------------------------------------ from a store
+SLICE_AXES = ("model", "forget", "train_shots", "unlearn_shots", "eval_shots", "backend")
+# per-example score of each attack in the `examples` view (higher = more likely a member); `loss` is negated
+ATTACK_SCORES = {"paper-mlp": "attack_score", "loss": "loss", "rmia": "rmia_score", "lira": "lira_score"}
+_SPLIT_CODE = {"train_forget": 1, "population": 2, "test": 3}
+
+
+def _columns(con: Any, table: str) -> set[str]:
+    try:
+        return {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+    except Exception:  # noqa: BLE001 -- a view that is not there is simply not a source
+        return set()
+
+
+def _lit(v: str) -> str:
+    return "'" + v.replace("'", "''") + "'"
+
+
+def example_scores(con: Any, grid: str) -> pd.DataFrame:
+    """One row per forget-set member and scored non-member of every ok cell of `grid`: the slice axes, method,
+    seed, cell_id, `member`, `sample_id` and `loss`, and one column per attack score present (`ATTACK_SCORES`).
+    Non-members are the `population` rows (P_eval); a cell without them (older stores) uses the test samples of
+    its forget set's classes, as the report's ROC does. `con` is a DuckDB connection with the store's `cells`
+    and `examples` views (harness.store.register_views; reports.queries.connect's `Store.con`)."""
+    src = "examples"
+    if "dataset_index" not in _columns(con, src) and "dataset_index" in _columns(con, "store_examples"):
+        src = "store_examples"  # queries.connect keeps the store's own view beside its narrower table
+    have = _columns(con, src)
+    scores = [f"e.{c}" for a, c in ATTACK_SCORES.items() if c in have and c != "loss"]
+    ident = "e.dataset_index" if "dataset_index" in have else "NULL::BIGINT"
+    return con.execute(f"""
+      WITH c AS (SELECT cell_id, {', '.join(SLICE_AXES)}, method, seed FROM cells
+                 WHERE status = 'ok' AND grid = {_lit(grid)}),
+      ex AS (SELECT e.* FROM {src} e SEMI JOIN c ON c.cell_id = e.cell_id),
+      pop AS (SELECT DISTINCT cell_id FROM ex WHERE split = 'population'),
+      fl AS (SELECT cell_id, list_distinct(list(label)) AS labels FROM ex WHERE split = 'train_forget' GROUP BY 1)
+      SELECT c.*, e.split = 'train_forget' AS member, e.split, e.sample_index, {ident} AS dataset_index,
+             e.loss{''.join(', ' + s for s in scores)}
+      FROM c JOIN ex e ON e.cell_id = c.cell_id JOIN fl ON fl.cell_id = c.cell_id
+      WHERE e.split = 'train_forget' OR (e.split = 'population' AND c.cell_id IN (SELECT cell_id FROM pop))
+         OR (e.split = 'test' AND c.cell_id NOT IN (SELECT cell_id FROM pop) AND list_contains(fl.labels, e.label))
+      ORDER BY c.cell_id, e.split, e.sample_index""").df()
+
+
+def sample_ids(df: pd.DataFrame) -> np.ndarray:
+    """A sample's id: its row in the raw dataset where the store has it (the same across seeds), else a hash of
+    (seed, split, index in the split), the same for every cell of one seed."""
+    fallback = _mix((df["seed"].to_numpy(np.int64).astype(np.uint64) << np.uint64(40))
+                    | (df["split"].map(_SPLIT_CODE).to_numpy(np.int64).astype(np.uint64) << np.uint64(32))
+                    | df["sample_index"].to_numpy(np.int64).astype(np.uint64)).view(np.int64)
+    known = df["dataset_index"].notna().to_numpy()
+    return np.where(known, df["dataset_index"].fillna(0).to_numpy(np.int64), fallback)
+
+
+def _key(values: Sequence[Any]) -> tuple:
+    return tuple(None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values)
+
+
+def verdict_table(con: Any, grid: str, margins: Margins = Margins(), alpha: float = ALPHA, *,
+                  n_boot: int = N_BOOT, seed: int = BOOT_SEED, attacks: Sequence[str] | None = None) -> pd.DataFrame:
+    """The verdict of every method (and `none`) against `retrain` per slice (model, forget set, shots, backend) and
+    attack, over the seeds both have: each signal's mean difference with its 95% interval and MDE, the
+    Holm-adjusted p-values of the equivalence and difference tests, and the verdict. Empty without `retrain`."""
+    df = example_scores(con, grid)
+    if df.empty:
+        return pd.DataFrame()
+    df["sample_id"] = sample_ids(df)
+    resample = Resampler(df["sample_id"].to_numpy(), n_boot, seed)
+    names = [a for a in (attacks or ATTACK_SCORES) if ATTACK_SCORES.get(a) in df.columns]
+    cells: dict[tuple[str, str], Cell] = {}
+    for cid, g in df.groupby("cell_id", sort=False):
+        member = g["member"].to_numpy(bool)
+        for a in names:
+            x = g[ATTACK_SCORES[a]].to_numpy(float) * (-1.0 if a == "loss" else 1.0)
+            ok = ~np.isnan(x)
+            if ok[member].any() and ok[~member].any():
+                cells[(cid, a)] = Cell(x[ok], member[ok], g["sample_id"].to_numpy()[ok])
+    meta = df.drop_duplicates("cell_id")
+    comparisons = []
+    for skey, g in meta.groupby(list(SLICE_AXES), dropna=False, sort=True):
+        retrain = {int(r.seed): r.cell_id for r in g[g["method"] == "retrain"].itertuples()}
+        for method in sorted(set(g["method"]) - {"retrain"}, key=lambda m: (m != "none", m)):
+            own = {int(r.seed): r.cell_id for r in g[g["method"] == method].itertuples()}
+            for a in names:
+                seeds = [s for s in sorted(own) if s in retrain and (own[s], a) in cells and (retrain[s], a) in cells]
+                if not seeds:
+                    continue
+                m_cells = [cells[(own[s], a)] for s in seeds]
+                r_cells = [cells[(retrain[s], a)] for s in seeds]
+                est = {sig: difference(m_cells, r_cells, sig, n_boot=n_boot, seed=seed, weights=resample)
+                       for sig in SIGNALS}
+                comparisons.append(Comparison((*_key(skey), a), method, est))
+    return _table(judge(comparisons, margins, alpha), len(comparisons))
+
+
+def _table(verdicts: Sequence[Verdict], n: int) -> pd.DataFrame:
+    rows = []
+    for v in verdicts:
+        c = v.comparison
+        row: dict[str, Any] = dict(zip((*SLICE_AXES, "attack"), c.slice))
+        row["method"] = c.method
+        row["n_seeds"] = max((e.n_seeds for e in c.estimates.values()), default=0)
+        for sig, e in c.estimates.items():
+            lo, hi = e.interval() if e.n_seeds else (math.nan, math.nan)
+            row.update({f"d_{sig}": e.value, f"d_{sig}_lo": lo, f"d_{sig}_hi": hi, f"mde_{sig}": v.mde[sig]})
+        row.update(p_equivalent=v.p_equivalent, p_differs=v.p_differs, verdict=v.verdict, note=v.note,
+                   n_tests=2 * n)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def loss_ks_table(con: Any, grid: str, combine: str = "fisher") -> pd.DataFrame:
+    """Loss KS per slice and method against `retrain`: the KS statistic of each seed (forget-set losses), their
+    mean, and the seeds' p-values combined (`combine`: fisher or stouffer)."""
+    df = example_scores(con, grid)
+    if df.empty:
+        return pd.DataFrame()
+    df = df[df["member"] & df["loss"].notna()]
+    rows = []
+    for skey, g in df.groupby(list(SLICE_AXES), dropna=False, sort=True):
+        retrain = {int(s): x["loss"].to_numpy() for s, x in g[g["method"] == "retrain"].groupby("seed")}
+        for method, gm in g[g["method"] != "retrain"].groupby("method"):
+            pairs = [(x["loss"].to_numpy(), retrain[int(s)]) for s, x in gm.groupby("seed") if int(s) in retrain]
+            if not pairs:
+                continue
+            res = loss_ks(pairs, combine)
+            rows.append({**dict(zip(SLICE_AXES, _key(skey))), "method": method, "n_seeds": len(pairs),
+                         "ks_statistic": res.statistic, "ks_statistics": res.statistics,
+                         "p_combined": res.p_combined, "combine": combine})
+    return pd.DataFrame(rows)
+
+
+def rules(margins: Margins = Margins(), alpha: float = ALPHA, n_tests: int | None = None) -> list[str]:
+    """The verdict rules as the report prints them."""
+    family = f" ({n_tests} tests)" if n_tests else ""
+    return [
+        f"Margins, fixed before the data is read: |ΔAUC| <= {margins.auc:g} and |ΔTPR@1%FPR| <= "
+        f"{margins.tpr_at_1pct_fpr:g} against `retrain` (same model, forget set, shots, backend and seed).",
+        "Equivalent to retrain: two one-sided tests (TOST) put both differences inside their margins, and the "
+        "signal tells `none` from `retrain` at this slice. Differs: a difference excludes 0 (the two signals "
+        "Bonferroni-combined). Not discriminating: `none` is itself equivalent to `retrain` here, so the signal "
+        "says nothing about a method. Underpowered: none of these; the row gives the minimum detectable difference "
+        f"(two-sided α = {alpha:g}, power {POWER:.0%}).",
+        "Intervals (95%) over seeds: Student's t with n − 1 degrees of freedom on the larger of the seeds' "
+        "spread and the cells' own sampling errors (paired bootstrap over samples, never below each cell's "
+        "Hanley–McNeil or Wilson interval), so no interval is narrower than its cells' or collapses to a point.",
+        f"Holm's correction over every test of the report's verdicts{family}, at family-wise α = {alpha:g}.",
+    ]

@@ -171,3 +171,86 @@ def test_margins_are_checked() -> None:
     assert v.Margins().auc == 0.03 and v.Margins().tpr_at_1pct_fpr == 0.02
     with pytest.raises(ValueError, match="auc"):
         v.Margins(auc=0)
+
+
+# ------------------------------------------------------------------------------------------------ from a store
+STORE_AUC = {"none": 0.9, "retrain": 0.6, "ga": 0.6, "ssd": 0.8}
+
+
+def _store_cells(seeds: int = 5, n1: int = 150, n0: int = 250) -> dict[tuple[str, int], dict]:
+    """Per (method, seed): members and non-members drawn from a pool of 2,000 samples (so seeds share some)."""
+    out = {}
+    for s in range(seeds):
+        pick = np.random.default_rng([9, s]).choice(2000, n1 + n0, replace=False)
+        for k, (method, auc) in enumerate(STORE_AUC.items()):
+            rng = np.random.default_rng([s, k])
+            out[(method, s)] = {"members": rng.normal(_mu(auc), 1, n1), "nonmembers": rng.normal(0, 1, n0),
+                                "member_ids": pick[:n1], "nonmember_ids": pick[n1:]}
+    return out
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    import pandas as pd
+
+    from harness.store import ResultStore, connect_duckdb
+
+    root = tmp_path_factory.mktemp("verdict_store")
+    rs = ResultStore(str(root))
+    data = _store_cells()
+    for (method, s), d in data.items():
+        n1, n0 = len(d["members"]), len(d["nonmembers"])
+        score = np.r_[d["members"], d["nonmembers"]]
+        ex = pd.DataFrame({"split": ["train_forget"] * n1 + ["population"] * n0,
+                           "sample_index": np.r_[np.arange(n1), np.arange(n0)], "label": 4, "prediction": 4,
+                           "loss": -score / 2, "attack_score": score,
+                           "dataset_index": np.r_[d["member_ids"], d["nonmember_ids"]]})
+        row = {"model": "m", "forget": "class:4", "method": method, "train_shots": None, "unlearn_shots": None,
+               "eval_shots": None, "seed": s, "backend": "torch", "status": "ok", "code_version": "test"}
+        rs.write_cell("g", f"{method}-{s}", row, ex)
+    con = connect_duckdb(rs)
+    yield con, data, root
+    con.close()
+
+
+def test_verdict_table_from_a_store_is_the_core_on_its_rows(store) -> None:
+    con, data, root = store
+    table = v.verdict_table(con, "g", n_boot=200)
+    assert set(table["attack"]) == {"paper-mlp", "loss"} and set(table["method"]) == {"none", "ga", "ssd"}
+    assert (table["n_tests"] == 2 * len(table)).all()
+    by = {(r.attack, r.method): r for r in table.itertuples()}
+    assert by[("paper-mlp", "none")].verdict == v.DIFFERS
+    assert by[("paper-mlp", "ssd")].verdict == v.DIFFERS
+    assert by[("paper-mlp", "ga")].verdict != v.DIFFERS
+    # the table's numbers are the core's on the same arrays (scores, sample ids) read back from Parquet
+    seeds = range(5)
+    cells = {m: [v.Cell.of(**data[(m, s)]) for s in seeds] for m in STORE_AUC}
+    resample = v.Resampler(np.r_[tuple(np.r_[d["member_ids"], d["nonmember_ids"]] for d in data.values())], 200)
+    for m in ("none", "ga", "ssd"):
+        for sig in v.SIGNALS:
+            e = v.difference(cells[m], cells["retrain"], sig, n_boot=200, weights=resample)
+            r = by[("paper-mlp", m)]
+            assert getattr(r, f"d_{sig}") == pytest.approx(e.value)
+            assert (getattr(r, f"d_{sig}_lo"), getattr(r, f"d_{sig}_hi")) == pytest.approx(e.interval())
+            assert getattr(r, f"mde_{sig}") == pytest.approx(e.mde())
+    # the report's connection (its narrower `examples` table beside the store's view) gives the same table
+    from reports.queries import connect
+
+    s = connect(str(root))
+    try:
+        assert v.verdict_table(s.con, "g", n_boot=200).equals(table)
+    finally:
+        s.close()
+    # the loss attack scores -loss = score / 2: a monotone map, so the same AUCs
+    assert by[("loss", "ssd")].d_auc == pytest.approx(by[("paper-mlp", "ssd")].d_auc)
+
+
+def test_loss_ks_table_combines_the_seeds(store) -> None:
+    con, data, _ = store
+    table = v.loss_ks_table(con, "g")
+    row = table[table["method"] == "ssd"].iloc[0]
+    pairs = [(-data[("ssd", s)]["members"] / 2, -data[("retrain", s)]["members"] / 2) for s in range(5)]
+    ref = v.loss_ks(pairs)
+    assert row["n_seeds"] == 5
+    assert row["ks_statistic"] == pytest.approx(ref.statistic)
+    assert row["p_combined"] == pytest.approx(ref.p_combined)
