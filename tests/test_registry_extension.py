@@ -81,7 +81,7 @@ def score(state, target, params):
     return {role: target.logits[role].softmax(1).max(1).values.numpy() for role in target.rows}
 
 
-def columns(members, nonmembers, params):
+def columns(members, nonmembers, params, state):
     return metrics.roc_columns("conf", members, nonmembers)
 '''
 

@@ -147,15 +147,17 @@ def stage_specs(cfg: CellConfig) -> dict[str, dict[str, Any]]:
     ap = attack_params(cfg.params_dict())
     refs = {f"reference.{i}": reference_config(cfg, i).spec() for i in range(ap["references"]["k"])}
     # Two attack stages: `attack` fits the attacks that ignore the forget set, once for every forget set of
-    # the same original model and eval shots; `attack.forget` fits those that draw from the retain set.
+    # the same original model and eval shots; `attack.forget` fits those that draw from the retain set, when
+    # they are fit on the original model (by default they are fit on the evaluated model, in `evaluate`).
     shared = {"train": train, "eval_shots": cfg.eval_shots, "backend": cfg.backend, "params": ap, "scope": "shared"}
-    per_forget = {**shared, "forget": cfg.forget, "scope": "forget"}
-    evaluate = {"unlearn": unlearn_spec, "attack": shared, "attack.forget": per_forget, "forget": cfg.forget,
-                "eval_shots": cfg.eval_shots, "backend": cfg.backend}
+    stages = {"attack": shared}
+    if attacks.active(ap, "forget"):
+        stages["attack.forget"] = {**shared, "forget": cfg.forget, "scope": "forget"}
+    evaluate = {"unlearn": unlearn_spec, **stages, "forget": cfg.forget, "eval_shots": cfg.eval_shots,
+                "backend": cfg.backend}
     if cfg.n_eval is not None:  # only when set, so existing stage keys stay valid
         evaluate["n_eval"] = cfg.n_eval
-    return {"train": train, **refs, "unlearn": unlearn_spec, "attack": shared, "attack.forget": per_forget,
-            "evaluate": evaluate}
+    return {"train": train, **refs, "unlearn": unlearn_spec, **stages, "evaluate": evaluate}
 
 
 @dataclass(frozen=True)
@@ -388,15 +390,20 @@ def evaluate_stage(
     states = {a.NAME: attacks.unpack(attack, a.NAME) for a in active}
     unlearned, trajectory = split_unlearned(unlearned)
     want = _evaluate_rows(cfg, data, params, active)
-    tr = want["train"]
     out, qcosts = _query(_model(cfg, data, unlearned), data, want, cfg.eval_shots, cfg.backend,
                          derive_seed(cfg.seed, "eval", cfg.eval_shots))
-    f = np.flatnonzero(np.isin(tr, data.forget))
-    row: dict[str, Any] = {}
+    fit_start = time.perf_counter()
+    for a in attacks.fitted_on_target(params):  # the attacker holds the released model: fit on its outputs
+        states[a.NAME], _ = a.fit(attacks.AttackerView(_know(cfg, data, params), out))
+    fit_seconds = time.perf_counter() - fit_start
+    tr, te = _eval_indices(cfg, data)  # the attack's own queries may have added train rows: not evaluated
+    out = out.only(train=tr, test=te)
+    f = np.flatnonzero(np.isin(out.rows["train"], data.forget))
+    row: dict[str, Any] = {"attack_fit_seconds_evaluate": fit_seconds}
     scores: dict[str, dict[str, np.ndarray]] = {}
     for a in active:
         scores[a.NAME] = a.score(states[a.NAME], out, params)
-        row.update(a.columns(scores[a.NAME]["train"][f], scores[a.NAME]["eval"], params))
+        row.update(a.columns(scores[a.NAME]["train"][f], scores[a.NAME]["eval"], params, states[a.NAME]))
     n_scored = len(want["eval"])
     row.update({"mia_fpr_floor": metrics.fpr_floor(n_scored), "n_nonmembers_scored": n_scored,
                 "n_forget": len(data.forget), "n_forget_evaluated": len(f)})
@@ -418,7 +425,9 @@ def _evaluate_rows(cfg: CellConfig, data: CellData, params: dict[str, dict[str, 
     non-members, and what the attacks need beyond them (RMIA's population samples)."""
     tr, te = _eval_indices(cfg, data)
     scored = {"train": tr, "test": te, "eval": _scored_nonmembers(cfg, data)}
-    return attacks.merge_rows(scored, *(a.target_rows(_know(cfg, data, params)) for a in active))
+    know = _know(cfg, data, params)
+    return attacks.merge_rows(scored, *(a.target_rows(know) for a in active),
+                              *(a.queries(know) for a in attacks.fitted_on_target(params)))
 
 
 def query_counts(cfg: CellConfig) -> dict[str, int]:
@@ -426,7 +435,8 @@ def query_counts(cfg: CellConfig) -> dict[str, int]:
     data = cell_data(cfg)
     params = attack_params(cfg.params_dict())
     active = attacks.active(params)
-    attack = attacks.merge_rows(*(a.queries(_know(cfg, data, params)) for a in active))
+    later = attacks.fitted_on_target(params)
+    attack = attacks.merge_rows(*(a.queries(_know(cfg, data, params)) for a in active if a not in later))
     return {"attack": sum(map(len, attack.values())),
             "evaluate": sum(map(len, _evaluate_rows(cfg, data, params, active).values()))}
 
@@ -492,8 +502,9 @@ def _examples(data: CellData, out: Outputs, scores: dict[str, dict[str, np.ndarr
         "loss": F.cross_entropy(logits, labels, reduction="none").numpy(),
     })
     for a in active:
-        if a.SCORE_COLUMN:
-            df[a.SCORE_COLUMN] = np.concatenate([scores[a.NAME][r] for r in roles])
+        if a.SCORE_COLUMN:  # an attack fit with several seeds scores [n, seeds]: its mean per sample
+            col = np.concatenate([scores[a.NAME][r] for r in roles])
+            df[a.SCORE_COLUMN] = col.mean(axis=1) if col.ndim == 2 else col
     for c in range(probs.shape[1]):
         df[f"prob_{c}"] = probs[:, c]
     df["dataset_index"] = np.concatenate([data.dataset_index[r][out.rows[r]] for r in roles]).astype(np.int64)

@@ -42,19 +42,30 @@ SECTIONS: dict[str, dict[str, Param]] = {
     **{m.SECTION: m.PARAMS for m in ATTACKS.values() if hasattr(m, "SECTION")},
 }
 
-__all__ = ["ATTACKS", "SCOPES", "SECTIONS", "AttackerView", "Knowledge", "Outputs", "active", "merge_rows", "pack",
-           "unpack"]
+__all__ = ["ATTACKS", "SCOPES", "SECTIONS", "AttackerView", "Knowledge", "Outputs", "active", "fitted_on_target",
+           "merge_rows", "pack", "unpack"]
 
 
 SCOPES = ("shared", "forget")  # attack stages: the attacks fitted once for all forget sets, and the others
 
 
 def active(params: dict[str, dict[str, Any]], scope: str | None = None) -> list[ModuleType]:
-    """The attacks a cell runs: all of them, those needing reference models only when there are some;
-    with a scope, only the shared ones (PER_FORGET_SET false) or only the per-forget-set ones."""
+    """The attacks a cell runs: all of them, those needing reference models only when there are some.
+    With a scope, those its attack stage fits: the shared ones (PER_FORGET_SET false) or the per-forget-set
+    ones, leaving out the attacks fit on the evaluated model itself (`fitted_on_target`)."""
     k = params["references"]["k"]
     on = [a for a in ATTACKS.values() if k > 0 or not a.NEEDS_REFERENCES]
-    return on if scope is None else [a for a in on if a.PER_FORGET_SET == (scope == "forget")]
+    if scope is None:
+        return on
+    later = set(fitted_on_target(params))
+    return [a for a in on if a.PER_FORGET_SET == (scope == "forget") and a not in later]
+
+
+def fitted_on_target(params: dict[str, dict[str, Any]]) -> list[ModuleType]:
+    """Attacks fit in the evaluate stage on the model under evaluation (`attack.fit_on: released`)."""
+    if params["attack"]["fit_on"] != "released":
+        return []
+    return [a for a in active(params) if getattr(a, "FITS_ON_TARGET", False)]
 
 
 def merge_rows(*wants: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -22,6 +22,13 @@ class Outputs:
     logits: dict[str, torch.Tensor]
     labels: dict[str, torch.Tensor]
 
+    def only(self, **rows: np.ndarray) -> "Outputs":
+        """These outputs with the named roles cut down to `rows` (which must all have been queried)."""
+        logits, labels = dict(self.logits), dict(self.labels)
+        for role, r in rows.items():
+            logits[role], labels[role] = self.at(role, r)
+        return Outputs({**self.rows, **rows}, logits, labels)
+
     def at(self, role: str, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, labels) of the given positions of `role`, which must all have been queried."""
         pos = np.searchsorted(self.rows[role], rows)

@@ -7,10 +7,16 @@ the non-members alone, the MLP learned "a 4 is a non-member" (AUC 0.41 on qnn-l1
 seen a confident 4 and scored every 4 as a certain non-member (AUC 0.500 on hqnn-l1, all scores 0).
 It is scored on the forget set against held-out P_eval non-members, so its AUC, TPR and flag rates measure
 leakage, not memorised features.
+
+The attacker holds the released model: by default (`attack.fit_on: released`) the MLPs are fit on the
+model under evaluation (the unlearned one in an unlearning cell), and flag at a false-positive rate fixed
+on P_attack non-members they never trained on (`flag_fpr`), so that recall, flag rate and advantage mean
+the same on every model. `fit_on: original` fits them once on the original model (the first reading).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -19,8 +25,8 @@ import torch
 from .. import metrics
 from ..seeds import derive_seed
 from . import mlp
-from .base import AttackerView, Knowledge, draw
-from .mlp import fit_attack, no_rows
+from .base import AttackerView, Knowledge, Outputs, draw
+from .mlp import no_rows
 
 NAME = "heldout"
 LABEL = "paper MLP attack"
@@ -38,28 +44,95 @@ NEEDS_REFERENCES = False
 PER_FORGET_SET = True  # its members come from the retain set: one fit per forget set
 
 
+FITS_ON_TARGET = True  # with `fit_on: released` it is fit in the evaluate stage, on the evaluated model
+
+
 def queries(know: Knowledge) -> dict[str, np.ndarray]:
+    members, nonmembers, calibration = _roles(know)
+    return {"train": members, "attack": np.union1d(nonmembers, calibration)}
+
+
+def _roles(know: Knowledge) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training members (retain set) and non-members (P_attack, retained classes), and the calibration
+    non-members: the rest of P_attack of the class the scored non-members come from (the forgotten class,
+    or any class for random forgetting), never trained on."""
     p = know.params["attack"]
     members = know.retain[draw(len(know.retain), p["n_members"], derive_seed(know.seed, "heldout-members"))]
-    pool = np.flatnonzero(know.attack_labels != know.forget_class) if know.forget_class is not None \
-        else np.arange(know.sizes["attack"])
+    everyone = np.arange(know.sizes["attack"])
+    if know.forget_class is None:
+        pool = same_class = everyone
+    else:
+        pool, same_class = (np.flatnonzero(f(know.attack_labels, know.forget_class)) for f in (np.not_equal, np.equal))
     nonmembers = pool[draw(len(pool), p["n_nonmembers"], derive_seed(know.seed, "heldout-nonmembers"))]
-    return {"train": np.sort(members), "attack": nonmembers}
+    return np.sort(members), nonmembers, np.setdiff1d(same_class, nonmembers)
 
 
 reference_queries = target_rows = no_rows
-score = mlp.scorer(sort=True)
 
 
 def fit(view: AttackerView) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    state, acc = fit_attack(view, queries(view.know), "train", "attack", "heldout-fit", sort=True)
-    return state, {"heldout_train_acc": acc}
+    """`n_seeds` MLPs on the attacked model's outputs (view.original: the released model by default), each
+    with its flagging threshold at `flag_fpr` on the calibration non-members."""
+    p = view.know.params["attack"]
+    members, nonmembers, calibration = _roles(view.know)
+    seeds = [derive_seed(view.know.seed, "heldout-fit", i) for i in range(p["n_seeds"])]
+    mlps = mlp.fit_mlps(view.original.at("train", members), view.original.at("attack", nonmembers), p, seeds,
+                        sort=True)
+    cal = view.original.at("attack", calibration)
+    thresholds = [_threshold(mlp.mlp_scores(dict(m.state_dict()), p, *cal, sort=True), p["flag_fpr"]) for m in mlps]
+    state = {f"s{i}.{k}": v for i, m in enumerate(mlps) for k, v in m.state_dict().items()}
+    state |= {"thresholds": torch.tensor(thresholds, dtype=torch.float64),
+              "members_rows": torch.from_numpy(members), "nonmembers_rows": torch.from_numpy(nonmembers),
+              "calibration_rows": torch.from_numpy(calibration)}
+    return state, {"heldout_calibration_n": float(len(calibration))}
 
 
-def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any]) -> dict[str, float]:
-    m, n = (mlp.flagged(x, params["attack"]["threshold"]) for x in (members, nonmembers))
-    adv, lo, hi = metrics.rate_difference(m, n)
-    return {"mia_recall_heldout": metrics.rate(m)[0],
-            "mia_nonmember_flag_rate": metrics.rate(n)[0],
-            "mia_advantage": adv, "mia_advantage_lo": lo, "mia_advantage_hi": hi,
-            **metrics.roc_columns("mia", members, nonmembers)}
+def _threshold(scores: np.ndarray, fpr: float) -> float:
+    """The lowest score threshold (flag: score > t) that flags at most `fpr` of `scores`."""
+    if len(scores) == 0:
+        return math.inf
+    s = np.sort(scores)[::-1]
+    k = int(math.floor(fpr * len(s)))  # at most k flagged
+    return float(s[k]) if k < len(s) else float(s[-1]) - 1.0
+
+
+def score(state: dict[str, torch.Tensor], target: Outputs, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Per role, [n, n_seeds] membership log-odds (one column per attack seed)."""
+    p = params["attack"]
+    n = len(state["thresholds"])
+    per = [{k[len(f"s{i}."):]: v for k, v in state.items() if k.startswith(f"s{i}.")} for i in range(n)]
+    return {role: np.stack([mlp.mlp_scores(w, p, target.logits[role], target.labels[role], sort=True) for w in per],
+                           axis=1) for role in target.rows}
+
+
+def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any],
+            state: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Recall, flag rate and advantage at the calibrated thresholds, AUC and TPRs: means over the attack
+    seeds, with the seeds' standard deviation of AUC and advantage beside them; the advantage's interval
+    widens Newcombe's by that spread."""
+    thr = state["thresholds"].numpy()
+    per = []
+    for i, t in enumerate(thr):
+        m, n = members[:, i] > t, nonmembers[:, i] > t
+        adv, lo, hi = metrics.rate_difference(m, n)
+        per.append({"mia_recall_heldout": metrics.rate(m)[0], "mia_nonmember_flag_rate": metrics.rate(n)[0],
+                    "mia_advantage": adv, "_lo": adv - lo, "_hi": hi - adv,
+                    **metrics.roc_columns("mia", members[:, i], nonmembers[:, i])})
+    out = {k: _mean([r[k] for r in per]) for k in per[0] if not k.startswith("_")}
+    sd = {k: _sd([r[k] for r in per]) for k in ("mia_auc", "mia_advantage")}
+    z = 1.959963984540054
+    lo = math.hypot(_mean([r["_lo"] for r in per]), z * sd["mia_advantage"])
+    hi = math.hypot(_mean([r["_hi"] for r in per]), z * sd["mia_advantage"])
+    return {**out, "mia_advantage_lo": out["mia_advantage"] - lo, "mia_advantage_hi": out["mia_advantage"] + hi,
+            "mia_auc_attack_sd": sd["mia_auc"], "mia_advantage_attack_sd": sd["mia_advantage"],
+            "mia_attack_seeds": len(thr)}
+
+
+def _mean(xs: list[float]) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return float(np.mean(xs)) if xs else math.nan
+
+
+def _sd(xs: list[float]) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return float(np.std(xs, ddof=1)) if len(xs) > 1 else math.nan

@@ -64,5 +64,6 @@ def score(state: dict[str, torch.Tensor], target: Outputs, params: dict[str, Any
     return out
 
 
-def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any]) -> dict[str, float]:
+def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any],
+            state: dict[str, torch.Tensor]) -> dict[str, float]:
     return metrics.roc_columns("lira", members, nonmembers)

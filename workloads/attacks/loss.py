@@ -40,5 +40,6 @@ def score(state: dict[str, torch.Tensor], target: Outputs, params: dict[str, Any
     return {role: -per_sample_loss(target.logits[role], target.labels[role]) for role in target.rows}
 
 
-def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any]) -> dict[str, float]:
+def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any],
+            state: dict[str, torch.Tensor]) -> dict[str, float]:
     return metrics.roc_columns("loss", members, nonmembers)

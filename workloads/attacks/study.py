@@ -43,6 +43,7 @@ def fit(view: AttackerView) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     return state, {"attack_train_acc": acc}
 
 
-def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any]) -> dict[str, float]:
+def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any],
+            state: dict[str, torch.Tensor]) -> dict[str, float]:
     rate, lo, hi = metrics.rate(mlp.flagged(members, params["attack"]["threshold"]))
     return {"mia_success": rate, "mia_success_lo": lo, "mia_success_hi": hi}
