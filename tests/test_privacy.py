@@ -63,9 +63,8 @@ def test_row_and_examples_carry_the_contract_columns(digits_cells):
     forget = ex[ex.split == "train_forget"]
     # scores are log-odds: the threshold 0.5 is log-odds 0
     assert (forget.study_score >= 0).mean() == pytest.approx(row["mia_success"])
-    assert (forget.attack_score >= 0).mean() == pytest.approx(row["mia_recall_heldout"])
-    assert (pop.attack_score >= 0).mean() == pytest.approx(row["mia_nonmember_flag_rate"])
-    assert metrics.auc(forget.attack_score, pop.attack_score) == pytest.approx(row["mia_auc"])
+    # the held-out attack: 5 attack seeds, calibrated thresholds; examples hold the seeds' mean score
+    assert row["mia_attack_seeds"] == 5 and row["mia_auc_attack_sd"] >= 0
     assert metrics.auc(-forget.loss, -pop.loss) == pytest.approx(row["loss_auc"])
     # 1/n_scored > 0.001 here, so TPR at 0.1% FPR cannot be resolved: NULL, never 0
     assert row["mia_fpr_floor"] > 0.001 and np.isnan(row["mia_tpr_at_01pct_fpr"])
@@ -78,18 +77,25 @@ def test_no_attack_training_sample_is_scored_and_p_eval_trains_nothing(digits_ce
     from workloads.attacks import unpack
     from workloads.data import load_split
 
+    from workloads.attacks import heldout
+    from workloads.hparams import attack_params
+    from workloads.stages import _know, cell_data
+
     base, _, attack, rows = digits_cells
     split = load_split(base.dataset, base.n_train, base.n_test, base.seed)
     ex = rows["none"][1]
     scored = set(ex[ex.split.isin(["train_forget", "population"])].dataset_index)
-    held = unpack(attack.state, "heldout")
-    trained_on = set(split.index["train"][held["members_rows"].numpy()]) | set(
-        split.index["attack"][held["nonmembers_rows"].numpy()])
-    assert trained_on and not trained_on & scored
+    # the held-out attack is fit in the evaluate stage on the evaluated model, on these rows
+    members, nonmembers, calibration = heldout._roles(_know(base, cell_data(base), attack_params(base.params_dict())))
+    trained_on = set(split.index["train"][members]) | set(split.index["attack"][nonmembers])
+    calibrated_on = set(split.index["attack"][calibration])
+    assert trained_on and calibrated_on and not (trained_on | calibrated_on) & scored
+    assert not trained_on & calibrated_on  # its threshold is set on non-members it never trained on
+    assert set(split.labels["attack"][calibration]) == {4}  # the class of the scored non-members
     forget_raw = set(ex[ex.split == "train_forget"].dataset_index)
-    assert not set(split.index["train"][held["members_rows"].numpy()]) & forget_raw  # members from the retain set
+    assert not set(split.index["train"][members]) & forget_raw  # members from the retain set
     # ... and non-members of the retained classes too, or the MLP learns the class instead of membership
-    assert 4 not in set(split.labels["attack"][held["nonmembers_rows"].numpy()])
+    assert 4 not in set(split.labels["attack"][nonmembers])
     p_eval = set(split.index["eval"])
     study = unpack(attack.state, "study")
     assert not p_eval & (set(split.index["train"]) | trained_on | set(split.index["test"][study["nonmembers_rows"].numpy()]))
@@ -103,9 +109,12 @@ def test_cells_share_stages_by_spec(digits_cells):
     assert a["train"] == b["train"] and a["unlearn"] != b["unlearn"] and a["attack"] != b["attack"]
     c = stage_specs(replace(base, method="retrain", unlearn_shots=64))
     assert c["unlearn"] == stage_specs(replace(base, method="retrain"))["unlearn"]  # retrain trains at train_shots
-    # the heldout attack draws members from the retain set: its stage is per forget set; the other attacks'
-    # stage is shared by every forget set
-    other = stage_specs(replace(base, forget="random:20"))
+    # the heldout attack is fit on the evaluated model (in evaluate) by default; fit on the original model its
+    # stage is per forget set (it draws members from the retain set), and the other attacks' stage is shared
+    assert "attack.forget" not in a
+    orig = base.with_params({**base.params_dict(), "attack": {**base.params_dict().get("attack", {}), "fit_on": "original"}})
+    a = stage_specs(replace(orig, method="ga"))
+    other = stage_specs(replace(orig, forget="random:20"))
     assert other["attack.forget"] != a["attack.forget"] and other["attack"] == a["attack"]
 
 
@@ -123,9 +132,12 @@ def test_reference_models_are_stages_shared_across_cells():
     cfgs = [replace(base, method=m, forget=f, eval_shots=e) for m in ("none", "ga") for f in ("class:4", "random:20")
             for e in (None, 64)] + [replace(base, seed=1)]
     plan = build_plan("g", cfgs, stage_specs, "v")
-    assert plan.count("reference") == 8 and plan.count("train") == 2 and plan.count("attack") == 3 + 5
+    # shared: one per (seed, eval shots); the held-out attack is fit in evaluate, so no per-forget-set stage
+    assert plan.count("reference") == 8 and plan.count("train") == 2 and plan.count("attack") == 3
+    original = [c.with_params({**c.params_dict(), "attack": {"fit_on": "original"}}) for c in cfgs]
+    plan = build_plan("g", original, stage_specs, "v")
     scopes = [s.cfg.attack_scope for s in plan.stages.values() if s.kind == "attack"]
-    assert scopes.count("shared") == 3 and scopes.count("forget") == 5  # shared: one per (seed, eval shots)
+    assert scopes.count("shared") == 3 and scopes.count("forget") == 5  # fit on the original: per forget set
     attack = next(s for s in plan.stages.values() if s.kind == "attack")
     kinds = [plan.stages[d].kind for d in attack.deps]
     assert kinds == ["train", "reference", "reference", "reference", "reference"]
@@ -232,7 +244,8 @@ def test_rmia_score_is_the_fraction_of_population_samples_it_beats():
 
     z = np.arange(4)
     state = {"p_out_train": torch.tensor([0.5, 0.5]), "p_out_eval": torch.tensor([0.5]),
-             "p_out_z": torch.full((4,), 0.5, dtype=torch.float64), "z_rows": torch.from_numpy(z)}
+             "p_out_z": torch.full((4,), 0.5, dtype=torch.float64), "z_rows": torch.from_numpy(z),
+             "offline_a": torch.tensor(0.3, dtype=torch.float64)}
     p = {"train": np.array([0.9, 0.2]), "eval": np.array([0.5]), "attack": np.array([0.1, 0.4, 0.6, 0.8])}
     out = Outputs({"train": np.arange(2), "eval": np.arange(1), "attack": z},
                   {r: logits_for(v) for r, v in p.items()}, {r: torch.zeros(len(v), dtype=torch.long) for r, v in p.items()})
@@ -303,3 +316,32 @@ def test_mlp_scores_keep_their_order_where_the_probability_underflows():
     assert s[0] > s[1] > s[2] and len(np.unique(s)) == 4
     assert flagged(s, 0.5).tolist() == [False, False, False, False]
     assert flagged(np.array([0.0, -1e-9]), 0.5).tolist() == [True, False]
+
+
+def test_heldout_attack_flags_at_the_calibrated_fpr_with_every_seed(digits_cells):
+    """Fit on the evaluated model's outputs: each attack seed's threshold flags at most `flag_fpr` of the
+    calibration non-members, and the row's AUC and flag rate are the seeds' means."""
+    from workloads.attacks import AttackerView, heldout
+    from workloads.hparams import attack_params
+    from workloads.stages import _know, _model, _query, cell_data
+
+    base, train, _, _ = digits_cells
+    data = cell_data(base)
+    params = attack_params(base.params_dict())
+    know = _know(base, data, params)
+    rows = {**heldout.queries(know), "train": np.arange(len(data.y["train"])), "eval": np.arange(len(data.y["eval"]))}
+    out, _ = _query(_model(base, data, train.state), data, rows, None, "torch", 0)
+    state, _ = heldout.fit(AttackerView(know, out))
+    _, _, calibration = heldout._roles(know)
+    cal = heldout.score(state, out.only(attack=calibration), params)["attack"]
+    thresholds = state["thresholds"].numpy()
+    assert cal.shape == (len(calibration), 5) and len(thresholds) == 5
+    assert ((cal > thresholds).mean(axis=0) <= params["attack"]["flag_fpr"] + 1e-12).all()
+    assert ((cal >= thresholds).mean(axis=0) > 0).all()  # the threshold sits on a calibration score, not above all
+    scores = heldout.score(state, out, params)
+    members = scores["train"][np.isin(out.rows["train"], data.forget)]
+    row = heldout.columns(members, scores["eval"], params, state)
+    assert len(members) > 0
+    assert row["mia_auc"] == pytest.approx(np.mean([metrics.auc(members[:, i], scores["eval"][:, i]) for i in range(5)]))
+    assert row["mia_auc_attack_sd"] > 0  # five seeds, five different MLPs
+    assert row["mia_nonmember_flag_rate"] == pytest.approx((scores["eval"] > thresholds).mean())

@@ -399,7 +399,7 @@ def evaluate_stage(
     tr, te = _eval_indices(cfg, data)  # the attack's own queries may have added train rows: not evaluated
     out = out.only(train=tr, test=te)
     f = np.flatnonzero(np.isin(out.rows["train"], data.forget))
-    row: dict[str, Any] = {"attack_fit_seconds_evaluate": fit_seconds}
+    row: dict[str, Any] = {"attack_fit_evaluate_seconds": fit_seconds}
     scores: dict[str, dict[str, np.ndarray]] = {}
     for a in active:
         scores[a.NAME] = a.score(states[a.NAME], out, params)
