@@ -23,9 +23,10 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 
 
 def rate(flags: np.ndarray) -> tuple[float, float, float]:
-    """Fraction of True flags with its 95% Wilson interval."""
-    flags = np.asarray(flags, dtype=bool)
-    return wilson_interval(int(flags.sum()), len(flags))
+    """Fraction of True flags with its 95% Wilson interval. Flags may be probabilities in [0, 1] (a
+    randomised decision at a tied threshold): the rate is then the expected fraction."""
+    flags = np.asarray(flags, dtype=np.float64)
+    return wilson_interval(float(flags.sum()), len(flags))
 
 
 mia_success = rate  # the study's number: the fraction of the forget set flagged as member
