@@ -101,48 +101,53 @@ class Cell:
 
 
 def _member_sums(cell: Cell, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Under each row of weights (replicates x samples), for every member in ascending score order: the
-    non-member weight strictly below its score and tied with it, and the member weight strictly below it; and
-    the member weights themselves. One cumulative sum over the non-members; the rest is over members only."""
+    """Under each column of weights (samples x replicates), for every member in ascending score order: the
+    non-member weight strictly below its score and tied with it, the member weight strictly below it, and the
+    member weights themselves. Non-members are summed per stretch between members' tie groups (reduceat), so
+    the work over all samples is one pass."""
     order, member, start, end = cell._sorted
-    w = w[:, order]
-    cn = np.zeros((len(w), w.shape[1] + 1))
-    np.cumsum(np.where(member, 0.0, w), axis=1, out=cn[:, 1:])
     idx = np.flatnonzero(member)
-    wp = w[:, idx]
-    cp = np.zeros((len(w), len(idx) + 1))
-    np.cumsum(wp, axis=1, out=cp[:, 1:])
-    below = cn[:, start[idx]]
-    return below, cn[:, end[idx]] - below, cp[:, np.searchsorted(idx, start[idx])], wp
+    w = w[order]
+    wn = w * (~member)[:, None]
+    cuts = np.unique(np.r_[0, start[idx], end[idx]])
+    cuts = cuts[cuts < len(w)]
+    below_cut = np.zeros((len(cuts) + 1, w.shape[1]))
+    np.cumsum(np.add.reduceat(wn, cuts, axis=0), axis=0, out=below_cut[1:])  # weight below each cut, then all
+    lo = below_cut[np.searchsorted(cuts, start[idx])]
+    hi = below_cut[np.minimum(np.searchsorted(cuts, end[idx]), len(cuts))]
+    wp = w[idx]
+    cp = np.zeros((len(idx) + 1, w.shape[1]))
+    np.cumsum(wp, axis=0, out=cp[1:])
+    return lo, hi - lo, cp[np.searchsorted(idx, start[idx])], wp
 
 
-def weighted_auc(cell: Cell, w: np.ndarray) -> np.ndarray:
-    """AUC (ties count one half) under each row of sample weights `w` (replicates x samples)."""
-    below, tied, _, wp = _member_sums(cell, w)
-    w0 = w[:, ~cell.member].sum(1)
+def weighted_auc(cell: Cell, w: np.ndarray, sums: tuple | None = None) -> np.ndarray:
+    """AUC (ties count one half) under each column of sample weights `w` (samples x replicates)."""
+    below, tied, _, wp = sums or _member_sums(cell, w)
+    w0 = w[~cell.member].sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (wp * (below + 0.5 * tied)).sum(1) / (wp.sum(1) * w0)
+        return (wp * (below + 0.5 * tied)).sum(0) / (wp.sum(0) * w0)
 
 
-def weighted_tpr(cell: Cell, w: np.ndarray, fpr: float = FPR) -> np.ndarray:
+def weighted_tpr(cell: Cell, w: np.ndarray, sums: tuple | None = None, fpr: float = FPR) -> np.ndarray:
     """Highest TPR at a threshold (a threshold flags the scores at or above it) whose FPR does not exceed `fpr`,
-    under each row of weights; NaN when the non-members cannot resolve `fpr` (below 1/n). The best threshold
+    under each column of weights; NaN when the non-members cannot resolve `fpr` (below 1/n). The best threshold
     is always a member's score, so only those are tried."""
     if cell.n_members == 0 or cell.n_nonmembers == 0 or fpr < 1.0 / cell.n_nonmembers - 1e-12:
-        return np.full(len(w), np.nan)
-    below, _, members_below, wp = _member_sums(cell, w)
-    w1, w0 = wp.sum(1, keepdims=True), w[:, ~cell.member].sum(1, keepdims=True)
+        return np.full(w.shape[1], np.nan)
+    below, _, members_below, wp = sums or _member_sums(cell, w)
+    w1, w0 = wp.sum(0), w[~cell.member].sum(0)
     tp, fp = w1 - members_below, w0 - below  # weight at or above each member's score
     ok = fp <= fpr * w0 + 1e-9
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ok, tp, 0.0).max(1) / w1[:, 0]
+        return np.where(ok, tp, 0.0).max(0) / w1
 
 
-STATISTICS: dict[str, Callable[[Cell, np.ndarray], np.ndarray]] = {"auc": weighted_auc, "tpr_at_1pct_fpr": weighted_tpr}
+STATISTICS: dict[str, Callable[..., np.ndarray]] = {"auc": weighted_auc, "tpr_at_1pct_fpr": weighted_tpr}
 
 
 def cell_value(cell: Cell, signal: str) -> float:
-    return float(STATISTICS[signal](cell, np.ones((1, len(cell.scores))))[0])
+    return float(STATISTICS[signal](cell, np.ones((len(cell.scores), 1)))[0])
 
 
 def cell_se(cell: Cell, signal: str) -> float:
@@ -173,18 +178,18 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 
 def sample_weights(ids: np.ndarray, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> np.ndarray:
-    """Poisson(1) bootstrap weights (replicates x samples), a function of (sample id, replicate, seed) only: a
+    """Poisson(1) bootstrap weights (samples x replicates), a function of (sample id, replicate, seed) only: a
     sample shared by two cells gets the same weight in both, whichever cells a report holds."""
     with np.errstate(over="ignore"):
         key = _mix(ids.astype(np.uint64) + np.uint64(seed % 2**64) * _GOLDEN)
-        reps = np.arange(1, n_boot + 1, dtype=np.uint64)[:, None] * _GOLDEN
-        z = _mix(key[None, :] ^ _mix(reps))
+        reps = np.arange(1, n_boot + 1, dtype=np.uint64)[None, :] * _GOLDEN
+        z = _mix(key[:, None] ^ _mix(reps))
     u = (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
     return np.searchsorted(_POISSON_CDF, u, side="right").astype(np.float64)
 
 
 class Resampler:
-    """`sample_weights` of every id a report holds, drawn once; a cell's weights are its ids' columns."""
+    """`sample_weights` of every id a report holds, drawn once; a cell's weights are its ids' rows."""
 
     def __init__(self, ids: Any, n_boot: int = N_BOOT, seed: int = BOOT_SEED) -> None:
         self.ids = np.unique(np.asarray(ids, np.int64))
@@ -195,7 +200,7 @@ class Resampler:
         pos = np.searchsorted(self.ids, ids)
         if not np.array_equal(self.ids[np.minimum(pos, len(self.ids) - 1)], ids):
             return sample_weights(ids, self.n_boot, self.seed)
-        return self._w[:, pos]
+        return self._w[pos]
 
 
 _REPLICATES: weakref.WeakKeyDictionary[Cell, dict[tuple[str, int, int], np.ndarray]] = weakref.WeakKeyDictionary()
@@ -203,13 +208,13 @@ _REPLICATES: weakref.WeakKeyDictionary[Cell, dict[tuple[str, int, int], np.ndarr
 
 def replicates(cell: Cell, signal: str, n_boot: int = N_BOOT, seed: int = BOOT_SEED,
                weights: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """The signal under each bootstrap replicate's weights (computed once per cell)."""
+    """The signal under each bootstrap replicate's weights (every signal computed at once, once per cell)."""
     memo = _REPLICATES.setdefault(cell, {})
-    key = (signal, n_boot, seed)
-    if key not in memo:
+    if (signal, n_boot, seed) not in memo:
         w = weights(cell.ids) if weights is not None else sample_weights(cell.ids, n_boot, seed)
-        memo[key] = STATISTICS[signal](cell, w)
-    return memo[key]
+        sums = _member_sums(cell, w)
+        memo.update({(sig, n_boot, seed): f(cell, w, sums) for sig, f in STATISTICS.items()})
+    return memo[(signal, n_boot, seed)]
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:
