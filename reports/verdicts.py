@@ -446,9 +446,9 @@ def _lit(v: str) -> str:
     return "'" + v.replace("'", "''") + "'"
 
 
-def example_scores(con: Any, grid: str) -> pd.DataFrame:
+def example_scores(con: Any, grid: str, columns: Sequence[str] = tuple(ATTACK_SCORES.values())) -> pd.DataFrame:
     """One row per forget-set member and scored non-member of every ok cell of `grid`: the slice axes, method,
-    seed, cell_id, `member`, `sample_id` and `loss`, and one column per attack score present (`ATTACK_SCORES`).
+    seed, cell_id, `member`, `dataset_index` and `loss`, and each score column of `columns` that the store has.
     Non-members are the `population` rows (P_eval); a cell without them (older stores) uses the test samples of
     its forget set's classes, as the report's ROC does. `con` is a DuckDB connection with the store's `cells`
     and `examples` views (harness.store.register_views; reports.queries.connect's `Store.con`)."""
@@ -456,7 +456,7 @@ def example_scores(con: Any, grid: str) -> pd.DataFrame:
     if "dataset_index" not in _columns(con, src) and "dataset_index" in _columns(con, "store_examples"):
         src = "store_examples"  # queries.connect keeps the store's own view beside its narrower table
     have = _columns(con, src)
-    scores = [f"e.{c}" for a, c in ATTACK_SCORES.items() if c in have and c != "loss"]
+    scores = [f"e.{c}" for c in dict.fromkeys(columns) if c in have and c != "loss"]
     ident = "e.dataset_index" if "dataset_index" in have else "NULL::BIGINT"
     return con.execute(f"""
       WITH c AS (SELECT cell_id, {', '.join(SLICE_AXES)}, method, seed FROM cells
@@ -487,21 +487,23 @@ def _key(values: Sequence[Any]) -> tuple:
 
 
 def verdict_table(con: Any, grid: str, margins: Margins = Margins(), alpha: float = ALPHA, *,
-                  n_boot: int = N_BOOT, seed: int = BOOT_SEED, attacks: Sequence[str] | None = None) -> pd.DataFrame:
+                  n_boot: int = N_BOOT, seed: int = BOOT_SEED, attacks: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The verdict of every method (and `none`) against `retrain` per slice (model, forget set, shots, backend) and
     attack, over the seeds both have: each signal's mean difference with its 95% interval and MDE, the
-    Holm-adjusted p-values of the equivalence and difference tests, and the verdict. Empty without `retrain`."""
-    df = example_scores(con, grid)
+    Holm-adjusted p-values of the equivalence and difference tests, and the verdict. `attacks` maps an attack's
+    name to its score column in `examples` (default `ATTACK_SCORES`; `loss` is negated). Empty without `retrain`."""
+    attacks = dict(attacks or ATTACK_SCORES)
+    df = example_scores(con, grid, tuple(attacks.values()))
     if df.empty:
         return pd.DataFrame()
     df["sample_id"] = sample_ids(df)
     resample = Resampler(df["sample_id"].to_numpy(), n_boot, seed)
-    names = [a for a in (attacks or ATTACK_SCORES) if ATTACK_SCORES.get(a) in df.columns]
+    names = [a for a, col in attacks.items() if col in df.columns]
     cells: dict[tuple[str, str], Cell] = {}
     for cid, g in df.groupby("cell_id", sort=False):
         member = g["member"].to_numpy(bool)
         for a in names:
-            x = g[ATTACK_SCORES[a]].to_numpy(float) * (-1.0 if a == "loss" else 1.0)
+            x = g[attacks[a]].to_numpy(float) * (-1.0 if attacks[a] == "loss" else 1.0)
             ok = ~np.isnan(x)
             if ok[member].any() and ok[~member].any():
                 cells[(cid, a)] = Cell(x[ok], member[ok], g["sample_id"].to_numpy()[ok])
@@ -542,7 +544,7 @@ def _table(verdicts: Sequence[Verdict], n: int) -> pd.DataFrame:
 def loss_ks_table(con: Any, grid: str, combine: str = "fisher") -> pd.DataFrame:
     """Loss KS per slice and method against `retrain`: the KS statistic of each seed (forget-set losses), their
     mean, and the seeds' p-values combined (`combine`: fisher or stouffer)."""
-    df = example_scores(con, grid)
+    df = example_scores(con, grid, ())
     if df.empty:
         return pd.DataFrame()
     df = df[df["member"] & df["loss"].notna()]

@@ -243,6 +243,10 @@ def test_verdict_table_from_a_store_is_the_core_on_its_rows(store) -> None:
         s.close()
     # the loss attack scores -loss = score / 2: a monotone map, so the same AUCs
     assert by[("loss", "ssd")].d_auc == pytest.approx(by[("paper-mlp", "ssd")].d_auc)
+    # one attack alone: the same differences, a family of its own
+    loss = v.verdict_table(con, "g", n_boot=200, attacks={"loss": "loss"})
+    assert set(loss["attack"]) == {"loss"} and (loss["n_tests"] == 6).all()
+    assert loss["d_auc"].tolist() == pytest.approx(table[table["attack"] == "loss"]["d_auc"].tolist())
 
 
 def test_loss_ks_table_combines_the_seeds(store) -> None:
