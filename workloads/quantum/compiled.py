@@ -602,7 +602,7 @@ class _Sweep(torch.autograd.Function):
     def backward(ctx, g):
         units = ctx.saved_tensors
         grads: list = [None] * len(units)
-        states = ctx.states
+        states = list(ctx.states)  # a copy: a retained graph may run this backward again
         for op in reversed(ctx.ops):
             if op[0] == "perm":
                 _, _, inv, phase = op
@@ -610,7 +610,6 @@ class _Sweep(torch.autograd.Function):
                 g = g.reshape(g.shape[0], -1).index_select(1, inv).reshape(g.shape)
             else:
                 g, grads[op[1]] = _half_grads(states.pop(), g, units[op[1]], op[0] == "lo")
-        ctx.states = None
         return (g, None, *grads)
 
 
