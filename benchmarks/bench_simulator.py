@@ -6,6 +6,8 @@ Prints, for the exact float64 executor:
   PennyLane (default.qubit, broadcasting, backprop) when it is installed (an optional extra for this
   benchmark only, never a dependency of the project);
 - the physical floor: the epoch's FLOPs at this core's float64 rate, measured here with a large matmul.
+- one qnn-l5 epoch on the generic compiled executor (any qiskit circuit) against the hand-written
+  kernel, same loop and seed, and the weights' difference after it (`--compiled-only` for just this);
 With `--baseline DIR` (a checkout of another commit) its epochs are timed too, alternating with ours.
 Every time is the best of `--repeat`; on a shared machine compare ratios, not absolute seconds.
 Run: python benchmarks/bench_simulator.py [--baseline /path/to/old/checkout]
@@ -176,6 +178,65 @@ def pennylane_epoch(n_layers: int = 5) -> float | None:
     return time.perf_counter() - start
 
 
+class _CompiledQNN(torch.nn.Module):
+    """qnn-l5 on the generic compiled executor: amplitude states -> the ansatz circuit -> Linear(8, 10)."""
+
+    def __init__(self, model: torch.nn.Module):
+        from workloads.quantum import circuits
+        from workloads.quantum.compiled import compile_circuit
+
+        super().__init__()
+        self.circuit = compile_circuit(circuits.ansatz(model.quantum.weight.shape[0]), None, "w")
+        self.weight = torch.nn.Parameter(model.quantum.weight.detach().reshape(-1).clone())
+        self.head = torch.nn.Linear(8, 10, dtype=torch.float64)
+        self.head.load_state_dict(model.head.state_dict())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.circuit.expectations(None, self.weight, initial_state=x))
+
+
+def compiled_epochs(repeat: int) -> tuple[float, float, float]:
+    """(hand-written kernel s, compiled executor s, max weight difference after the epoch): one exact
+    qnn-l5 epoch each, same data, seed, recipe and loop, alternating, best of `repeat`."""
+    from torch.nn import functional as F
+
+    from workloads.hparams import model_defaults
+    from workloads.models import build_model
+    from workloads.models.training import batches, sgd
+
+    x, y = _training_data("qnn-l5")
+    recipe = model_defaults("qnn-l5")
+
+    def epoch(model: torch.nn.Module) -> float:
+        opt, gen = sgd(model, recipe), torch.Generator().manual_seed(0)
+        start = time.perf_counter()
+        for idx in batches(len(y), recipe["batch_size"], gen):
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+        return time.perf_counter() - start
+
+    hand, generic, diff = [], [], 0.0
+    for _ in range(repeat):
+        ref = build_model("qnn-l5", 0)
+        twin = _CompiledQNN(ref)
+        hand.append(epoch(ref))
+        generic.append(epoch(twin))
+        diff = max(diff, float((ref.quantum.weight.detach().reshape(-1) - twin.weight.detach()).abs().max()))
+    return min(hand), min(generic), diff
+
+
+def print_compiled(repeat: int) -> None:
+    hand, generic, diff = compiled_epochs(repeat)
+    print(f"\nqnn-l5 epoch, generic compiled executor (workloads/quantum/compiled.py) vs the hand-written kernel, "
+          f"best of {repeat}:\n  kernel {hand:.3f} s, compiled {generic:.3f} s, ratio {generic / hand:.2f}x; "
+          f"weights after the epoch differ by {diff:.1e}")
+    try:
+        import torchquantum  # noqa: F401
+    except ImportError:
+        print("  TorchQuantum: not installed (its release pins qiskit<1 and another torch)")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--samples", type=int, default=1000)
@@ -183,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--baseline", type=Path, help="a checkout of another commit: time its epochs too, alternating")
     p.add_argument("--skip-forward", action="store_true", help="skip the forward-pass comparison with qiskit")
+    p.add_argument("--compiled-only", action="store_true",
+                   help="only the compiled executor's qnn-l5 epoch against the hand-written kernel")
     p.add_argument("--epoch", help=argparse.SUPPRESS)  # internal: print one epoch time as JSON
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -193,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     rate = flop_rate()
     print(f"float64 matmul on one core: {rate / 1e9:.1f} GFLOP/s")
 
+    if args.compiled_only:
+        print_compiled(args.repeat)
+        return
     if not args.skip_forward:
         print(f"\nforward pass of {args.samples} samples, amplitude embedding + L layers")
         print(f"{'L':>3} {'torch ms':>9} {'aer ms':>9} {'statevector ms':>15} {'aer/torch':>10} {'statevector/torch':>18}")
@@ -221,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     print("(floor: the gate-by-gate FLOPs of forward and adjoint backward, plus the HQNN's convolution and\n"
           " linear layer, at the matmul rate above; `of floor` = floor / epoch)")
 
+    print_compiled(args.repeat)
     qnn = min(ours["qnn-l5"])
     peer = pennylane_epoch()
     if peer is None:
