@@ -89,8 +89,27 @@ class StackedModels:
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """K linear layers at once: x (K, rows, in), weight (K, out, in), bias (K, out)."""
-    return torch.baddbmm(bias.unsqueeze(1), x, weight.mT)
+    """K linear layers at once: x (K, rows, in), weight (K, out, in), bias (K, out) -> (K, rows, out)."""
+    return _ManyLinear.apply(x, weight, bias)
+
+
+class _ManyLinear(torch.autograd.Function):
+    """Batched linear layers with each gradient computed in its own tensor's layout: autograd's
+    products for `baddbmm` gave the (K, 256, 980) weight gradient transposed (then copied into
+    place) or multiplied by the transposed weight, each slower than the product itself."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        x = x.contiguous()  # bmm falls back to a slow loop on strided batches (100x at 8 x 980)
+        ctx.save_for_backward(x, weight)
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.mT)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        g_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        return g_x, torch.bmm(grad.mT.contiguous(), x), grad.sum(1)
 
 
 class ManySGD:
