@@ -17,6 +17,15 @@ from workloads.quantum.compiled import CircuitError, compile_circuit
 B = "tests.support.circuit_builders"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: torch's intra-op threads cost more than they save on a busy machine."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.mark.parametrize("module", ["hardware_efficient", "reuploading"])
 def test_examples_build_check_and_train(module: str) -> None:
     """Each example compiles, agrees with Statevector, and one SGD step through it lowers the loss."""
@@ -97,3 +106,24 @@ def test_each_mistake_is_one_error_naming_the_key(entry: dict, message: str) -> 
 
 def test_good_entry_passes() -> None:
     assert build("m", {"circuit": f"{B}:good"}, max_qubits=8).compiled.n_qubits == 4
+
+
+def test_builtin_circuit_as_a_circuit_model_trains_like_the_builtin() -> None:
+    """qnn-angle-l2's own circuit, named as a circuit model, trains one epoch through `fit` to the built-in
+    model's weights (1e-10) and logs the same device circuits."""
+    from workloads.hparams import model_defaults
+    from workloads.models import build_model
+    from workloads.models.training import fit
+    from workloads.quantum.circuit_model import CircuitQNN
+
+    ref = build_model("qnn-angle-l2", 3)
+    twin = CircuitQNN(build("angle", {"circuit": f"{B}:builtin_angle", "inputs": "enc"}, n_features=8))
+    with torch.no_grad():
+        twin.quantum.weight.copy_(ref.quantum.weight.reshape(-1))
+        twin.head.load_state_dict(ref.head.state_dict())
+    rng = np.random.default_rng(2)
+    x, y = torch.tensor(rng.uniform(0, np.pi, size=(64, 8))), torch.tensor(rng.integers(0, 10, size=64))
+    recipe = model_defaults("qnn-angle-l2")
+    cost_ref, cost_twin = fit(ref, x, y, recipe, None, 5, epochs=1), fit(twin, x, y, recipe, None, 5, epochs=1)
+    assert (ref.quantum.weight.detach().reshape(-1) - twin.quantum.weight.detach()).abs().max() < 1e-10
+    assert (cost_ref.circuits, cost_ref.device_circuits) == (cost_twin.circuits, cost_twin.device_circuits)

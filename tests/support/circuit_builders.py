@@ -49,3 +49,10 @@ def wide() -> QuantumCircuit:
 
 def not_a_circuit() -> str:
     return "a string"
+
+
+def builtin_angle() -> QuantumCircuit:
+    """The built-in qnn-angle-l2 circuit: RY angle encoding ('enc') and two U3 + CNOT-ring layers ('w')."""
+    from workloads.quantum.circuits import model_circuit
+
+    return model_circuit("angle", 2)

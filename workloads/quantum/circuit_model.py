@@ -16,10 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import math
+
+import torch
 from qiskit import QuantumCircuit, qasm3, qpy
 from qiskit.circuit import ParameterVector
+from torch import nn
 
 from .compiled import CircuitError, CompiledCircuit, check_against_statevector, compile_circuit
+from .parameter_shift import ExecutionLog
 
 ENCODINGS = ("angle", "amplitude", "custom")
 HEADS = ("linear",)
@@ -143,8 +148,12 @@ def provenance(circuit: QuantumCircuit) -> dict[str, Any]:
             "circuit_two_qubit_gates": two}
 
 
-def build(name: str, entry: Any, max_qubits: int | None = None, backend: str = "torch") -> CircuitModel:
-    """Parse, load, compile and check one entry against qiskit's Statevector (the plan-time check)."""
+def build(name: str, entry: Any, max_qubits: int | None = None, backend: str = "torch",
+          n_features: int | None = None) -> CircuitModel:
+    """Parse, load, compile and check one entry against qiskit's Statevector (the plan-time check).
+
+    `max_qubits`: the backend's qubits; `n_features`: the width of the data's angle view, which angle
+    and custom encodings feed to the circuit's input vector."""
     spec = parse_entry(name, entry)
     circuit = load_circuit(spec)
     where = f"models.{name}"
@@ -163,8 +172,64 @@ def build(name: str, entry: Any, max_qubits: int | None = None, backend: str = "
     try:
         compiled = compile_circuit(circuit, spec.inputs, spec.weights, spec.observables)
         check_against_statevector(circuit, spec.inputs, spec.weights, compiled=compiled)
+        if n_features is not None and spec.inputs is not None and compiled.n_inputs != n_features:
+            raise CircuitError(f"inputs: the data gives {n_features} features; the circuit's input vector "
+                               f"{spec.inputs} has {compiled.n_inputs}")
     except CircuitError as e:
         key = "observables" if str(e).startswith("observable") else (
             "inputs" if str(e).startswith("inputs") else "weights" if str(e).startswith("weights") else "circuit")
         raise CircuitError(f"{where}.{key}: {e}") from None
     return CircuitModel(spec, circuit, compiled, provenance(circuit))
+
+
+class CircuitLayer(nn.Module):
+    """A circuit model's quantum layer: inputs (angles, or amplitudes for amplitude encoding) -> <P> of
+    its observables, exact with autograd gradients, or at `shots` for evaluation.
+
+    It keeps the built-in layer's interface (`shots`, `generator`, `log`), so `shots_mode` and the
+    execution log work unchanged. Finite-shot training (parameter-shift gradients) is not implemented
+    for circuit models and raises."""
+
+    def __init__(self, model: CircuitModel):
+        super().__init__()
+        self.encoding = model.spec.encoding
+        self.circuit = model.compiled
+        self.weight = nn.Parameter(torch.rand(self.circuit.n_weights, dtype=torch.float64) * 2 * math.pi)
+        self.shots: int | None = None
+        self.generator: torch.Generator | None = None
+        self.log = ExecutionLog()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        amplitude = self.encoding == "amplitude"
+        inputs, state = (None, x) if amplitude else (x, None)
+        settings = self.circuit.settings()
+        if self.shots is not None:
+            if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+                raise CircuitError("finite-shot training of circuit models is not supported; train exact")
+            self.log.add(x.shape[0] * settings, self.shots)
+            return self.circuit.expectations(inputs, self.weight, state, self.shots, self.generator)
+        self.log.add(x.shape[0] * settings, None)
+        z = self.circuit.expectations(inputs, self.weight, state)
+        if z.requires_grad:  # autograd stands in for the shift circuits a device would run
+            n = self.circuit.device_circuits(x.shape[0], self.weight.requires_grad, x.requires_grad and not amplitude)
+            extra = n - x.shape[0] * settings
+            if amplitude and x.requires_grad:  # the Mottonen tree's 255 RY angles, two terms each
+                extra += x.shape[0] * settings * 2 * (AMPLITUDE_FEATURES - 1)
+            log = self.log
+            z.register_hook(lambda g: (log.add_device_only(extra), g)[1])
+        return z
+
+
+class CircuitQNN(nn.Module):
+    """Encoded features -> a circuit model's layer -> Linear(observables, classes)."""
+
+    def __init__(self, model: CircuitModel, n_classes: int = 10):
+        super().__init__()
+        self.quantum = CircuitLayer(model)
+        self.head = nn.Linear(len(model.compiled.observables), n_classes, dtype=torch.float64)
+
+    def encoded(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.quantum(self.encoded(x)))
