@@ -18,7 +18,8 @@ from rich.table import Table
 
 from .identity import STAGES
 from .hw_cli import app as hw_app
-from .ui import OneLineErrors, examples, fail, fmt_duration, note
+from .loading import WORKLOAD, fingerprint, load_grid, nearest_existing, open_store, where
+from .ui import Interrupted, OneLineErrors, examples, fail, fmt_duration, note
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 app = typer.Typer(
@@ -34,8 +35,6 @@ app = typer.Typer(
                     "qmu hw estimate grids/hardware.yaml # QPU seconds before submitting"))
 app.add_typer(hw_app, name="hw", short_help="Hardware jobs through a ledger and a QPU budget.")
 RESULTS_HELP = "results root: a local directory or a pyarrow filesystem URI (s3://..., gs://...)"
-# The workload module every stage runs. Tests point it at tests.support.trivial through a fixture; it is not a flag.
-WORKLOAD = "workloads.stages"
 
 
 def _process_start() -> float:
@@ -50,40 +49,6 @@ def _process_start() -> float:
         return time.time() - max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
     except (OSError, ValueError, IndexError):
         return time.time()
-
-
-def _where(store: Any) -> str:
-    return store.base if store.local else store.root
-
-
-def _store(results: str, *, must_exist: bool = False):
-    """The ResultStore at `results`; exit 2 on a URI pyarrow cannot open, or (must_exist) a root with no store."""
-    from .store import ResultStore
-
-    try:
-        store = ResultStore(results)
-    except (ValueError, OSError) as e:  # pyarrow.ArrowInvalid is a ValueError
-        raise fail(f"--results {results!r}: cannot open it ({str(e).splitlines()[0][:200]}); give a local "
-                   "directory or a filesystem URI such as s3://BUCKET/PREFIX") from None
-    if store.local and not os.path.isdir(found := _nearest_existing(store.base)):
-        raise fail(f"--results {store.base}: is a file, not a directory" if found == store.base else
-                   f"--results {store.base}: {found} is a file, so no store can be under it; choose a directory path")
-    if must_exist:
-        try:
-            grids = store.grids()
-        except OSError as e:
-            raise fail(f"--results {results!r}: cannot read it ({str(e).splitlines()[0][:200]})") from None
-        if not grids:
-            raise fail(f"--results {_where(store)}: no result store there (no cells/ or manifests/); run "
-                       f"`qmu run GRID.yaml --results {results}` first, or point --results at an existing store")
-    return store
-
-
-def _nearest_existing(path: str) -> str:
-    """`path` itself, or its nearest ancestor that exists (`path` is absolute, so "/" ends the walk)."""
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    return path
 
 
 def _make_root(store: Any) -> None:
@@ -106,30 +71,6 @@ def _manifest(store: Any, grid: str) -> dict[str, Any] | None:
                    f"grid {grid!r} writes it again") from None
 
 
-def _load_grid(grid: Path):
-    """The validated grid (exit 2 naming file, key and problem), with its fingerprint for the manifest."""
-    import dataclasses
-
-    from .grid_spec import GridError, load_grid
-
-    try:
-        spec = load_grid(grid, WORKLOAD)
-    except GridError as e:
-        raise fail(str(e)) from None
-    return dataclasses.replace(spec, fingerprint=fingerprint(grid.read_bytes()))
-
-
-def fingerprint(text: bytes) -> str:
-    """Equal fingerprints expand into the same cells: same grid bytes, workload module and science code."""
-    import hashlib
-
-    import workloads  # the package only: code_version hashes the sources without importing torch
-
-    h = hashlib.sha256(text)
-    h.update(f"\0{WORKLOAD}\0{workloads.code_version()}".encode())
-    return h.hexdigest()[:24]
-
-
 # ------------------------------------------------------------------------------------------------- run
 @app.command(epilog=examples(
     "qmu run grids/smoke.yaml # local Ray, results in ./results",
@@ -149,10 +90,10 @@ def run(
 ) -> None:
     """Run or resume a grid, with progress. A finished grid returns at once ("nothing to do")."""
     t0 = _process_start()
-    store = _store(results)
+    store = open_store(results)
     if not dry_run and _already_done(grid, store, t0):
         return
-    spec = _load_grid(grid)  # a bad grid exits here with its one error line, before any progress line
+    spec = load_grid(grid, WORKLOAD)  # a bad grid exits here with its one error line, before any progress line
     print(f"qmu run {grid}: planning", flush=True)
     if any(b.startswith("ibm:") for b in spec.axes["backend"]):
         return _run_on_hardware(spec, grid, results, max_qpu_seconds, dry_run)
@@ -187,14 +128,14 @@ def _already_done(grid: Path, store: Any, t0: float) -> bool:
         manifest = store.manifest(str(name))
     except Exception:  # noqa: BLE001 -- unreadable or unusual: the full path reports it
         return False
-    if not manifest or manifest.get("fingerprint") != fingerprint(data):
+    if not manifest or manifest.get("fingerprint") != fingerprint(data, WORKLOAD):
         return False
     statuses = store.cell_statuses(name)
     cells = manifest.get("cells") or []
     if not all(statuses.get(c) == "ok" for c in cells):
         return False
     print(f"{name}: nothing to do: all {len(cells)} cells are stored | wall {fmt_duration(time.time() - t0)} | "
-          f"results: {_where(store)}")
+          f"results: {where(store)}")
     return True
 
 
@@ -221,7 +162,7 @@ def _summary(name: str, s: Any, store: Any, t0: float) -> None:
     nodes = f" on {len(s.hosts)} node(s)" if s.hosts else ""
     print(f"{name}: {done}, {s.cells_skipped} reused of {s.cells_total} | stages run: {ran}{nodes} | "
           f"reused: {reused} | retries {s.retries} | wall {fmt_duration(time.time() - t0)} | "
-          f"results: {_where(store)}")
+          f"results: {where(store)}")
     for cid, error in s.failures[:10]:
         note(f"failed {cid}: {error.splitlines()[0] if error else ''}")
 
@@ -275,7 +216,7 @@ def status(
     interval: float = typer.Option(5.0, min=0.5, help="seconds between refreshes with --watch"),
 ) -> None:
     """Done / failed / budget_skipped / pending cells per grid."""
-    store = _store(results, must_exist=True)
+    store = open_store(results, must_exist=True)
     if not watch:
         Console(width=120).print(_status_table(store)[0])
         return
@@ -301,7 +242,7 @@ def _status_table(store: Any) -> tuple[Table, int, int]:
     """(table, cells finished, cells pending) over every grid of the store."""
     from .store import STATUSES
 
-    t = Table(title=f"results: {_where(store)}")
+    t = Table(title=f"results: {where(store)}")
     for col in ("grid", "cells", *STATUSES, "pending"):
         t.add_column(col, justify="left" if col == "grid" else "right")
     finished = pending = 0
@@ -325,10 +266,10 @@ def compact(
 ) -> None:
     """Fold a grid's result files into a few large sorted Parquet files (fast queries at scale; `qmu run`
     does this itself after a run that left many files)."""
-    store = _store(results, must_exist=True)
+    store = open_store(results, must_exist=True)
     grids = store.grids()
     if grid is not None and grid not in grids:
-        raise fail(f"--grid {grid!r}: no such grid under {_where(store)} (grids: {', '.join(grids)})")
+        raise fail(f"--grid {grid!r}: no such grid under {where(store)} (grids: {', '.join(grids)})")
     for g in [grid] if grid else grids:
         info = store.compact(g)
         print(f"{g}: {info['cells']} cells compacted, {info['absorbed']} pending file(s) folded in")
@@ -346,13 +287,18 @@ def query(
 ) -> None:
     """Run one read-only DuckDB SELECT over the result store.
 
-    The connection reads the results root and nothing else: COPY, ATTACH, INSTALL, LOAD, SET and every
-    other statement but one SELECT (or EXPLAIN) exit 2."""
+    Only one SELECT (CTEs and set operations included) or EXPLAIN of one runs: COPY, ATTACH, INSTALL, LOAD,
+    SET, EXPLAIN ANALYZE and a write nested in a CTE exit 2. The connection opens the store's own files and
+    nothing else."""
+    from .sql import QueryError, check_read_only, read_only_query
+
     if format not in ("table", "csv", "json"):
         raise fail(f"--format: unknown format {format!r}; choose table, csv or json")
-    _check_read_only(sql)
-    store = _store(results, must_exist=True)
-    df = read_only_query(store, sql)
+    try:
+        check_read_only(sql)  # before the store is opened: a refused statement touches nothing
+        df = read_only_query(open_store(results, must_exist=True), sql)
+    except QueryError as e:
+        raise fail(f"query: {e}") from None
     if format == "csv":
         sys.stdout.write(df.to_csv(index=False))
     elif format == "json":
@@ -365,51 +311,6 @@ def query(
             t.add_row(*(_cell_text(v) for v in rec))
         Console(width=max(120, 14 * len(df.columns))).print(t, markup=False)
         print(f"({len(df)} row{'s' if len(df) != 1 else ''})")
-
-
-def _duck_error(e: Exception) -> str:
-    """DuckDB's message on one line, with its suggestion ('Did you mean "cells"?', 'Candidate bindings: ...');
-    an unknown table names the store's views instead of DuckDB's catalog guess."""
-    lines = str(e).splitlines() or [type(e).__name__]
-    hints = [ln for ln in lines[1:3] if ln.startswith(("Did you mean", "Candidate"))]
-    if lines[0].startswith("Catalog Error") and not any("cells" in h or "examples" in h for h in hints):
-        hints = ["The store's views are `cells` and `examples` (docs/results.md)."]
-    return " ".join([lines[0], *hints])
-
-
-def _check_read_only(sql: str) -> None:
-    """Exactly one SELECT or EXPLAIN: COPY, ATTACH, INSTALL/LOAD, SET, PRAGMA, CREATE ... exit 2."""
-    import duckdb
-
-    try:
-        stmts = duckdb.extract_statements(sql)
-    except duckdb.Error as e:
-        raise fail(f"query: {_duck_error(e)}") from None
-    kinds = [s.type.name for s in stmts]
-    if len(kinds) != 1:
-        raise fail(f"query: give exactly one statement (got {len(kinds)})")
-    if kinds[0] not in ("SELECT", "EXPLAIN"):
-        raise fail(f"query: {kinds[0]} statements are not allowed; `qmu query` runs one read-only SELECT "
-                   "(to export, use --format csv or json and redirect the output)")
-
-
-def read_only_query(store: Any, sql: str):
-    """`sql` on a DuckDB connection that can read the results root and nothing else, with its settings locked
-    (no COPY TO, ATTACH, INSTALL or LOAD elsewhere on the disk, no extensions autoloaded)."""
-    import duckdb
-
-    from .store import connect_duckdb
-
-    try:
-        con = connect_duckdb(store)
-        root = (store.base if store.local else store.root).rstrip("/") + "/"
-        con.execute(f"SET allowed_directories = ['{root.replace(chr(39), chr(39) * 2)}']")
-        for setting in ("enable_external_access = false", "autoinstall_known_extensions = false",
-                        "autoload_known_extensions = false", "lock_configuration = true"):
-            con.execute(f"SET {setting}")
-        return con.execute(sql).df()
-    except duckdb.Error as e:
-        raise fail(f"query: {_duck_error(e)}") from None
 
 
 def _cell_text(v: object) -> str:
@@ -441,10 +342,10 @@ def report(
                                      help="open with the study's findings, each marked reproduced / partly / not"),
 ) -> None:
     """Build report.html, report.md and figures/*.png from the result store."""
-    store = _store(results, must_exist=True)
+    store = open_store(results, must_exist=True)
     grids = store.grids()
     if grid is not None and grid not in grids:
-        raise fail(f"--grid {grid!r}: no such grid under {_where(store)}; grids there: {', '.join(grids)}")
+        raise fail(f"--grid {grid!r}: no such grid under {where(store)}; grids there: {', '.join(grids)}")
     for g in grids:  # a corrupt manifest is named here, not deep inside the report
         _manifest(store, g)
     if out is None:  # beside the results when they are local; remote stores report to ./report

@@ -43,8 +43,8 @@ def _fail(msg: str, code: int = 2) -> typer.Exit:
 
 def _store(results: str, need_ledger: bool = False):
     """The store (exit 2 on a bad URI) and, with need_ledger, exit 2 when no job was ever recorded there."""
-    from .cli import _store as open_store
     from .hardware import Ledger
+    from .loading import open_store
 
     store = open_store(results)
     if need_ledger and not Ledger(store).exists():
@@ -55,9 +55,9 @@ def _store(results: str, need_ledger: bool = False):
 
 
 def _load(grid: Path):
-    from .cli import _load_grid
+    from .loading import load_grid
 
-    spec = _load_grid(grid)
+    spec = load_grid(grid)
     bad = [b for b in spec.axes["backend"] if b == "torch"]
     if bad:
         raise _fail(f"{grid}: backend: 'torch' is not a hardware backend; use fake:<Name>, ibm:<name>, aer or "

@@ -185,31 +185,24 @@ def test_mistakes_in_a_real_process_print_no_traceback(tmp_path: Path) -> None:
 # read-only query
 
 
-def test_query_connection_reads_the_root_and_nothing_else(tmp_path: Path) -> None:
-    """Below the statement check, the connection itself refuses the disk outside the root and new settings."""
+def test_query_connection_is_locked(tmp_path: Path) -> None:
+    """Below the statement check, the product's own connection refuses new settings, and its temp folder is a
+    private one that is gone afterwards (DuckDB's default, `.tmp` under the working directory, is readable)."""
     import duckdb
 
-    from harness.cli import read_only_query
+    from harness.sql import sandbox
     from harness.store import ResultStore
 
     _store(tmp_path / "r")
-    store = ResultStore(str(tmp_path / "r"))
-    assert list(read_only_query(store, "select cell_id, status from cells").itertuples(index=False)) == [("c1", "ok")]
-    outside = tmp_path / "secret.txt"
-    outside.write_text("s3cr3t")
-    import typer
-
-    for sql in (f"select * from read_text('{outside}')", f"select * from read_csv('{outside}')",
-                "select * from glob('/etc/*')"):
-        with pytest.raises(typer.Exit):
-            read_only_query(store, sql)
-    from harness.store import connect_duckdb
-
-    con = connect_duckdb(store)
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
-    with pytest.raises(duckdb.Error, match="locked"):
-        con.execute("SET enable_external_access = true")
+    with sandbox(ResultStore(str(tmp_path / "r"))) as con:
+        assert con.execute("select cell_id, status from cells").fetchall() == [("c1", "ok")]
+        for setting in ("enable_external_access = true", "lock_configuration = false", "allowed_directories = ['/']",
+                        "temp_directory = '.tmp'"):
+            with pytest.raises(duckdb.Error, match="locked"):
+                con.execute(f"SET {setting}")
+        tmp = con.execute("select current_setting('temp_directory')").fetchone()[0]
+        assert os.path.isdir(tmp) and os.path.basename(tmp).startswith("qmu-query-")
+    assert not os.path.exists(tmp)
 
 
 # ------------------------------------------------------------------------------------------------------

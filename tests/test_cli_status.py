@@ -49,14 +49,15 @@ def test_finished_grid_reruns_without_ray(tmp_path: Path, trivial_workload: str)
     import ray
     from typer.testing import CliRunner
 
-    from harness.cli import _load_grid, app
+    from harness.cli import app
+    from harness.loading import load_grid
     from harness.runner import plan_grid
     from tests.conftest import write_real_grid
 
     grid = write_real_grid(tmp_path / "g.yaml", name="again", methods="none, ga", eval_shots="exact")
     res = str(tmp_path / "r")
     store = ResultStore(res)
-    spec = _load_grid(grid)
+    spec = load_grid(grid, trivial_workload)
     _, ids, cv = plan_grid(spec, None, trivial_workload)
     store.write_manifest("again", {"grid": "again", "cells": ids, "code_version": cv,
                                    "fingerprint": spec.fingerprint})
