@@ -351,7 +351,7 @@ class CompiledCircuit:
                     initial_state: torch.Tensor | None = None) -> torch.Tensor:
         """Final states (B, 2^n), or (K, B, 2^n) for weights (K, n_w); `initial_state` (B, 2^n) replaces |0>."""
         x, inputs, w, single = self._prepare(inputs, weights, initial_state)
-        k, d_hi, rows, d_lo = x.shape
+        k, _, rows, _ = x.shape
         units = self._unitaries(inputs, w)
         twos = {r: self._two_matrices(inputs, w, r) for r in (False, True)}
         sweep: list = []  # a run of input-independent stage operations, swept as one autograd node
