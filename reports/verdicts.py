@@ -298,14 +298,18 @@ def difference(method: Sequence[Cell], retrain: Sequence[Cell], signal: str, *, 
     own = np.array([math.hypot(cell_se(m, signal), cell_se(r, signal)) for m, r in pairs])
     sd = reps.std(axis=1, ddof=1)
     u = np.maximum(sd, own)
-    # how the seeds' sampling errors move together: the bootstrap's correlation (a shared sample carries the
-    # same weight in every seed), or where a seed's bootstrap cannot move, the share of samples they have in common
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.corrcoef(reps) if n > 1 else np.ones((1, 1))
+    # how the seeds' sampling errors move together: the bootstrap's correlation (a shared sample carries the same
+    # weight in every seed), at most the share of samples two seeds have in common (seeds with none in common
+    # are independent, whatever the replicates' noise says) and at least 0 (a negative estimate, from a sample
+    # that is a member in one seed and a non-member in another, would shrink the interval on noise); where a
+    # seed's bootstrap cannot move, the share itself
     ids = [np.unique(np.r_[m.ids, r.ids]) for m, r in pairs]
+    share = np.array([[_overlap(x, y) for y in ids] for x in ids])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        boot = np.corrcoef(reps) if n > 1 else np.ones((1, 1))
     flat = sd == 0
-    for i, j in zip(*np.nonzero(np.isnan(rho) | flat[:, None] | flat[None, :])):
-        rho[i, j] = 1.0 if i == j else _overlap(ids[i], ids[j])
+    rho = np.where(np.isnan(boot) | flat[:, None] | flat[None, :], share, np.clip(boot, 0.0, share))
+    np.fill_diagonal(rho, 1.0)
     cov = rho * np.outer(u, u)
     sampling = float(cov.sum()) / n**2
     if n >= 2:
