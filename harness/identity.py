@@ -14,15 +14,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-STAGES = ("train", "reference", "unlearn", "attack", "evaluate")  # stage kinds, in dependency order
-# Which kinds a stage consumes (docs/grid.md, Reuse and resuming): train -> {unlearn, attack} -> evaluate; the attack also consumes
-# a cell's reference models (kind `reference`, named `reference.I`, which consume nothing).
+STAGES = ("train", "reference", "shadow", "replica", "unlearn", "ulira", "attack", "evaluate")  # dependency order
+# Which kinds a stage consumes (docs/grid.md, Reuse and resuming): train -> {unlearn, attack} -> evaluate; the attack also
+# consumes a cell's reference models (kind `reference`, named `reference.I`, which consume nothing); with U-LiRA,
+# `ulira` unlearns the `shadow` models per method, and evaluate reads it and a retrained `replica.I`.
 DEPS: dict[str, tuple[str, ...]] = {
     "train": (),
     "reference": (),
+    "shadow": (),
+    "replica": (),
     "unlearn": ("train",),
+    "ulira": ("shadow",),
     "attack": ("train", "reference"),
-    "evaluate": ("train", "unlearn", "attack"),
+    "evaluate": ("train", "unlearn", "attack", "replica", "ulira"),
 }
 
 

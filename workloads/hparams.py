@@ -79,11 +79,11 @@ def resolve_params(model: str, method: str, overrides: dict[str, dict[str, Any]]
 
 
 def attack_params(overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
-    """Every attack section with overrides applied; `references.k` must be even (complementary pairs)."""
+    """Every attack section with overrides applied; `references.k` and `ulira.k` must be even (pairs)."""
     overrides = overrides or {}
     out = {s: merged(s, overrides.get(s)) for s in ATTACK_SECTIONS}
-    k = out["references"]["k"]
-    if k % 2:
-        raise ValueError(f"params.references.k: expected 0 or an even number (reference models come in "
-                         f"complementary pairs over P_attack), got {k}")
+    for section, what in (("references", "reference models come in complementary pairs over P_attack"),
+                          ("ulira", "shadow models come in complementary pairs over the shadow pool")):
+        if out[section]["k"] % 2:
+            raise ValueError(f"params.{section}.k: expected 0 or an even number ({what}), got {out[section]['k']}")
     return out

@@ -22,6 +22,7 @@ from torch.nn import functional as F
 
 from . import attacks, metrics
 from .attacks import Knowledge, Outputs
+from .attacks.base import logit_confidence
 from .data import ROLES, load_split
 from .data.forget_set import forget_split, parse_forget
 from .hparams import attack_params, merged, resolve_params
@@ -29,11 +30,13 @@ from .quantum.inference import logits_on
 from .models import build_model, role_inputs
 from .quantum.backends import validate_backend
 from .seeds import derive_seed
+from .models.batched import train_many
 from .models.training import accuracy, as_labels, fit
 from .unlearning import METHODS, UnlearnData, describe_stop, relearn_steps, stops, unlearn
 
-__all__ = ["CellConfig", "ReferenceConfig", "StageResult", "derive_seed", "stage_specs", "train_stage",
-           "reference_stage", "unlearn_stage", "attack_stage", "evaluate_stage", "run_cell", "catalog"]
+__all__ = ["CellConfig", "ReferenceConfig", "ReplicaConfig", "ShadowConfig", "StageResult", "derive_seed", "stage_specs",
+           "train_stage", "reference_stage", "shadow_stage", "replica_stage", "unlearn_stage", "ulira_stage",
+           "attack_stage", "evaluate_stage", "run_cell", "catalog"]
 
 Shots = int | None
 
@@ -81,11 +84,16 @@ class CellConfig:
             raise ValueError(f"eval_shots: backend {self.backend!r} measures shots; 'exact' needs backend torch")
 
     def stage_config(self, name: str) -> Any:
-        """The config a stage of this cell runs with: a `ReferenceConfig` for `reference.I`, the cell's with its
-        attack scope for `attack` (shared) and `attack.forget`, else the cell's."""
+        """The config a stage of this cell runs with: a `ReferenceConfig` for `reference.I`, a `ShadowConfig`
+        for `shadow`, a `ReplicaConfig` for `replica.I`, the cell's with its attack scope for `attack`
+        (shared) and `attack.forget`, else the cell's."""
         kind, _, suffix = name.partition(".")
         if kind == "reference":
             return reference_config(self, int(suffix))
+        if kind == "shadow":
+            return shadow_config(self)
+        if kind == "replica":
+            return replica_config(self, int(suffix))
         if kind == "attack":
             return replace(self, attack_scope=suffix or "shared")
         return self
@@ -117,6 +125,61 @@ def reference_config(cfg: CellConfig, index: int) -> ReferenceConfig:
     recipe = {**recipe, "epochs": max(1, round(recipe["epochs"] * fraction))}
     return ReferenceConfig(cfg.dataset, cfg.n_train, cfg.n_test, cfg.model, cfg.seed, cfg.train_shots,
                            tuple(sorted(recipe.items())), index)
+
+
+@dataclass(frozen=True)
+class ShadowConfig:
+    """U-LiRA's K shadow models of a cell's model and recipe, trained on halves of the shadow pool (P_attack
+    plus the cell's forget set): one stage for every method, eval shot count and backend."""
+
+    dataset: str
+    n_train: int
+    n_test: int
+    model: str
+    seed: int
+    train_shots: Shots
+    recipe: tuple
+    forget: str
+    k: int
+
+    def spec(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "n_train": self.n_train, "n_test": self.n_test, "model": self.model,
+                "seed": self.seed, "train_shots": self.train_shots, "recipe": dict(self.recipe),
+                "forget": self.forget, "k": self.k}
+
+
+def shadow_config(cfg: CellConfig) -> ShadowConfig:
+    recipe, _ = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+    k = attack_params(cfg.params_dict())["ulira"]["k"]
+    return ShadowConfig(cfg.dataset, cfg.n_train, cfg.n_test, cfg.model, cfg.seed, cfg.train_shots,
+                        tuple(sorted(recipe.items())), cfg.forget, k)
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """A retrain of the cell's retain set with its own initialisation and data order (index I): U-LiRA's
+    retrained model, and the retrain-to-retrain noise floor."""
+
+    dataset: str
+    n_train: int
+    n_test: int
+    model: str
+    seed: int
+    train_shots: Shots
+    recipe: tuple
+    forget: str
+    index: int
+
+    def spec(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "n_train": self.n_train, "n_test": self.n_test, "model": self.model,
+                "seed": self.seed, "train_shots": self.train_shots, "recipe": dict(self.recipe),
+                "forget": self.forget, "index": self.index}
+
+
+def replica_config(cfg: CellConfig, index: int) -> ReplicaConfig:
+    recipe, _ = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+    return ReplicaConfig(cfg.dataset, cfg.n_train, cfg.n_test, cfg.model, cfg.seed, cfg.train_shots,
+                         tuple(sorted(recipe.items())), cfg.forget, index)
 
 
 @dataclass(frozen=True)
@@ -153,8 +216,14 @@ def stage_specs(cfg: CellConfig) -> dict[str, dict[str, Any]]:
     stages = {"attack": shared}
     if attacks.active(ap, "forget"):
         stages["attack.forget"] = {**shared, "forget": cfg.forget, "scope": "forget"}
-    evaluate = {"unlearn": unlearn_spec, **stages, "forget": cfg.forget, "eval_shots": cfg.eval_shots,
-                "backend": cfg.backend}
+    if ap["ulira"]["k"]:  # U-LiRA: shadows shared by the methods, unlearned per method; a retrained replica
+        shadow = shadow_config(cfg).spec()
+        stages["shadow"] = shadow
+        stages["ulira"] = {"shadow": shadow, "method": cfg.method, "unlearn_shots": cfg.unlearn_shots,
+                           "params": method_params if cfg.method not in ("none", "retrain") else {}}
+        stages["replica.0"] = replica_config(cfg, 0).spec()
+    evaluate = {"unlearn": unlearn_spec, **{n: v for n, v in stages.items() if n != "shadow"},
+                "forget": cfg.forget, "eval_shots": cfg.eval_shots, "backend": cfg.backend}
     if cfg.n_eval is not None:  # only when set, so existing stage keys stay valid
         evaluate["n_eval"] = cfg.n_eval
     return {"train": train, **refs, "unlearn": unlearn_spec, **stages, "evaluate": evaluate}
@@ -314,6 +383,92 @@ def reference_stage(rc: ReferenceConfig) -> StageResult:
     return StageResult(state, _cost(cost.seconds, cost.circuits, cost.shots))
 
 
+def _shadow_pool(data: CellData) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(inputs, labels, n_attack): P_attack, then the cell's forget set (the last rows). For class
+    forgetting P_attack's samples of the class are left out, so that a shadow that never held a forget
+    sample never saw the class, as the retrained model never did."""
+    keep = np.flatnonzero(data.y["attack"].numpy() != data.forget_class) if data.forget_class is not None \
+        else np.arange(len(data.y["attack"]))
+    return (torch.cat([data.x["attack"][keep], data.x_train[data.forget]]),
+            torch.cat([data.y["attack"][keep], data.y_train[data.forget]]), len(keep))
+
+
+def shadow_stage(sc: ShadowConfig) -> StageResult:
+    """Train U-LiRA's K shadows together (`train_many`), each on its half of the shadow pool; the state holds
+    their weights (`m{i}.` prefixes) and the pool membership."""
+    data = cell_data(sc)
+    x, y, _ = _shadow_pool(data)
+    held = attacks.ulira.shadow_members(len(y), sc.seed, sc.k)
+    models = [build_model(sc.model, derive_seed(sc.seed, "shadow-init", i) % 2**31, data.image_side) for i in range(sc.k)]
+    costs = train_many(models, [(x[m], y[m]) for m in held], dict(sc.recipe),
+                       [derive_seed(sc.seed, "shadow-train", i) for i in range(sc.k)], sc.train_shots)
+    state = {f"m{i}.{k}": v for i, m in enumerate(models) for k, v in m.state_dict().items()}
+    state["members"] = torch.from_numpy(held)
+    return StageResult(state, _cost(sum(c.seconds for c in costs), sum(c.circuits for c in costs),
+                                    sum(c.shots for c in costs), circuits_device=float(sum(c.device_circuits for c in costs))))
+
+
+def replica_stage(rc: ReplicaConfig) -> StageResult:
+    """Retrain the retain set from another initialisation and data order (replica `index`)."""
+    data = cell_data(rc)
+    model = build_model(rc.model, derive_seed(rc.seed, "replica-init", rc.index) % 2**31, data.image_side)
+    cost = fit(model, data.x_train[data.retain], data.y_train[data.retain], dict(rc.recipe), rc.train_shots,
+               derive_seed(rc.seed, "replica-train", rc.index))
+    return StageResult({**model.state_dict(), REPLICA_KEY: torch.tensor(rc.index)},
+                       _cost(cost.seconds, cost.circuits, cost.shots))
+
+
+REPLICA_KEY = "replica.index"  # marks a replica's state among the evaluate stage's inputs
+
+
+def ulira_stage(cfg: CellConfig, shadows: dict[str, torch.Tensor]) -> StageResult:
+    """Unlearn each shadow with the cell's method on the forget samples it holds (`retrain`: all shadows
+    retrained together on what they keep); the state holds the unlearned shadows' logit-scaled confidence on
+    every forget sample and which of them each shadow held."""
+    start = time.perf_counter()
+    data = cell_data(cfg)
+    recipe, params = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+    x, y, n_attack = _shadow_pool(data)
+    held = shadows["members"].numpy()
+    is_forget = np.arange(len(y)) >= n_attack
+    models = []
+    for i in range(len(held)):
+        m = build_model(cfg.model, 0, data.image_side)
+        m.load_state_dict({k[len(f"m{i}."):]: v for k, v in shadows.items() if k.startswith(f"m{i}.")})
+        models.append(m)
+    if cfg.method == "retrain":
+        models = [build_model(cfg.model, derive_seed(cfg.seed, "shadow-retrain-init", i) % 2**31, data.image_side)
+                  for i in range(len(held))]
+        train_many(models, [(x[h & ~is_forget], y[h & ~is_forget]) for h in held], recipe,
+                   [derive_seed(cfg.seed, "shadow-retrain", i) for i in range(len(held))], cfg.train_shots)
+    else:
+        models = [_unlearn_shadow(cfg, data, recipe, params, m, x, y, held[i], is_forget, i)
+                  for i, m in enumerate(models)]
+    xf, yf = x[is_forget], y[is_forget]
+    conf = np.stack([logit_confidence(_exact(m, xf), yf) for m in models])
+    state = {"ulira.conf": torch.from_numpy(conf), "ulira.held": torch.from_numpy(held[:, is_forget])}
+    return StageResult(state, _cost(time.perf_counter() - start, 0, 0))
+
+
+def _unlearn_shadow(cfg: CellConfig, data: CellData, recipe: dict[str, Any], params: dict[str, Any], model: nn.Module,
+                    x: torch.Tensor, y: torch.Tensor, held: np.ndarray, is_forget: np.ndarray, i: int) -> nn.Module:
+    """One shadow unlearned as the cell's model is: its forget samples are the cell's that it trained on; the
+    random-forgetting stop target is its accuracy on the half of P_attack it never saw."""
+    forget, retain, unseen = held & is_forget, held & ~is_forget, ~held & ~is_forget
+    if not forget.any() or cfg.method == "none":
+        return model
+    stop = params.get("stop_acc", "auto")
+    if stop == "auto":
+        stop = 0.1 if data.forget_class is not None else accuracy(model, x[unseen], y[unseen])
+    udata = UnlearnData(x[retain], y[retain], x[forget], y[forget], float(stop))
+    return unlearn(cfg.method, model, udata, recipe, params, cfg.unlearn_shots,
+                   derive_seed(cfg.seed, "shadow-unlearn", cfg.method, i), fresh=lambda: _model(cfg, data)).model
+
+
+def _exact(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return logits_on(model, x, None, "torch", 0)[0]
+
+
 def _query(model: nn.Module, data: CellData, rows: dict[str, np.ndarray], shots: Shots, backend: str,
            seed: int) -> tuple[Outputs, list[dict[str, Any]]]:
     """The model's logits on the given rows of each role, one query per role (in ROLES order)."""
@@ -344,7 +499,8 @@ def attack_stage(cfg: CellConfig, original: dict[str, torch.Tensor], *references
     params = attack_params(cfg.params_dict())
     if len(references) != params["references"]["k"]:
         raise ValueError(f"attack stage needs {params['references']['k']} reference models, got {len(references)}")
-    active = attacks.active(params, cfg.attack_scope)
+    scoped = attacks.in_attack_stage(params)
+    active = [a for a in attacks.active(params, cfg.attack_scope) if a in scoped]
     know = _know(cfg, data, params)
     q = derive_seed(cfg.seed, "attack-query", cfg.eval_shots)
     original_out, costs = _query(_model(cfg, data, original), data,
@@ -386,8 +542,13 @@ def evaluate_stage(
     data = cell_data(cfg)
     params = attack_params(cfg.params_dict())
     active = attacks.active(params)
-    attack = {k: v for state in attack_states for k, v in state.items()}
+    replicas = [st for st in attack_states if REPLICA_KEY in st]
+    shadows = next((st for st in attack_states if "ulira.conf" in st), None)
+    attack = {k: v for st in attack_states if st not in replicas and st is not shadows for k, v in st.items()}
     states = {a.NAME: attacks.unpack(attack, a.NAME) for a in active}
+    if shadows is not None:
+        states["ulira"] = attacks.ulira.from_shadows(shadows["ulira.conf"].numpy(), shadows["ulira.held"].numpy(),
+                                                     data.forget)
     unlearned, trajectory = split_unlearned(unlearned)
     want = _evaluate_rows(cfg, data, params, active)
     out, qcosts = _query(_model(cfg, data, unlearned), data, want, cfg.eval_shots, cfg.backend,
@@ -401,9 +562,14 @@ def evaluate_stage(
     f = np.flatnonzero(np.isin(out.rows["train"], data.forget))
     row: dict[str, Any] = {"attack_fit_evaluate_seconds": fit_seconds}
     scores: dict[str, dict[str, np.ndarray]] = {}
+    retrained = _retrained_outputs(cfg, data, replicas, out) if shadows is not None else None
     for a in active:
         scores[a.NAME] = a.score(states[a.NAME], out, params)
-        row.update(a.columns(scores[a.NAME]["train"][f], scores[a.NAME]["eval"], params, states[a.NAME]))
+        nonmembers = scores[a.NAME]["eval"]
+        if getattr(a, "NEEDS_SHADOWS", False):  # its non-members: the same forget samples on a retrained model
+            nonmembers = a.score(states[a.NAME], retrained, params)["train"][f]
+            scores[a.NAME]["retrained"] = nonmembers
+        row.update(a.columns(scores[a.NAME]["train"][f], nonmembers, params, states[a.NAME]))
     n_scored = len(want["eval"])
     row.update({"mia_fpr_floor": metrics.fpr_floor(n_scored), "n_nonmembers_scored": n_scored,
                 "n_forget": len(data.forget), "n_forget_evaluated": len(f)})
@@ -412,6 +578,16 @@ def evaluate_stage(
     row.update(unlearn_columns(cfg, costs, trajectory))
     row.update(_provenance(*qcosts))
     return row, _examples(data, out, scores, f, active)
+
+
+def _retrained_outputs(cfg: CellConfig, data: CellData, replicas: list[dict[str, torch.Tensor]], out: Outputs) -> Outputs:
+    """The first retrain replica's outputs on the evaluated train rows, at the cell's eval shots."""
+    if not replicas:
+        raise ValueError("evaluate: U-LiRA needs a retrain replica stage (replica.0)")
+    weights = {k: v for k, v in replicas[0].items() if k != REPLICA_KEY}
+    rep, _ = _query(_model(cfg, data, weights), data, {"train": out.rows["train"]}, cfg.eval_shots, "torch",
+                    derive_seed(cfg.seed, "replica-query", cfg.eval_shots))
+    return rep
 
 
 def _know(cfg: CellConfig, data: CellData, params: dict[str, dict[str, Any]]) -> Knowledge:
@@ -435,8 +611,7 @@ def query_counts(cfg: CellConfig) -> dict[str, int]:
     data = cell_data(cfg)
     params = attack_params(cfg.params_dict())
     active = attacks.active(params)
-    later = attacks.fitted_on_target(params)
-    attack = attacks.merge_rows(*(a.queries(_know(cfg, data, params)) for a in active if a not in later))
+    attack = attacks.merge_rows(*(a.queries(_know(cfg, data, params)) for a in attacks.in_attack_stage(params)))
     return {"attack": sum(map(len, attack.values())),
             "evaluate": sum(map(len, _evaluate_rows(cfg, data, params, active).values()))}
 
@@ -505,6 +680,10 @@ def _examples(data: CellData, out: Outputs, scores: dict[str, dict[str, np.ndarr
         if a.SCORE_COLUMN:  # an attack fit with several seeds scores [n, seeds]: its mean per sample
             col = np.concatenate([scores[a.NAME][r] for r in roles])
             df[a.SCORE_COLUMN] = col.mean(axis=1) if col.ndim == 2 else col
+        if "retrained" in scores[a.NAME]:  # U-LiRA: each forget sample's score on the retrained model too
+            col = np.full(len(df), np.nan)
+            col[np.flatnonzero(in_forget)] = scores[a.NAME]["retrained"]
+            df[f"{a.SCORE_COLUMN}_retrained"] = col
     for c in range(probs.shape[1]):
         df[f"prob_{c}"] = probs[:, c]
     df["dataset_index"] = np.concatenate([data.dataset_index[r][out.rows[r]] for r in roles]).astype(np.int64)
@@ -536,6 +715,9 @@ def _provenance(*costs: dict[str, Any]) -> dict[str, Any]:
     est = [c["qpu_seconds_est"] for c in costs if "qpu_seconds_est" in c]
     if est:
         out["qpu_seconds_est"] = float(sum(est))
+    errors = list(dict.fromkeys(c["qpu_seconds_error"] for c in costs if c.get("qpu_seconds_error")))
+    if errors:  # a failed usage read or an unreadable repetition delay, never silent
+        out["qpu_seconds_error"] = "; ".join(errors)
     return out
 
 
@@ -549,7 +731,11 @@ def run_cell(cfg: CellConfig) -> tuple[dict[str, Any], pd.DataFrame]:
     refs = [reference_stage(reference_config(cfg, i)) for i in range(attack_params(cfg.params_dict())["references"]["k"])]
     un = unlearn_stage(cfg, train.state)
     att = attack_stage(cfg, train.state, *(r.state for r in refs))
-    return evaluate_stage(cfg, train.state, un.state, att.state,
+    extra = []
+    if attack_params(cfg.params_dict())["ulira"]["k"]:
+        extra = [replica_stage(replica_config(cfg, 0)).state,
+                 ulira_stage(cfg, shadow_stage(shadow_config(cfg)).state).state]
+    return evaluate_stage(cfg, train.state, un.state, att.state, *extra,
                           costs={"train": train.cost, "unlearn": un.cost, "attack": att.cost})
 
 

@@ -25,12 +25,12 @@ import torch
 
 from ..params import Param
 from ..registry import members
-from . import heldout, lira, loss, mlp, rmia, study
+from . import heldout, lira, loss, mlp, rmia, study, ulira
 from .base import AttackerView, Knowledge, Outputs
 
 REQUIRED = ("NAME", "LABEL", "ORDER", "COLUMNS", "ROC_PREFIX", "SCORE_COLUMN", "NEEDS_REFERENCES", "PER_FORGET_SET",
             "queries", "reference_queries", "fit", "target_rows", "score", "columns")
-ATTACKS: dict[str, ModuleType] = members(REQUIRED, study, heldout, loss, rmia, lira)
+ATTACKS: dict[str, ModuleType] = members(REQUIRED, study, heldout, loss, rmia, lira, ulira)
 
 # `references`: k reference models for the attacks that need them (0: off; pairs, each pair splits P_attack in
 # complementary halves), trained with the model's recipe for `epoch_fraction` of its epochs (at least 1).
@@ -43,7 +43,7 @@ SECTIONS: dict[str, dict[str, Param]] = {
 }
 
 __all__ = ["ATTACKS", "SCOPES", "SECTIONS", "AttackerView", "Knowledge", "Outputs", "active", "fitted_on_target",
-           "merge_rows", "pack", "unpack"]
+           "in_attack_stage", "merge_rows", "pack", "unpack"]
 
 
 SCOPES = ("shared", "forget")  # attack stages: the attacks fitted once for all forget sets, and the others
@@ -52,13 +52,20 @@ SCOPES = ("shared", "forget")  # attack stages: the attacks fitted once for all 
 def active(params: dict[str, dict[str, Any]], scope: str | None = None) -> list[ModuleType]:
     """The attacks a cell runs: all of them, those needing reference models only when there are some.
     With a scope, those its attack stage fits: the shared ones (PER_FORGET_SET false) or the per-forget-set
-    ones, leaving out the attacks fit on the evaluated model itself (`fitted_on_target`)."""
-    k = params["references"]["k"]
-    on = [a for a in ATTACKS.values() if k > 0 or not a.NEEDS_REFERENCES]
+    ones among `in_attack_stage`."""
+    k, shadows = params["references"]["k"], params["ulira"]["k"]
+    on = [a for a in ATTACKS.values() if (k > 0 or not a.NEEDS_REFERENCES)
+          and (shadows > 0 or not getattr(a, "NEEDS_SHADOWS", False))]
     if scope is None:
         return on
+    return [a for a in in_attack_stage(params) if a.PER_FORGET_SET == (scope == "forget")]
+
+
+def in_attack_stage(params: dict[str, dict[str, Any]]) -> list[ModuleType]:
+    """The active attacks that an attack stage fits: not those fit on the evaluated model itself
+    (`fitted_on_target`), nor those fit from shadow models (NEEDS_SHADOWS: their own stages)."""
     later = set(fitted_on_target(params))
-    return [a for a in on if a.PER_FORGET_SET == (scope == "forget") and a not in later]
+    return [a for a in active(params) if a not in later and not getattr(a, "NEEDS_SHADOWS", False)]
 
 
 def fitted_on_target(params: dict[str, dict[str, Any]]) -> list[ModuleType]:
