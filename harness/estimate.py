@@ -17,6 +17,9 @@ _SEC_PER_SAMPLE_STEP = {"hqnn": 0.6e-3, "qnn": 0.04e-3}
 _SEC_PER_CIRCUIT_SHOTS = (3.2e-5, 3.3e-6)
 _SEC_ATTACK_FIT = 1.4  # one 13-64-64-1 MLP, 1000 full-batch epochs at 1.36 ms (bench_attack.py; study and heldout fit one each)
 _DATASET_SIZE = {"mnist": 5000, "digits": 1797}
+# Share of one model's training time that each model of a group trained together (train_many) costs:
+# benchmarks/bench_many.py, 16 hqnn-l1 models for one epoch together against one after the other.
+GROUP_SHARE = 0.35
 _TREE_SHIFTS = 2 * 255  # amplitude-embedding input gradient (HQNN front end), docs/methods.md
 @dataclass(frozen=True)
 class StageCost:
@@ -69,9 +72,9 @@ def _population_half(cfg: Any) -> int:
 
 def stage_estimate(kind: str, cfg: Any) -> StageCost:
     """Estimated cost of one stage of `cfg`; a flat 1 s for workloads the registry does not know."""
-    if kind == "reference":  # cfg is the workload's ReferenceConfig: one half of P_attack, its recipe's epochs
+    if kind in ("reference", "shadow", "replica"):
         try:
-            return _passes(cfg.model, _population_half(cfg) // 2 * dict(cfg.recipe)["epochs"], cfg.train_shots)
+            return _trained(kind, cfg)
         except (AttributeError, KeyError, ImportError):
             return StageCost(1.0, 0.0, 0.0)
     try:
@@ -87,6 +90,14 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
     scored = half if cfg.forget.startswith("random") else half // 10
     if kind == "train":
         return _passes(cfg.model, cfg.n_train * recipe["epochs"], cfg.train_shots)
+    if kind == "ulira":  # each of K shadows unlearned as the cell's model is (retrain: K trained together)
+        from workloads.models import MODELS
+        from workloads.unlearning import METHODS, Workload
+
+        k, pool = ap["ulira"]["k"], _population_half(cfg) // 2 + n_forget // 2
+        work = Workload(MODELS[cfg.model].family, pool, n_forget // 2, recipe, mp)
+        group = GROUP_SHARE if cfg.method == "retrain" else 1.0
+        return _passes(cfg.model, k * group * METHODS[cfg.method].passes(work), cfg.unlearn_shots)
     if kind == "unlearn":  # the method's own cost model, in sample passes (its module in workloads/unlearning/)
         from workloads.models import MODELS
         from workloads.unlearning import METHODS, Workload
@@ -106,6 +117,18 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
         refs = _forward(cfg.model, k * (cfg.n_train + half + min(n_z, half)), cfg.eval_shots)
         return StageCost(c.seconds + refs.seconds + fits * _SEC_ATTACK_FIT, c.circuits, c.shots)
     return _forward(cfg.model, cfg.n_train + cfg.n_test + scored + min(n_z, half), cfg.eval_shots)  # evaluate
+
+
+def _trained(kind: str, cfg: Any) -> StageCost:
+    """A reference model (one half of P_attack), K shadows trained together (halves of P_attack plus the
+    forget set) or a retrain replica (the retain set), each for its recipe's epochs."""
+    epochs = dict(cfg.recipe)["epochs"]
+    if kind == "reference":
+        return _passes(cfg.model, _population_half(cfg) // 2 * epochs, cfg.train_shots)
+    if kind == "shadow":
+        samples = (_population_half(cfg) + _forget_size(cfg)) // 2 * epochs
+        return _passes(cfg.model, cfg.k * GROUP_SHARE * samples, cfg.train_shots)
+    return _passes(cfg.model, (cfg.n_train - _forget_size(cfg)) * epochs, cfg.train_shots)
 
 
 def _forget_size(cfg: Any) -> int:

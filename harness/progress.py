@@ -52,9 +52,13 @@ def stage_label(kind: str, cfg: Any) -> str:
     'evaluate ga hqnn-l1 class:4 shots 16 seed 0'."""
     g = lambda k: getattr(cfg, k, None)  # noqa: E731
     seed = f"seed {g('seed')}"
-    if kind in ("train", "reference"):
-        parts = ([f"#{g('index')}"] if kind == "reference" and g("index") is not None else []) + [g("model")] \
+    if kind in ("train", "reference", "shadow", "replica"):
+        parts = ([f"#{g('index')}"] if kind in ("reference", "replica") and g("index") is not None else []) \
+            + ([f"x{g('k')}"] if kind == "shadow" else []) + [g("model")] \
+            + ([g("forget")] if kind in ("shadow", "replica") else []) \
             + ([f"shots {g('train_shots')}"] if g("train_shots") is not None else []) + [seed]
+    elif kind == "ulira":
+        parts = [g("method"), g("model"), g("forget"), seed]
     elif kind == "unlearn":
         parts = [g("method"), g("model"), g("forget"), seed]
     elif kind == "attack":  # the shared attack stage serves every forget set
