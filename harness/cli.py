@@ -198,7 +198,7 @@ def _dry_run(spec: Any, store: Any, workers: int | None) -> None:
     for col in ("stage", "to run", "reused"):
         t.add_column(col, justify="right" if col != "stage" else "left")
     for kind in STAGES:
-        if kind != "reference" or plan.count(kind):  # reference models only where the grid has them
+        if kind in ("train", "unlearn", "attack", "evaluate") or plan.count(kind):  # optional kinds where used
             t.add_row(kind, str(est.stages.get(kind, 0)), str(est.reused.get(kind, 0)))
     Console().print(t)
     print(f"estimate: {est.cost.circuits:,.0f} circuit executions, {est.cost.shots:,.0f} shots, "
