@@ -144,6 +144,12 @@ def metric_cols() -> list[tuple[str, Any]]:
     return METRIC_COLS[:5] + aucs + METRIC_COLS[5:]
 
 
+STRONGEST_COLS = [
+    ("strongest by AUC", lambda r: str(r.get("best_auc_attack") or "—")),
+    ("its AUC [95% CI]", lambda r: fmt_ci(r, "best_auc")),
+    ("strongest by TPR@1%FPR", lambda r: str(r.get("best_tpr_at_1pct_fpr_attack") or "—")),
+    ("its TPR@1%FPR [95% CI]", lambda r: fmt_ci(r, "best_tpr_at_1pct_fpr")),
+]
 GAP_COST_COLS = [
     ("Δ advantage vs retrain", lambda r: fmt_ci(r, "gap_mia_advantage")),
     ("Δ AUC vs retrain", lambda r: fmt_ci(r, "gap_mia_auc")),
@@ -251,6 +257,11 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
                          "difference to `retrain` with the same model, forget set, shots, seed and backend.")
     ts.tables.append(metric_table(head, ["model", "method"], "Leakage and utility per method × model",
                                   columns=metric_cols()))
+    ts.tables.append(metric_table(q.strongest(head), ["model", "method"], "Strongest attack per method × model",
+                                  "The leakage headline: of every membership attack this grid ran, the one with "
+                                  "the highest AUC and the one with the highest TPR at 1% FPR (NULL where the "
+                                  "scored non-members cannot resolve 1%); every attack stays in the table above.",
+                                  columns=STRONGEST_COLS))
     ts.tables.append(metric_table(head, ["model", "method"], "Closeness to retrain and cost per method × model",
                                   _note_seeds(head) + " Costs are per cell (unlearn s of retrain = its training "
                                   "from scratch).", columns=GAP_COST_COLS))

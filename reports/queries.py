@@ -80,6 +80,9 @@ PROB_COLUMNS = tuple(f"prob_{i}" for i in range(10))
 # per-example scores of the other attacks (examples table), by the ROC's attack name
 SCORE_COLUMNS = {"rmia": "rmia_score", "lira": "lira_score"}
 ATTACK_NAMES = {"paper-mlp": "paper MLP attack", "loss": "loss attack", "rmia": "RMIA", "lira": "LiRA"}
+# membership attacks by the prefix of their ROC columns (`{prefix}_auc`, `{prefix}_tpr_at_1pct_fpr`), for the
+# strongest attack of a slice; U-LiRA asks another question (unlearned or retrained?) and stands apart
+ROC_ATTACKS = {"mia": "paper MLP (held-out)", "loss": "loss attack", "rmia": "RMIA", "lira": "LiRA"}
 
 # types of the columns reports rely on, so older or partial stores (and an empty one) still give every column
 _COLUMN_TYPES = {
@@ -179,6 +182,9 @@ def learn_catalog(catalogs: Iterable[dict[str, Any] | None]) -> None:
                 METRICS.setdefault(col, (label, kind, count))
                 if col.endswith("_auc") and col not in GAP_METRICS:
                     GAP_METRICS = (*GAP_METRICS, col)
+            prefix = a.get("roc_prefix")
+            if prefix and name != "ulira":
+                ROC_ATTACKS.setdefault(prefix, a.get("label", name))
             score = a.get("score_column")
             if a.get("roc_prefix") and score and score not in ("attack_score", "study_score"):
                 SCORE_COLUMNS.setdefault(name, score)
@@ -708,3 +714,24 @@ def trajectories(s: Store, filters: dict[str, Any]) -> pd.DataFrame:
                 rows.append({"model": r.model, "forget": r.forget, "method": r.method, "seed": r.seed,
                              **{k: pnt.get(k) for k in ("step", "forget_acc", "retain_acc", "test_acc", "loss_auc")}})
     return pd.DataFrame(rows)
+
+
+def strongest(df: pd.DataFrame) -> pd.DataFrame:
+    """Per row of an aggregate, the attack with the highest AUC and the one with the highest TPR at 1% FPR
+    (a privacy audit reads the strongest attacker), each named, with its value and interval."""
+    out = []
+    for _, r in df.iterrows():
+        found = {p: (r.get(f"{p}_auc"), r.get(f"{p}_tpr_at_1pct_fpr")) for p in ROC_ATTACKS
+                 if f"{p}_auc" in r and pd.notna(r.get(f"{p}_auc"))}
+        best = {}
+        for i, kind in enumerate(("auc", "tpr_at_1pct_fpr")):
+            vals = {p: v[i] for p, v in found.items() if pd.notna(v[i])}
+            p = max(vals, key=lambda k: vals[k]) if vals else None
+            best[kind] = (ROC_ATTACKS[p] if p else None, f"{p}_{kind}" if p else None)
+        row = {k: r[k] for k in r.index if k in AXES or k == "n_seeds"}
+        for kind, (name, col) in best.items():
+            row[f"best_{kind}_attack"] = name
+            for x in ("", "_lo", "_hi"):
+                row[f"best_{kind}{x}"] = r.get(f"{col}{x}") if col else None
+        out.append(row)
+    return pd.DataFrame(out)
