@@ -1,4 +1,4 @@
-"""Unlearning methods: one registry, device circuit counts, the stop rule, SSD's angle wrap, RGA's gate,
+"""Unlearning methods: one registry, device circuit counts, the stop rule, SSD's angle displacement, RGA's gate,
 relearning and the trajectory (digits, tiny models)."""
 
 import json
@@ -27,7 +27,7 @@ def test_one_method_table_feeds_names_and_defaults():
                                                    "lr", "momentum", "batch_size", "max_epochs", "stop_acc"}
 
 
-@pytest.mark.parametrize("section, key, value", [("ssd", "dampen_quantum", True), ("ssd", "dampen_quantum", "wrapp"),
+@pytest.mark.parametrize("section, key, value", [("ssd", "dampen_quantum", True), ("ssd", "dampen_quantum", "wrap"),
                                                  ("rga", "weighting", "soft"), ("ga", "stop_rule", "always"),
                                                  ("ga", "stop_every", 0), ("relearn", "fraction", 1.5)])
 def test_bad_method_values_name_the_key(section, key, value):
@@ -35,8 +35,8 @@ def test_bad_method_values_name_the_key(section, key, value):
         hparams.merged(section, {key: value})
 
 
-def test_dampen_quantum_accepts_wrap_and_false():
-    assert hparams.merged("ssd", {"dampen_quantum": "wrap"})["dampen_quantum"] == "wrap"
+def test_dampen_quantum_accepts_displacement_and_false():
+    assert hparams.merged("ssd", {"dampen_quantum": "displacement"})["dampen_quantum"] == "displacement"
     assert hparams.merged("ssd", {"dampen_quantum": False})["dampen_quantum"] is False
 
 
@@ -87,7 +87,8 @@ def _udata(base, stop_acc=0.1):
 
 def _model(base, state):
     m = build_model(base.model, base.seed, image_side=8)
-    m.load_state_dict(state)
+    if state is not None:
+        m.load_state_dict(state)
     return m
 
 
@@ -120,19 +121,22 @@ def test_rga_moves_only_the_selected_parameters(digits):
     assert torch.equal(off.model.quantum.weight, original.quantum.weight)
 
 
-def test_ssd_wrap_dampens_angles_toward_the_identity(digits):
+def test_ssd_dampens_the_learned_displacement_of_the_angles(digits):
     base, train = digits
     original = _model(base, train.state)
     data = _udata(base)
     keep = unlearn("ssd", original, data, {}, hparams.merged("ssd", {"dampen_quantum": False, "alpha": 1.0}), None, 0, None)
     assert torch.equal(keep.model.quantum.weight, original.quantum.weight)
     assert keep.info["ssd_dampened_fraction_quantum"] == 0
-    wrap = unlearn("ssd", original, data, {}, hparams.merged("ssd", {"dampen_quantum": "wrap", "alpha": 1.0}), None, 0, None)
-    w0, w1 = wrap_angles(original.quantum.weight), wrap.model.quantum.weight
-    changed = ~torch.isclose(w0, w1)
-    assert wrap.info["ssd_dampened_fraction_quantum"] > 0 and changed.any()
-    assert (w1[changed].abs() < w0[changed].abs()).all()  # closer to 0, never across the wrap
-    assert wrap.cost.device_circuits > keep.cost.device_circuits  # angle importances cost shift circuits
+    fresh = lambda: _model(base, None)  # noqa: E731 -- the original's initialisation
+    theta0 = fresh().quantum.weight.detach()
+    moved = unlearn("ssd", original, data, {}, hparams.merged("ssd", {"dampen_quantum": "displacement", "alpha": 1.0}),
+                    None, 0, fresh)
+    before, after = wrap_angles(original.quantum.weight - theta0), wrap_angles(moved.model.quantum.weight - theta0)
+    changed = ~torch.isclose(before, after)
+    assert moved.info["ssd_dampened_fraction_quantum"] > 0 and changed.any()
+    assert (after[changed].abs() < before[changed].abs()).all()  # closer to the initial angle, never across the wrap
+    assert moved.cost.device_circuits > keep.cost.device_circuits  # angle importances cost shift circuits
 
 
 def test_relearn_steps_are_zero_for_the_original_and_bounded(digits):
