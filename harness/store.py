@@ -61,7 +61,7 @@ CELL_SCHEMA = pa.schema([
     ("acc_test_retain", pa.float64()), ("acc_test_forget", pa.float64()),
     ("train_seconds", pa.float64()), ("unlearn_seconds", pa.float64()), ("eval_seconds", pa.float64()),
     ("circuit_executions", pa.int64()), ("shots_total", pa.int64()), ("qpu_seconds", pa.float64()),
-    ("qpu_seconds_reported", pa.bool_()),
+    ("qpu_seconds_reported", pa.bool_()), ("qpu_seconds_error", pa.string()),
     ("code_version", pa.string()), ("host", pa.string()), ("finished_at", pa.timestamp("us", tz="UTC")),
 ])
 EXAMPLE_SCHEMA = pa.schema([
@@ -72,7 +72,7 @@ EXAMPLE_SCHEMA = pa.schema([
 # Counts that the stages report as floats (extras, not in CELL_SCHEMA): the `cells` view reads them as BIGINT.
 COUNT_COLUMNS = ("unlearn_steps", "relearn_steps", "unlearn_circuits", "unlearn_circuits_device",
                  "train_circuits_device", "unlearn_shots_total", "eval_circuits")
-FLAG_COLUMNS = ("unlearn_reached_target",)  # reported as 0.0/1.0; the view reads them as BOOLEAN
+FLAG_COLUMNS = ("unlearn_reached_target", "relearn_applicable")  # reported as 0.0/1.0; the view reads them as BOOLEAN
 AXES = ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots", "seed", "backend")
 TMP_PREFIX = ".tmp-"
 CURRENT = "current.json"

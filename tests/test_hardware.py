@@ -245,9 +245,10 @@ def test_estimate_submit_kill_collect_resubmit(tmp_path: Path, monkeypatch) -> N
 
     est = _cli("hw", "estimate", str(grid), "--results", res)
     assert est.exit_code == 0, est.output
-    # the attack once (68: 28 train rows for both MLPs' members, 20 test, 20 P_attack) + 2 x 150 evaluations
-    # (40 train, 20 test, 90 same-class P_eval non-members)
-    assert "total: 2 cells to submit, 368 circuits, 5,888 shots" in est.output
+    # the study attack once (40: 20 train members, 20 test) + 2 x 253 evaluations (40 train, 20 test, 90
+    # same-class P_eval non-members, and the held-out attack fit on the evaluated model: 20 P_attack
+    # non-members to train it and 83 of the forgotten class to calibrate it)
+    assert "total: 2 cells to submit, 546 circuits, 8,736 shots" in est.output
 
     # submit, wait in the driver after every job id is recorded, and kill it there
     proc = subprocess.Popen([sys.executable, "-c", PAUSED_SUBMIT, "hw", "submit", str(grid), "--results", res,

@@ -303,7 +303,9 @@ def unlearn_stage(cfg: CellConfig, original: dict[str, torch.Tensor]) -> StageRe
     relearn = merged("relearn", cfg.params_dict().get("relearn"))
     steps = relearn_steps(model, out.model, udata.x_forget, udata.y_forget, recipe, relearn["fraction"],
                           relearn["max_steps"], derive_seed(cfg.seed, "relearn"))
-    info = {**out.info, **({"relearn_steps": float(steps)} if steps is not None else {})}
+    learned = _learned_beyond_unseen(model, udata)
+    info = {**out.info, "relearn_applicable": float(learned),
+            **({"relearn_steps": float(steps)} if steps is not None and learned else {})}
     state = dict(out.model.state_dict())
     if out.trajectory:
         state[TRAJECTORY_KEY] = torch.tensor([[p.get(k, math.nan) for k in TRAJECTORY_FIELDS] for p in out.trajectory],
@@ -312,9 +314,20 @@ def unlearn_stage(cfg: CellConfig, original: dict[str, torch.Tensor]) -> StageRe
                                     circuits_device=float(out.cost.device_circuits), **info), out.info)
 
 
+def _learned_beyond_unseen(original: nn.Module, udata: UnlearnData) -> bool:
+    """Whether the original model is measurably more accurate on the forget set than on the unseen samples
+    the evaluate stage scores (Newcombe's interval of the difference above 0). If not, relearning it measures
+    generalisation, not memory: on random forget sets every method "relearned" in 0 steps."""
+    if udata.x_heldout is None or not len(udata.y_heldout) or not len(udata.y_forget):
+        return False
+    right = lambda x, y: (logits_on(original, x, None, "torch", 0)[0].argmax(1) == y).numpy()  # noqa: E731
+    _, lo, _ = metrics.rate_difference(right(udata.x_forget, udata.y_forget), right(udata.x_heldout, udata.y_heldout))
+    return bool(lo > 0)
+
+
 TRAJECTORY_KEY = "unlearn_log.trajectory"  # not a weight: evaluate_stage strips it before loading
 TRAJECTORY_FIELDS = ("step", "forget_acc", "retain_acc", "test_acc", "loss_auc")
-UNLEARN_COLUMNS = ("unlearn_steps", "unlearn_reached_target", "forget_acc_at_stop", "relearn_steps",
+UNLEARN_COLUMNS = ("unlearn_steps", "unlearn_reached_target", "forget_acc_at_stop", "relearn_steps", "relearn_applicable",
                    "ssd_dampened_fraction", "ssd_dampened_fraction_quantum", "ssd_dampened_fraction_classical")
 _STAGE_COST = ("seconds", "circuits", "shots", "circuits_device", "qpu_seconds")
 
@@ -349,7 +362,7 @@ def unlearn_columns(cfg: CellConfig, costs: dict[str, dict[str, float]], traject
     row: dict[str, Any] = {k: math.nan for k in UNLEARN_COLUMNS}
     row.update({k: float(v) for k, v in un.items() if k not in _STAGE_COST})
     if "relearn_steps" not in un:
-        row["relearn_steps"] = None  # did not recover within the bound
+        row["relearn_steps"] = None  # did not recover within the bound, or not applicable (relearn_applicable)
     row["unlearn_circuits_device"] = un.get("circuits_device", math.nan)
     row["train_circuits_device"] = train.get("circuits_device", math.nan)
     _, params = resolve_params(cfg.model, cfg.method, cfg.params_dict())
