@@ -1,4 +1,4 @@
-"""Verdicts on "unlearning removes leakage" and the loss-KS forget-quality test (docs/metrics.md#verdicts).
+"""Verdicts on "unlearning removes leakage" and the loss-KS forget-quality test (docs/metrics.md, "Verdicts").
 
 A verdict compares a method with `retrain` under one attack at one slice (model, forget set, shots, backend),
 seed by seed: the method's cell against the `retrain` cell of the same seed. Its signals are the difference in
@@ -19,8 +19,8 @@ test of the report's verdicts. Everything is seeded: the same store gives the sa
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 import weakref
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, Mapping, Sequence
 
@@ -239,7 +239,7 @@ class Estimate:
     n_seeds: int
     se_spread: float
     se_sampling: float
-    per_seed: tuple[float, ...] = field(default=())
+    per_seed: tuple[float, ...] = ()
 
     @property
     def df(self) -> int:
@@ -490,8 +490,8 @@ def _key(values: Sequence[Any]) -> tuple:
     return tuple(None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values)
 
 
-def verdict_table(con: Any, grid: str, margins: Margins = Margins(), alpha: float = ALPHA, *,
-                  n_boot: int = N_BOOT, seed: int = BOOT_SEED, attacks: Mapping[str, str] | None = None) -> pd.DataFrame:
+def verdict_table(con: Any, grid: str, margins: Margins = Margins(), alpha: float = ALPHA, *, n_boot: int = N_BOOT,
+                  seed: int = BOOT_SEED, attacks: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The verdict of every method (and `none`) against `retrain` per slice (model, forget set, shots, backend) and
     attack, over the seeds both have: each signal's mean difference with its 95% interval and MDE, the
     Holm-adjusted p-values of the equivalence and difference tests, and the verdict. `attacks` maps an attack's

@@ -112,7 +112,10 @@ def test_seed_spread_widens_the_interval_beyond_the_cells() -> None:
 def test_intervals_are_deterministic() -> None:
     a = _verdicts(0.62, 0.8, 3, 100, 200)
     b = _verdicts(0.62, 0.8, 3, 100, 200)
-    assert [(x.verdict, x.p_equivalent, x.p_differs) for x in a] == [(x.verdict, x.p_equivalent, x.p_differs) for x in b]
+    def key(vs: list) -> list:
+        return [(x.verdict, x.p_equivalent, x.p_differs, x.comparison.estimates["auc"].se) for x in vs]
+
+    assert key(a) == key(b)
 
 
 def test_cell_statistics_match_scikit_learn_and_workloads_metrics() -> None:
@@ -258,3 +261,17 @@ def test_loss_ks_table_combines_the_seeds(store) -> None:
     assert row["n_seeds"] == 5
     assert row["ks_statistic"] == pytest.approx(ref.statistic)
     assert row["p_combined"] == pytest.approx(ref.p_combined)
+
+
+def test_one_seed_keeps_its_cells_interval_but_makes_no_claim() -> None:
+    """One seed says nothing about seed-to-seed spread: the interval is the cells' own, the verdict underpowered."""
+    retrain, method = _cells(0.6, 1, 2000, 2000, salt=1), _cells(0.9, 1, 2000, 2000, salt=3)
+    est = {s: v.difference(method, retrain, s, n_boot=200) for s in v.SIGNALS}
+    auc = est["auc"]
+    own = math.hypot(v.cell_se(method[0], "auc"), v.cell_se(retrain[0], "auc"))
+    assert auc.se == pytest.approx(max(own, np.std(v.replicates(method[0], "auc", 200)
+                                                   - v.replicates(retrain[0], "auc", 200), ddof=1)))
+    assert auc.interval() == pytest.approx((auc.value - v.Z95 * auc.se, auc.value + v.Z95 * auc.se))
+    (verdict,) = v.judge([v.Comparison(("m",), "ga", est)])
+    assert verdict.verdict == v.UNDERPOWERED and "fewer than 2 seeds" in verdict.note
+    assert math.isnan(verdict.mde["auc"])
