@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import time
 import traceback
@@ -502,7 +503,8 @@ class _Driver:
         rows, examples, artifacts = self.buf_rows, self.buf_examples, self.buf_artifacts
         self.buf_rows, self.buf_examples, self.buf_artifacts, self.buf_since = [], [], [], None
         if rows:
-            self.store.write_batch(self.spec.name, rows, examples, artifacts)
+            _write_cells(self.store, self.spec.name, rows, examples, artifacts,
+                         committed=self.summary.cells_ok + self.summary.cells_failed)
         else:
             self.store.write_artifacts(artifacts)
         for r in rows:
@@ -532,6 +534,22 @@ class _Driver:
     def _ok_row(self, cid: str, meta: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
         return {**row, **self._base_row(cid), "status": "ok", "error": None, "host": meta["host"],
                 "evaluate_host": meta["host"], "evaluate_node": meta["node"]}
+
+
+KILL_AFTER_ENV = "QMU_TEST_KILL_AFTER_CELLS"
+
+
+def _write_cells(store: ResultStore, grid: str, rows: list[dict[str, Any]], examples: list[Any],
+                 artifacts: list[tuple[str, bytes]], committed: int) -> None:
+    """One group write of cells. With QMU_TEST_KILL_AFTER_CELLS=N (for the kill-and-resume test) the driver
+    SIGKILLs itself right after its Nth cell is committed; a group that would pass N is cut there, so the kill
+    point does not depend on how the cells happened to be batched."""
+    left = int(os.environ.get(KILL_AFTER_ENV) or 0) - committed
+    if not 0 < left <= len(rows):
+        store.write_batch(grid, rows, examples, artifacts)
+        return
+    store.write_batch(grid, rows[:left], examples[:left], artifacts)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def load_impl(impl: str) -> Any:

@@ -361,8 +361,7 @@ def test_closeness_to_retrain_matches_scipy(store_root: Path) -> None:
     from reports import queries as q
 
     s = q.connect(str(store_root))
-    if not s.has(*q.PROB_COLUMNS):
-        pytest.skip("this code version stores no prob_0..prob_9 in examples")
+    assert s.has(*q.PROB_COLUMNS), "the examples table lost its prob_0..prob_9 columns"
     cc = q.closeness_cells(s, {"grid": "t", "eval_shots": None, "forget": "class:4", "seed": 0}).set_index("method")
     con = duckdb.connect()
     ex = con.execute(f"SELECT * FROM read_parquet('{store_root}/examples/grid=t/*.parquet', union_by_name = true)").df()
