@@ -127,3 +127,22 @@ def test_builtin_circuit_as_a_circuit_model_trains_like_the_builtin() -> None:
     cost_ref, cost_twin = fit(ref, x, y, recipe, None, 5, epochs=1), fit(twin, x, y, recipe, None, 5, epochs=1)
     assert (ref.quantum.weight.detach().reshape(-1) - twin.quantum.weight.detach()).abs().max() < 1e-10
     assert (cost_ref.circuits, cost_ref.device_circuits) == (cost_twin.circuits, cost_twin.device_circuits)
+
+
+def test_finite_shot_training_logs_the_shift_circuits() -> None:
+    """A circuit model trains at finite shots through `fit`; the log counts the forward circuits and the
+    parameter-shift circuits, every one with S shots."""
+    from workloads.hparams import model_defaults
+    from workloads.models.training import fit
+    from workloads.quantum.circuit_model import CircuitQNN
+
+    torch.manual_seed(0)
+    net = CircuitQNN(build("hea", {"circuit": "examples.hardware_efficient:build"}, n_features=8))
+    before = net.quantum.weight.detach().clone()
+    rng = np.random.default_rng(3)
+    x, y = torch.tensor(rng.uniform(0, np.pi, size=(8, 8))), torch.tensor(rng.integers(0, 10, size=8))
+    recipe = {**model_defaults("qnn-angle-l2"), "batch_size": 4}
+    cost = fit(net, x, y, recipe, 50, 1, epochs=1)
+    per_sample = 1 + 2 * 24  # forward, then two shifted circuits per RY(w) angle
+    assert (cost.circuits, cost.device_circuits, cost.shots) == (8 * per_sample, 8 * per_sample, 8 * per_sample * 50)
+    assert not torch.equal(before, net.quantum.weight.detach())

@@ -184,11 +184,11 @@ def build(name: str, entry: Any, max_qubits: int | None = None, backend: str = "
 
 class CircuitLayer(nn.Module):
     """A circuit model's quantum layer: inputs (angles, or amplitudes for amplitude encoding) -> <P> of
-    its observables, exact with autograd gradients, or at `shots` for evaluation.
+    its observables, exact with autograd gradients, or at `shots` with parameter-shift gradients.
 
     It keeps the built-in layer's interface (`shots`, `generator`, `log`), so `shots_mode` and the
-    execution log work unchanged. Finite-shot training (parameter-shift gradients) is not implemented
-    for circuit models and raises."""
+    execution log work unchanged. At finite shots, gradients with respect to amplitude inputs (through
+    the Mottonen tree) are not implemented and raise."""
 
     def __init__(self, model: CircuitModel):
         super().__init__()
@@ -202,21 +202,21 @@ class CircuitLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         amplitude = self.encoding == "amplitude"
         inputs, state = (None, x) if amplitude else (x, None)
-        settings = self.circuit.settings()
-        if self.shots is not None:
-            if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-                raise CircuitError("finite-shot training of circuit models is not supported; train exact")
-            self.log.add(x.shape[0] * settings, self.shots)
-            return self.circuit.expectations(inputs, self.weight, state, self.shots, self.generator)
-        self.log.add(x.shape[0] * settings, None)
-        z = self.circuit.expectations(inputs, self.weight, state)
-        if z.requires_grad:  # autograd stands in for the shift circuits a device would run
+        rows = x.shape[0] * self.circuit.settings()
+        self.log.add(rows, self.shots)
+        if self.shots is not None and amplitude and x.requires_grad and torch.is_grad_enabled():
+            raise CircuitError("finite-shot gradients through amplitude encoding are not supported for circuit models")
+        z = self.circuit.expectations(inputs, self.weight, state, self.shots, self.generator)
+        if z.requires_grad:
             n = self.circuit.device_circuits(x.shape[0], self.weight.requires_grad, x.requires_grad and not amplitude)
-            extra = n - x.shape[0] * settings
+            extra = n - rows
             if amplitude and x.requires_grad:  # the Mottonen tree's 255 RY angles, two terms each
-                extra += x.shape[0] * settings * 2 * (AMPLITUDE_FEATURES - 1)
-            log = self.log
-            z.register_hook(lambda g: (log.add_device_only(extra), g)[1])
+                extra += rows * 2 * (AMPLITUDE_FEATURES - 1)
+            log, shots = self.log, self.shots
+            # Exact: autograd stands in for the shift circuits a device would run; at shots they ran.
+            hook = (lambda g: (log.add_device_only(extra), g)[1]) if shots is None else \
+                (lambda g: (log.add(extra, shots), g)[1])
+            z.register_hook(hook)
         return z
 
 

@@ -67,10 +67,14 @@ FIXED_2Q = {"cx", "cy", "cz", "ch", "cs", "csdg", "csx", "swap", "iswap", "dcx",
 IGNORED = {"barrier", "delay"}
 SUPPORTED = sorted(set(ROTATIONS) | set(FIXED_1Q) | set(CONTROLLED) | set(PAULI_ROTATIONS) | FIXED_2Q)
 # Parameter-shift terms per gate angle that depends on a differentiated parameter: generators with two
-# eigenvalues (rotations, phases, cp and Pauli rotations such as rxx) take the two-term rule; crx, cry,
-# crz and cu3 have eigenvalues {0, +-1/2} and take the four-term rule.
-SHIFT_TERMS = {**{g: 2 for g in ROTATIONS}, **{g: 2 for g in PAULI_ROTATIONS}, "cp": 2, "cu1": 2,
-               "crx": 4, "cry": 4, "crz": 4, "cu3": 4}
+# eigenvalues (rotations, phases, cp and Pauli rotations such as rxx) take the two-term rule; the rotation
+# angle of crx, cry, crz and cu3 has eigenvalues {0, +-1/2} and takes the four-term rule (cu3's phases
+# are controlled phases: two terms).
+FOUR_TERM = {"crx": (0,), "cry": (0,), "crz": (0,), "cu3": (0,)}
+# (shift, weight) pairs: df/da = sum weight * f(a + shift).
+TWO_TERM_RULE = ((PI / 2, 0.5), (-PI / 2, -0.5))
+_D1, _D2 = (math.sqrt(2) + 1) / (4 * math.sqrt(2)), (math.sqrt(2) - 1) / (4 * math.sqrt(2))
+FOUR_TERM_RULE = ((PI / 2, _D1), (-PI / 2, -_D1), (3 * PI / 2, -_D2), (-3 * PI / 2, _D2))
 _PAULI = {"I": np.eye(2), "X": np.array([[0, 1], [1, 0]]), "Y": np.array([[0, -1j], [1j, 0]]),
           "Z": np.diag([1.0, -1.0])}
 # (theta, phi, lambda, gamma) -> the cosine arguments of U3's magnitudes (theta/2 + 0, +pi/2, -pi/2, 0:
@@ -88,15 +92,18 @@ class CircuitError(ValueError):
 
 @dataclass(frozen=True)
 class Affine:
-    """Rows of values = const + a_in @ inputs + a_w @ weights."""
+    """Rows of values = const + a_in @ inputs + a_w @ weights (+ a_s @ shifts of the gate angles)."""
 
     const: torch.Tensor  # (rows,)
     a_in: torch.Tensor | None  # (n_in, rows), None when no row depends on the inputs
     a_w: torch.Tensor  # (n_w, rows)
+    a_s: torch.Tensor  # (n_angles, rows): each parametrised gate angle's own shift
 
-    def evaluate(self, inputs: torch.Tensor | None, weights: torch.Tensor) -> torch.Tensor:
+    def evaluate(self, inputs: torch.Tensor | None, weights: torch.Tensor,
+                 shifts: torch.Tensor | None = None) -> torch.Tensor:
         """(K, R, rows); R is the batch when the rows depend on the inputs, else 1."""
-        out = torch.addmm(self.const, weights, self.a_w)[:, None, :]
+        out = torch.addmm(self.const, weights, self.a_w)
+        out = (out if shifts is None else out + shifts @ self.a_s)[:, None, :]
         if self.a_in is not None:
             out = out + inputs @ self.a_in
         return out
@@ -237,6 +244,7 @@ class CompiledCircuit:
                 raise CircuitError(f"observable {label!r}: need a Pauli string of {self.n_qubits} letters "
                                    "from I, X, Y, Z (rightmost letter is qubit 0)")
         self.terms = {"in": 0, "w": 0}  # parameter-shift terms per sample, by what the angles depend on
+        self._angles: list[tuple[dict, int]] = []  # per parametrised gate angle: (coefficients, shift terms)
         self._compile(circuit, keys)
         self._phase = self._affine([_linear(circuit.global_phase, keys, "the circuit's global phase")])
         self._gathers: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -254,10 +262,8 @@ class CompiledCircuit:
                 continue
             if name not in SUPPORTED:
                 raise CircuitError(_unsupported(where, name))
-            params = [_linear(v, keys, where) for v in op.params]
-            depends = {key[0] for _, cf in params for key in cf}
-            for kind in depends:
-                self.terms[kind] += SHIFT_TERMS[name] * sum(any(k[0] == kind for k in cf) for _, cf in params)
+            params = [self._angle(_linear(v, keys, where), name, j) for j, v in enumerate(op.params)]
+            depends = {key[0] for _, cf in params for key in cf if key[0] != "s"}
             row = "in" in depends
             mono = None if depends else _monomial(np.asarray(op.to_matrix(), dtype=np.complex128))
             if mono is not None and (len(qubits) == 2 or cur.perm is not None):
@@ -286,6 +292,17 @@ class CompiledCircuit:
             stages.append(cur)
         self._build(twos, stages)
 
+    def _angle(self, value: tuple[float, dict], name: str, j: int) -> tuple[float, dict]:
+        """Count a parametrised gate angle's shift terms and give it its own shift variable."""
+        const, cf = value
+        if not cf:
+            return value
+        terms = 4 if j in FOUR_TERM.get(name, ()) else 2
+        for kind in {k[0] for k in cf}:
+            self.terms[kind] += terms
+        self._angles.append((cf, terms))
+        return const, {**cf, ("s", len(self._angles) - 1): 1.0}
+
     def _compose(self, cur: _Stage, qubits: list[int], src: np.ndarray, phase: np.ndarray) -> None:
         g2, ph2 = _full_permutation(self.n_qubits, qubits, src, phase)
         if cur.perm is None:
@@ -297,10 +314,12 @@ class CompiledCircuit:
         const = np.array([c for c, _ in rows], dtype=np.float64)
         a_in = np.zeros((self.n_inputs, len(rows)))
         a_w = np.zeros((self.n_weights, len(rows)))
+        a_s = np.zeros((len(self._angles), len(rows)))
         for r, (_, cf) in enumerate(rows):
             for (kind, idx), v in cf.items():
-                (a_in if kind == "in" else a_w)[idx, r] += v
-        return Affine(torch.as_tensor(const), torch.as_tensor(a_in) if a_in.any() else None, torch.as_tensor(a_w))
+                {"in": a_in, "w": a_w, "s": a_s}[kind][idx, r] += v
+        return Affine(torch.as_tensor(const), torch.as_tensor(a_in) if a_in.any() else None, torch.as_tensor(a_w),
+                      torch.as_tensor(a_s))
 
     def _build(self, twos: dict, stages: list) -> None:
         self._twos, pos = {}, {}
@@ -348,12 +367,14 @@ class CompiledCircuit:
 
     # ---- execution ---------------------------------------------------------------------------------
     def statevector(self, inputs: torch.Tensor | None, weights: torch.Tensor,
-                    initial_state: torch.Tensor | None = None) -> torch.Tensor:
-        """Final states (B, 2^n), or (K, B, 2^n) for weights (K, n_w); `initial_state` (B, 2^n) replaces |0>."""
-        x, inputs, w, single = self._prepare(inputs, weights, initial_state)
+                    initial_state: torch.Tensor | None = None, shifts: torch.Tensor | None = None) -> torch.Tensor:
+        """Final states (B, 2^n), or (K, B, 2^n) for weights (K, n_w); `initial_state` (B, 2^n) replaces |0>.
+
+        `shifts` (K, n_angles) moves every parametrised gate angle by its own amount (parameter shift)."""
+        x, inputs, w, single = self._prepare(inputs, weights, initial_state, shifts)
         k, _, rows, _ = x.shape
-        units = self._unitaries(inputs, w)
-        twos = {r: self._two_matrices(inputs, w, r) for r in (False, True)}
+        units = self._unitaries(inputs, w, shifts)
+        twos = {r: self._two_matrices(inputs, w, r, shifts) for r in (False, True)}
         sweep: list = []  # a run of input-independent stage operations, swept as one autograd node
         tensors: list[torch.Tensor] = []
         for step in self._steps:
@@ -383,7 +404,7 @@ class CompiledCircuit:
             out = out * torch.complex(torch.cos(gp), torch.sin(gp))
         return out[0] if single else out
 
-    def _prepare(self, inputs, weights, initial_state):
+    def _prepare(self, inputs, weights, initial_state, shifts=None):
         """States in the (K, hi, B, lo) layout, inputs (K | 1, B, n_in), weights (K, n_w), single model?"""
         w = torch.as_tensor(weights, dtype=torch.float64)
         single = w.dim() == 1
@@ -405,15 +426,15 @@ class CompiledCircuit:
             psi = initial_state.to(COMPLEX)
             psi = psi if psi.dim() == 3 else psi[None]
         x = psi.reshape(psi.shape[0], psi.shape[1], 2**self.n_hi, 2**self.n_lo).transpose(1, 2)
-        k = max(w.shape[0], psi.shape[0], 1 if inputs is None else inputs.shape[0])
+        k = max(w.shape[0], psi.shape[0], 1 if inputs is None else inputs.shape[0], 1 if shifts is None else len(shifts))
         return x.expand(k, *x.shape[1:]).contiguous(), inputs, w, single
 
-    def _unitaries(self, inputs, weights) -> dict:
+    def _unitaries(self, inputs, weights, shifts=None) -> dict:
         """(half size, row) -> per stage-half, the unitary: (d, d) for one model, (K, d, d), or per row (K, B, d, d)."""
         out = {}
         for (size, row), group in self._groups.items():
             s, k, m = group.shape
-            args = group.entries.evaluate(inputs, weights).unflatten(-1, (s, k, m, 8))
+            args = group.entries.evaluate(inputs, weights, shifts).unflatten(-1, (s, k, m, 8))
             mag, arg = torch.cos(args[..., :4]), args[..., 4:]
             gates = torch.complex(mag * torch.cos(arg), mag * torch.sin(arg)).unflatten(-1, (2, 2))
             prod = gates[..., 0, :, :]
@@ -426,12 +447,12 @@ class CompiledCircuit:
             out[size, row] = u.unbind(2) if row else (u[0, 0] if u.shape[0] == 1 else u[:, 0]).unbind(-3)
         return out
 
-    def _two_matrices(self, inputs, weights, row: bool) -> torch.Tensor | None:
+    def _two_matrices(self, inputs, weights, row: bool, shifts=None) -> torch.Tensor | None:
         """(K, R, G, 4, 4) two-qubit gate matrices of one width, one batched construction per segment."""
         segments, affine = self._twos[row]
         if not segments:
             return None
-        angles = affine.evaluate(inputs, weights)
+        angles = affine.evaluate(inputs, weights, shifts)
         lead, out, a = angles.shape[:2], [], 0
         for key, count, const in segments:
             if key[0] == "const":
@@ -477,16 +498,57 @@ class CompiledCircuit:
         With `shots`, every measurement setting is one circuit of S shots: one computational-basis
         measurement estimates all I/Z strings (multinomial counts from the exact probabilities), and
         each string with X or Y is measured in its own basis (a binomial draw of its +-1 outcomes).
-        Shot estimates carry no gradient.
+        Gradients at finite shots are the parameter-shift rule's, every shifted circuit estimated with
+        S shots, all in one batched call (`shift_gradients`).
         """
-        psi = self.statevector(inputs, weights, initial_state)
-        exact = _pauli_expectations(psi, self.observables)
         if shots is None:
-            return exact
+            return _pauli_expectations(self.statevector(inputs, weights, initial_state), self.observables)
         if generator is None:
             raise ValueError("shots need a seeded torch.Generator")
+        grads = [t is not None and torch.is_tensor(t) and t.requires_grad for t in (inputs, weights, initial_state)]
+        if torch.is_grad_enabled() and any(grads):
+            if grads[2] or torch.as_tensor(weights).dim() != 1:
+                raise ValueError("finite-shot gradients need one model's weights (n_w,) and no initial-state gradient")
+            return _ShotExpectation.apply(inputs, weights, initial_state, self, shots, generator)
+        return self.estimate(inputs, weights, initial_state, shots, generator)
+
+    def estimate(self, inputs, weights, initial_state, shots: int, generator: torch.Generator,
+                 shifts: torch.Tensor | None = None) -> torch.Tensor:
+        """Shot estimates without gradient (see `expectations`)."""
         with torch.no_grad():
-            return self._sample(psi, exact, shots, generator)
+            psi = self.statevector(inputs, weights, initial_state, shifts)
+            return self._sample(psi, _pauli_expectations(psi, self.observables), shots, generator)
+
+    def shift_gradients(self, inputs, weights, initial_state, grad_z: torch.Tensor, shots: int | None,
+                        generator: torch.Generator | None, weight_grad: bool, input_grad: bool):
+        """(d loss/d weights, d loss/d inputs) from the parameter-shift circuits, each estimated with `shots`.
+
+        Every gate angle that depends on a differentiated parameter is shifted on its own (two or four
+        terms); the chain rule through the angle's linear expression gives each parameter's share."""
+        picked = [(o, cf, terms) for o, (cf, terms) in enumerate(self._angles)
+                  if any((k[0] == "w" and weight_grad) or (k[0] == "in" and input_grad) for k in cf)]
+        rules = [(n, o, shift, c) for n, (o, _, terms) in enumerate(picked)
+                 for shift, c in (TWO_TERM_RULE if terms == 2 else FOUR_TERM_RULE)]
+        shifts = torch.zeros(len(rules), len(self._angles), dtype=torch.float64)
+        combine = torch.zeros(len(rules), len(picked), dtype=torch.float64)
+        for r, (n, o, shift, c) in enumerate(rules):
+            shifts[r, o], combine[r, n] = shift, c
+        w = torch.as_tensor(weights, dtype=torch.float64).detach()
+        x, w = None if inputs is None else inputs.detach(), w[None].expand(len(rules), -1)
+        if shots is None:  # exact shifted circuits: checks the rule itself
+            with torch.no_grad():
+                z = _pauli_expectations(self.statevector(x, w, initial_state, shifts), self.observables)
+        else:
+            z = self.estimate(x, w, initial_state, shots, generator, shifts)  # (runs, B, n_obs)
+        per_angle = torch.einsum("rbj,ro,bj->bo", z, combine, grad_z)  # d loss/d angle, per sample
+        coef = {kind: torch.zeros(len(picked), size, dtype=torch.float64)
+                for kind, size in (("w", self.n_weights), ("in", self.n_inputs))}
+        for n, (_, cf, _) in enumerate(picked):
+            for (kind, idx), v in cf.items():
+                coef[kind][n, idx] += v
+        g_w = per_angle.sum(0) @ coef["w"] if weight_grad else None
+        g_in = per_angle @ coef["in"] if input_grad else None
+        return g_w, g_in
 
     def _sample(self, psi, exact, shots, generator) -> torch.Tensor:
         out = exact.detach().clone()
@@ -611,6 +673,22 @@ class _Sweep(torch.autograd.Function):
             else:
                 g, grads[op[1]] = _half_grads(states.pop(), g, units[op[1]], op[0] == "lo")
         return (g, None, *grads)
+
+
+class _ShotExpectation(torch.autograd.Function):
+    """Shot estimates forward; the parameter-shift circuits, each with S shots, backward."""
+
+    @staticmethod
+    def forward(ctx, inputs, weights, initial_state, circuit, shots, generator):
+        ctx.cfg = (inputs, weights, initial_state, circuit, shots, generator)
+        return circuit.estimate(inputs, weights, initial_state, shots, generator)
+
+    @staticmethod
+    def backward(ctx, grad_z):
+        inputs, weights, initial_state, circuit, shots, generator = ctx.cfg
+        g_w, g_in = circuit.shift_gradients(inputs, weights, initial_state, grad_z, shots, generator,
+                                            ctx.needs_input_grad[1], ctx.needs_input_grad[0])
+        return g_in, g_w, None, None, None, None
 
 
 def _u3(angles: torch.Tensor) -> torch.Tensor:
