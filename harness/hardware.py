@@ -395,6 +395,11 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
         raise BudgetExceeded(f"the captured queries need more than --max-qpu-seconds {max_qpu_seconds:g} "
                              "(nothing was submitted)")
     summary.qpu_seconds_est = float(sum(costs))
+    n_jobs = sum(bool(aq) + bool(eq) for _, aq, eq in work)
+    n_circ = sum(len(q.values) for _, aq, eq in work for q in (aq or []) + eq)
+    echo(f"{spec.name}: submitting {n_jobs} jobs for {len(work)} cells: {n_circ:,} circuits, estimated "
+         f"{summary.qpu_seconds_est:.1f} QPU seconds")
+    progress = _Progress(n_jobs, n_circ, echo)
     for p, est_s in skipped:
         _store_budget_skipped(store, spec.name, p, cv, est_s, max_qpu_seconds)
     summary.cells_budget_skipped = len(skipped)
@@ -412,12 +417,12 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
             if aq:
                 attack_jobs[akey] = _submit_job(ledger, batches, spec.name, cfg, t, aq, "attack", akey,
                                                 [c.cell_id for c in todo if c.keys["attack"] == akey],
-                                                base_tags)
+                                                base_tags, progress)
                 ledger.put_stage(akey, {"job_id": attack_jobs[akey], "backend": cfg.backend})
                 summary.submitted_jobs.append(attack_jobs[akey])
             a_job = attack_jobs.get(akey) or ledger.stage(akey)["job_id"]
             e_job = _submit_job(ledger, batches, spec.name, cfg, t, eq, "evaluate", p.keys["evaluate"], [p.cell_id],
-                                base_tags)
+                                base_tags, progress)
             summary.submitted_jobs.append(e_job)
             ledger.put_cell({
                 "grid": spec.name, "cell_id": p.cell_id, "cfg": config_dict(cfg), "keys": p.keys, "code_version": cv,
@@ -429,19 +434,62 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
             echo(f"submitted {p.cell_id} ({cfg.model} {cfg.method} shots={cfg.eval_shots} {cfg.backend}): "
                  f"jobs {a_job} {e_job}")
     finally:
-        for b in batches.values():
-            try:
-                b.close()
-            except Exception:  # noqa: BLE001 -- a local batch has nothing to close
-                pass
+        _close_batches(ledger, batches, summary.submitted_jobs, echo)
     store.write_manifest(spec.name, {"grid": spec.name, "path": spec.path, "cells": [p.cell_id for p in plans],
                                      "code_version": cv, "written_at": _now(), "hardware": True,
                                      "catalog": _catalog()})
     return summary
 
 
+class _Progress:
+    """What submit prints as it goes: jobs submitted, circuits done (local jobs finish in-process)."""
+
+    def __init__(self, jobs: int, circuits: int, echo: Callable[[str], None]) -> None:
+        self.jobs, self.circuits, self.echo = jobs, circuits, echo
+        self.submitted = self.done = 0
+        self.t0 = time.time()
+        self.warned: set[str] = set()
+
+    def job(self, rec: dict[str, Any], finished: bool) -> None:
+        self.submitted += 1
+        n = sum(rec["circuits"])
+        self.done += n if finished else 0
+        what = f"done, {self.done:,}/{self.circuits:,} circuits" if finished else "submitted"
+        self.echo(f"job {self.submitted}/{self.jobs} {rec['job_id']} ({rec['stage']}, {n:,} circuits x "
+                  f"{rec['shots']} shots, est {rec['qpu_seconds_est']:.1f} QPU s): {what} "
+                  f"[{time.time() - self.t0:.0f} s]")
+
+    def warn(self, error: str | None) -> None:
+        """Print each distinct QPU-accounting error once."""
+        if error and error not in self.warned:
+            self.warned.add(error)
+            self.echo(f"warning: {error}")
+
+
+def _join(*errors: str | None) -> str | None:
+    kept = list(dict.fromkeys(e for e in errors if e))
+    return "; ".join(kept) if kept else None
+
+
+def _close_batches(ledger: Ledger, batches: dict, job_ids: list[str], echo: Callable[[str], None]) -> None:
+    """Close every batch; a failed close is recorded on the jobs submitted in it and printed once."""
+    for target, batch in batches.items():
+        try:
+            batch.close()
+        except Exception as e:  # noqa: BLE001 -- recorded, never silent
+            from workloads.quantum.backends import scrub
+
+            error = f"closing the batch on {target} failed: {scrub(f'{type(e).__name__}: {e}')}"
+            echo(f"warning: {error}")
+            for job_id in job_ids:
+                rec = ledger.job(job_id)
+                if rec is not None and rec["backend"] == target:
+                    rec["qpu_seconds_error"] = _join(rec.get("qpu_seconds_error"), error)
+                    ledger.put_job(rec)
+
+
 def _submit_job(ledger: Ledger, batches: dict, grid: str, cfg: Any, t: Any, queries: list[Any], kind: str,
-                key: str, cells: list[str], tags: tuple[str, ...]) -> str:
+                key: str, cells: list[str], tags: tuple[str, ...], progress: _Progress) -> str:
     """Submit one stage's queries as one sampler job; record it; for local backends, retain its result."""
     from workloads.quantum import backends as wb
 
@@ -449,19 +497,19 @@ def _submit_job(ledger: Ledger, batches: dict, grid: str, cfg: Any, t: Any, quer
     backend = cfg.backend
     local = wb.is_local(backend)
     est = wb.qpu_seconds_estimate(backend, sum(len(q.values) for q in queries), shots, 1, t)
+    delay_error = wb.rep_delay(backend)[1]
+    progress.warn(delay_error)
     job_tags = [*tags, f"stage:{kind}"]
     mode = None
-    if wb.parse(backend)[0] != "aer" and wb.parse(backend)[0] != "aer-noise":
+    if not local:  # the service's Batch mode; local jobs run in this process
         from qiskit_ibm_runtime import Batch
 
-        target = wb.mode_backend(backend, t, shots)
-        bkey = id(target)
-        if bkey not in batches:
+        if backend not in batches:
             try:
-                batches[bkey] = Batch(backend=target)
+                batches[backend] = Batch(backend=wb.get_backend(backend))
             except Exception as e:  # noqa: BLE001
                 raise wb.BackendError(f"{backend}: cannot open a batch: {wb.scrub(f'{type(e).__name__}: {e}')}") from None
-        mode = batches[bkey]
+        mode = batches[backend]
     sampler = wb.make_sampler(backend, shots, queries[0].seed, t, mode=mode)
     if not local:
         sampler.options.environment.job_tags = job_tags
@@ -475,7 +523,7 @@ def _submit_job(ledger: Ledger, batches: dict, grid: str, cfg: Any, t: Any, quer
         "shots": shots, "circuits": [len(q.values) for q in queries], "seeds": [q.seed for q in queries],
         "values_sums": [float(np.sum(q.values)) for q in queries], "tags": job_tags, "local": local,
         "pid": os.getpid(), "host": socket.gethostname(), "submitted_at": _now(), "status": PENDING,
-        "reason": None, "qpu_seconds": None, "qpu_seconds_est": est,
+        "reason": None, "qpu_seconds": None, "qpu_seconds_est": est, "qpu_seconds_error": delay_error,
         "transpile": {"depth": t.depth, "two_qubit_gates": t.two_qubit_gates, "active_qubits": t.active_qubits,
                       "optimization_level": t.optimization_level, "seed_transpiler": t.seed_transpiler,
                       "duration_s": t.duration_s},
@@ -484,6 +532,7 @@ def _submit_job(ledger: Ledger, batches: dict, grid: str, cfg: Any, t: Any, quer
     ledger.put_job(rec)  # recorded before waiting
     if local:  # the fake/aer "service" retains the result; remote jobs are fetched by collect
         _finish_job(ledger, rec, job)
+    progress.job(rec, finished=local)
     return job_id
 
 
@@ -500,9 +549,12 @@ def _finish_job(ledger: Ledger, rec: dict[str, Any], job: Any) -> None:
         return
     ledger.put_result(rec["job_id"], pubs)
     # QPU time is what the service reported, else unknown (None); local simulators report none
-    usage = None if rec["local"] else wb.job_usage_seconds(job)
-    rec.update(status=DONE, reason=None, finished_at=_now(), qpu_seconds=usage)
+    usage, error = (None, None) if rec["local"] else wb.job_usage(job)
+    rec.update(status=DONE, reason=None, finished_at=_now(), qpu_seconds=usage,
+               qpu_seconds_error=_join(rec.get("qpu_seconds_error"), error))
     ledger.put_job(rec)
+    if error:
+        print(f"warning: {error}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -546,10 +598,10 @@ def _job_state(ledger: Ledger, rec: dict[str, Any], refresh: bool = True) -> str
         except Exception:  # noqa: BLE001
             msg = st.lower()
         rec.update(status=FAILED, reason=f"{st.lower()}: {wb.scrub(str(msg))}"[:2000], finished_at=_now())
-        try:
-            rec["qpu_seconds"] = wb.job_usage_seconds(job)
-        except Exception:  # noqa: BLE001
-            pass
+        rec["qpu_seconds"], error = wb.job_usage(job)
+        rec["qpu_seconds_error"] = _join(rec.get("qpu_seconds_error"), error)
+        if error:
+            print(f"warning: {error}", flush=True)
         ledger.put_job(rec)
         return FAILED
     return PENDING
@@ -669,6 +721,7 @@ def _provenance(a: dict[str, Any], e: dict[str, Any]) -> dict[str, Any]:
         "transpiled_depth": e["transpile"]["depth"], "two_qubit_gates": e["transpile"]["two_qubit_gates"],
         "qpu_seconds": float(sum(used)) if reported else None,  # NULL unless the service reported both jobs
         "qpu_seconds_reported": reported,
+        "qpu_seconds_error": _join(a.get("qpu_seconds_error"), e.get("qpu_seconds_error")),
         "qpu_seconds_est": float(a.get("qpu_seconds_est", 0.0) + e.get("qpu_seconds_est", 0.0)),
     }
 

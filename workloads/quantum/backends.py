@@ -317,14 +317,23 @@ def device_info(backend: str) -> dict[str, Any]:
     }
 
 
-def rep_delay_s(backend: str) -> float:
+def rep_delay(backend: str) -> tuple[float, str | None]:
+    """(repetition delay in seconds, why the default stood in for the device's, or None)."""
     if parse(backend)[0] in ("aer", "aer-noise"):
-        return DEFAULT_REP_DELAY_S
+        return DEFAULT_REP_DELAY_S, None  # a simulator has no delay: the model's default is the estimate
     try:
-        cfg = get_backend(backend).configuration()
-        return float(getattr(cfg, "default_rep_delay", None) or DEFAULT_REP_DELAY_S)
-    except Exception:  # noqa: BLE001
-        return DEFAULT_REP_DELAY_S
+        value = getattr(get_backend(backend).configuration(), "default_rep_delay", None)
+    except Exception as e:  # noqa: BLE001 -- recorded, never silent
+        return DEFAULT_REP_DELAY_S, (f"{backend}: repetition delay unreadable ({scrub(f'{type(e).__name__}: {e}')}); "
+                                     f"QPU estimate used {DEFAULT_REP_DELAY_S * 1e6:g} us")
+    if not value:
+        return DEFAULT_REP_DELAY_S, (f"{backend}: the backend reports no repetition delay; QPU estimate used "
+                                     f"{DEFAULT_REP_DELAY_S * 1e6:g} us")
+    return float(value), None
+
+
+def rep_delay_s(backend: str) -> float:
+    return rep_delay(backend)[0]
 
 
 def qpu_seconds_estimate(backend: str, circuits: float, shots: int, jobs: float, t: Transpiled | None = None) -> float:
@@ -391,15 +400,14 @@ def pub_bits(pub_result: Any) -> tuple[np.ndarray, int]:
 
 
 def aer_method(backend: str, t: Transpiled, shots: int) -> str:
-    """Density matrix (exact noisy distribution, cost 4^n per circuit) when it beats shot trajectories."""
-    if parse(backend)[0] == "fake" and 2 ** t.active_qubits <= max(shots, 256):
-        return "density_matrix"
-    return "automatic"
+    """How a fake backend simulates `t`: Aer's density matrix (exact probabilities, cost 4^n per circuit)
+    when it beats trajectories, else exact branching trajectories (`workloads.quantum.trajectories`)."""
+    return "density_matrix" if 2 ** t.active_qubits <= max(shots, 256) else "trajectories"
 
 
 def make_sampler(backend: str, shots: int, seed: int | None, t: Transpiled, mode: Any = None) -> Any:
-    """A sampler for `backend`: aer's SamplerV2 for the aer backends, else the client-side runtime Sampler
-    (in `mode`, a Batch, when given)."""
+    """A sampler for `backend`: aer's SamplerV2 for the aer backends, the exact noisy sampler for fake
+    backends, else the client-side runtime Sampler (in `mode`, a Batch, when given)."""
     kind = parse(backend)[0]
     if kind in ("aer", "aer-noise"):
         from qiskit_aer.primitives import SamplerV2 as AerSampler
@@ -408,30 +416,25 @@ def make_sampler(backend: str, shots: int, seed: int | None, t: Transpiled, mode
         if kind == "aer-noise":
             opts["backend_options"]["noise_model"] = aer_noise_model()
         return AerSampler(default_shots=shots, seed=None if seed is None else seed % 2**31, options=opts)
+    if kind == "fake":
+        from .trajectories import NoisySampler
+
+        return NoisySampler(local_simulator(backend, "density_matrix"), shots, None if seed is None else seed % 2**31)
     from qiskit_ibm_runtime.executor_sampler import Sampler
 
-    if mode is None:
-        mode = local_simulator(backend, aer_method(backend, t, shots)) if kind == "fake" else get_backend(backend)
-    sampler = Sampler(mode=mode)
+    sampler = Sampler(mode=mode if mode is not None else get_backend(backend))
     sampler.options.default_shots = shots
-    if kind == "fake" and seed is not None:
-        sampler.options.simulator.seed_simulator = seed % 2**31
     return sampler
 
 
-def mode_backend(backend: str, t: Transpiled, shots: int) -> Any:
-    """What a Batch for `backend` is opened on: the device, or the fake backend's local simulator."""
-    kind = parse(backend)[0]
-    return local_simulator(backend, aer_method(backend, t, shots)) if kind == "fake" else get_backend(backend)
-
-
-def job_usage_seconds(job: Any) -> float | None:
-    """QPU seconds the service reports for a finished job (None when it reports none, as in local mode)."""
+def job_usage(job: Any) -> tuple[float | None, str | None]:
+    """(QPU seconds the service reports for a finished job, or None; why the read failed, or None).
+    A service that reports no usage (local mode) is None without an error; a failed read is an error."""
     try:
         u = job.usage()
-    except Exception:  # noqa: BLE001
-        return None
-    return float(u) if u else None
+    except Exception as e:  # noqa: BLE001 -- recorded in the ledger and the row, never silent
+        return None, f"usage of job {job.job_id()} unreadable: {scrub(f'{type(e).__name__}: {e}')}"
+    return (float(u) if u else None), None
 
 
 def run_query(q: Query, level: int | None = None) -> QueryResult:
@@ -444,8 +447,11 @@ def run_query(q: Query, level: int | None = None) -> QueryResult:
     except Exception as e:  # noqa: BLE001 -- scrubbed and re-raised without the original chain
         raise BackendError(f"{q.backend}: job failed: {scrub(f'{type(e).__name__}: {e}')}") from None
     packed, nb = pub_bits(result[0])
-    usage = job_usage_seconds(job) if parse(q.backend)[0] == "ibm" else None
+    usage, error = job_usage(job) if parse(q.backend)[0] == "ibm" else (None, None)
     cost = query_cost(q, t, [str(job.job_id())], usage)
+    errors = [e for e in (error, rep_delay(q.backend)[1]) if e]
+    if errors:
+        cost["qpu_seconds_error"] = "; ".join(errors)
     return QueryResult(z_from_bits(packed, nb), cost)
 
 
