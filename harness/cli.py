@@ -18,7 +18,7 @@ from rich.table import Table
 
 from .identity import STAGES
 from .hw_cli import app as hw_app
-from .loading import WORKLOAD, fingerprint, load_grid, nearest_existing, open_store, where
+from .loading import WORKLOAD, fingerprint, load_grid, open_store, where
 from .ui import Interrupted, OneLineErrors, examples, fail, fmt_duration, note
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -105,16 +105,31 @@ def run(
     _check_address(address)
     _make_root(store)
     from .progress import make_progress
-    from .runner import run_grid
+    from .runner import ClusterMismatch, run_grid
 
+    progress = make_progress()
     try:
-        summary = run_grid(spec, store, workers=workers, impl=WORKLOAD, progress=make_progress(),
+        summary = run_grid(spec, store, workers=workers, impl=WORKLOAD, progress=progress,
                            max_retries=max_retries, address=address)
     except ConnectionError as e:  # Ray could not be started or joined
         raise fail(f"--address {address or '(local)'}: cannot start or join Ray: {str(e).splitlines()[0]}") from None
+    except ClusterMismatch as e:
+        raise fail(f"--address {address}: {e}; run on a cluster started from this checkout (`ray start` in its "
+                   "environment), or without --address for a local Ray") from None
+    except KeyboardInterrupt:
+        progress.stop()
+        raise Interrupted(f"{_stored(store, spec.name)} cells stored; re-run to resume: qmu run {grid}"
+                          + (f" --results {results}" if results != "results" else "")) from None
     _summary(spec.name, summary, store, t0)
     if summary.cells_failed:
         raise typer.Exit(1)
+
+
+def _stored(store: Any, grid: str) -> str:
+    """'13 of 20': the grid's cells stored as ok, of those in its manifest."""
+    cells = (store.manifest(grid) or {}).get("cells") or []
+    statuses = store.cell_statuses(grid)
+    return f"{sum(statuses.get(c) == 'ok' for c in cells)} of {len(cells)}"
 
 
 def _already_done(grid: Path, store: Any, t0: float) -> bool:
@@ -333,8 +348,8 @@ def _cell_text(v: object) -> str:
     "qmu report --grid paper --replication # the study's findings, reproduced or not"))
 def report(
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),
-    out: Optional[str] = typer.Option(None, help="output directory (default: RESULTS/report, or ./report for a "
-                                                 "remote store)"),
+    out: Optional[str] = typer.Option(None, help="output directory (default: RESULTS/report/GRID, or "
+                                                 "./report/GRID for a remote store; 'all' for every grid)"),
     grid: Optional[str] = typer.Option(None, help="only this grid (default: every grid in the store)"),
     compare: Optional[Tuple[str, str]] = typer.Option(None, metavar="A B",
                                                       help="two grids (or backends) side by side"),
@@ -348,15 +363,24 @@ def report(
         raise fail(f"--grid {grid!r}: no such grid under {where(store)}; grids there: {', '.join(grids)}")
     for g in grids:  # a corrupt manifest is named here, not deep inside the report
         _manifest(store, g)
-    if out is None:  # beside the results when they are local; remote stores report to ./report
-        out = "report" if "://" in results else f"{results.rstrip('/')}/report"
+    if out is None:  # one folder per grid, beside the results when they are local; remote stores: ./report
+        name = grid or (grids[0] if len(grids) == 1 else "all")
+        name += f"-{compare[0]}-vs-{compare[1]}" if compare and all(compare) else ""
+        out = f"report/{name}" if "://" in results else f"{results.rstrip('/')}/report/{name}"
     from reports import build  # lazy: every other command works without the plotting stack
 
+    problem = build.out_problem(Path(out).absolute())
+    if problem:
+        raise fail(f"--out {out}: {problem}")
     argv = ["--results", results, "--out", out]
     argv += ["--grid", grid] if grid else []
     argv += ["--compare", *compare] if compare and all(compare) else []
     argv += ["--replication"] if replication else []
-    rc = build.main(argv)
+    try:
+        rc = build.main(argv)
+    except KeyboardInterrupt:
+        raise Interrupted(f"{out} is as it was (the new report is built beside it, then swapped in); re-run "
+                          "`qmu report` to build it") from None
     raise typer.Exit(rc if isinstance(rc, int) else 0)
 
 

@@ -37,6 +37,7 @@ class Progress:
     def cell_finished(self, cell_id: str, status: str, row: dict[str, Any] | None = None) -> None: ...
     def tick(self) -> None: ...
     def close(self, summary: Any) -> None: ...
+    def stop(self) -> None: ...  # Ctrl-C: stop drawing (the caller prints what was kept)
 
 
 NullProgress = Progress
@@ -310,6 +311,9 @@ class RichProgress(_Counts):
     def close(self, summary: Any) -> None:
         self._refresh()
         self.bar.stop()
+
+    def stop(self) -> None:
+        self.bar.stop()  # a live display left running keeps the cursor hidden and swallows later lines
 
 
 def make_progress(stream: TextIO | None = None) -> Progress:

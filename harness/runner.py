@@ -25,6 +25,8 @@ import math
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import traceback
 import uuid
@@ -64,7 +66,8 @@ logging.getLogger("ray._private.authentication.authentication_token_setup").addF
 
 
 def connect(address: str | None = None, workers: int | None = None) -> None:
-    """Join `address` (a cluster, or 'auto'), reuse an initialised Ray, or start a local one."""
+    """Join `address` (a cluster, or 'auto'), reuse an initialised Ray, or start a local one, whose processes
+    end with this driver (harness/reaper.py)."""
     if ray.is_initialized():
         return
     if address:
@@ -73,6 +76,44 @@ def connect(address: str | None = None, workers: int | None = None) -> None:
         # A local Ray sized to the pool: the actors each take one CPU, and nothing else runs here.
         ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
+        _REAPERS.append(subprocess.Popen([sys.executable, "-m", "harness.reaper", str(os.getpid())],
+                                         stdin=subprocess.PIPE, start_new_session=True))
+
+
+# The reapers' pipes: held open for the life of this process, since their end of file is what ends Ray.
+_REAPERS: list[subprocess.Popen] = []
+
+
+class ClusterMismatch(RuntimeError):
+    """The joined cluster's workers cannot run this checkout's code: the import fails, or the code differs."""
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _code_on_node(impl: str) -> str:
+    return impl_code_version(importlib.import_module(impl))
+
+
+def check_cluster(impl: str, code_version: str, timeout: float = 120.0) -> str:
+    """Each alive node imports the workload and reports its code version (a zero-CPU task pinned to it, so
+    busy workers do not delay it); 'Ray cluster at ADDRESS (N nodes, C CPUs)', or ClusterMismatch."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    where = f"the Ray cluster at {ray.get_runtime_context().gcs_address}"
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    refs = {n["NodeManagerAddress"]: _code_on_node.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(impl) for n in nodes}
+    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
+    for host, ref in refs.items():
+        if ref not in ready:
+            raise ClusterMismatch(f"{where}: node {host} did not answer within {timeout:.0f} s")
+        try:
+            theirs = ray.get(ref)
+        except RayError as e:
+            raise ClusterMismatch(f"{where}: workers on {host} cannot import {impl} "
+                                  f"({_short_error(e).splitlines()[0]})") from None
+        if theirs != code_version:
+            raise ClusterMismatch(f"{where}: workers on {host} run code {theirs}, this checkout is {code_version}")
+    return f"{where} ({len(nodes)} node(s), {ray.cluster_resources().get('CPU', 0):g} CPUs)"
 
 
 @ray.remote(num_cpus=1, max_restarts=0)
@@ -603,6 +644,10 @@ def run_grid(spec: GridSpec, store: ResultStore, *, workers: int | None = None, 
     t0 = time.time()
     progress = progress or NullProgress()
     plan, all_ids, cv = plan_grid(spec, store, impl)
+    if plan.cells:  # before anything is written: a cluster that cannot run the code is bad input
+        connect(address, workers)
+        if address:
+            print(f"joined {check_cluster(impl, cv)}", flush=True)
     store.clean_temp()
     store.write_manifest(spec.name, {"grid": spec.name, "path": spec.path, "cells": all_ids,
                                      "code_version": cv, "written_at": datetime.now(timezone.utc).isoformat(),
@@ -610,7 +655,6 @@ def run_grid(spec: GridSpec, store: ResultStore, *, workers: int | None = None, 
     summary = RunSummary(grid=spec.name, cells_total=len(all_ids), cells_skipped=len(all_ids) - len(plan.cells))
     progress.start(spec.name, len(all_ids), summary.cells_skipped, plan)
     if plan.cells:
-        connect(address, workers)
         n = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         pool = _Pool(min(n, len(plan.stages)), impl)
         driver = _Driver(spec, plan, store, cv, progress, max_retries, summary)

@@ -633,12 +633,6 @@ def _register_examples(con: Any, store: ResultStore, gf: GridFiles) -> str | Non
     return " UNION ALL BY NAME ".join(parts) if parts else None
 
 
-def header_metadata(blob: bytes) -> dict[str, str]:
-    """The metadata of a safetensors blob (JSON header after its 8-byte length), tensors untouched."""
-    n = int.from_bytes(blob[:8], "little")
-    return json.loads(blob[8 : 8 + n]).get("__metadata__", {})
-
-
 def register_views(con: Any, store: ResultStore, cells: str = "cells", examples: str = "examples") -> tuple[int, bool]:
     """Create views `cells` and `examples` over the store on DuckDB connection `con`: each stored cell once,
     and the examples of exactly those rows. Cells are read once into memory (they are small); examples are

@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import os
+import shutil
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -569,9 +572,79 @@ def replication_section(s: q.Store, grid: str) -> Section:
 
 def build_report(results: str, out: str, grid: str | None = None, compare: tuple[str, str] | None = None,
                  title: str | None = None, replication: bool = False) -> Path:
-    """Write report.html, report.md, figures/*.png|svg and tables/*.csv under `out`; return report.html."""
+    """Write report.html, report.md, figures/*.png|svg and tables/*.csv under `out`; return report.html.
+
+    The report is built in a fresh folder beside `out` and swapped in when complete, so an interrupted or
+    failed build leaves the previous report as it was."""
+    final = Path(out).absolute()
+    problem = out_problem(final)
+    if problem:
+        raise ReportError(f"--out {out}: {problem}")
+    top = final.parent  # the outermost folder this build creates, removed again if it fails
+    while not top.parent.exists():
+        top = top.parent
+    made = None if top.exists() else top
+    work = _scratch(final)
+    try:
+        _write_report(results, work, grid, compare, title, replication)
+    except BaseException:
+        shutil.rmtree(made or work, ignore_errors=True)
+        raise
+    _swap(work, final)
+    return final / "report.html"
+
+
+def out_problem(out: Path) -> str | None:
+    """Why `out` cannot take a report (None when it can): a file, under a file, or a folder of other things
+    (the new report replaces the folder's contents)."""
+    found = out
+    while not found.exists() and found != found.parent:
+        found = found.parent
+    if found.is_file():
+        return "is a file; give a directory" if found == out else f"{found} is a file; give a directory path"
+    if found == out and any(p.name not in REPORT_FILES for p in out.iterdir()):
+        return ("holds files other than a report (report.html, report.md, figures/, tables/); a report replaces "
+                "the folder's contents, so give a new folder or one an earlier report wrote")
+    return None
+
+
+REPORT_FILES = ("report.html", "report.md", "figures", "tables")
+
+
+def _scratch(final: Path) -> Path:
+    """A new folder beside `final` (same filesystem: the swap is a rename); those of dead builds are removed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for old in final.parent.glob(f".{final.name}.building-*"):
+        if not _alive(old.name.rsplit("-", 2)[-2]):
+            shutil.rmtree(old, ignore_errors=True)
+    work = final.parent / f".{final.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    work.mkdir()
+    return work
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _swap(work: Path, final: Path) -> None:
+    """Put the finished build at `final`; the previous report, if any, is moved aside, then removed."""
+    old = final.parent / f".{final.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if final.exists():
+        final.rename(old)
+    work.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_report(results: str, outp: Path, grid: str | None, compare: tuple[str, str] | None, title: str | None,
+                  replication: bool) -> None:
+    """The report's files, written under the empty folder `outp`."""
     t0 = time.perf_counter()
-    outp = Path(out)
     s = q.connect(results)
     try:
         known = q.grids(s)
@@ -583,10 +656,8 @@ def build_report(results: str, out: str, grid: str | None = None, compare: tuple
         names = [grid] if grid else known
         compared = _compare(s, compare, grid) if compare else None
         figdir = outp / "figures"
-        figdir.mkdir(parents=True, exist_ok=True)
-        (outp / "tables").mkdir(exist_ok=True)
-        for old in list(figdir.glob("*.png")) + list(figdir.glob("*.svg")):
-            old.unlink()  # figures of an earlier build that this one may skip
+        figdir.mkdir()
+        (outp / "tables").mkdir()
         sections: list[Section] = []
         fig_meta: list[dict] = []
         heads = []
@@ -609,32 +680,35 @@ def build_report(results: str, out: str, grid: str | None = None, compare: tuple
     sections.insert(0, findings_section(fig_meta, names))
     title = title or ("qmu-bench report: " + ", ".join(names)
                       + (f" (compare {compare[0]} vs {compare[1]})" if compare else ""))
-    installed = installed_code_version()
+    latest = latest_run_code(results, names)
     meta = [f"results: `{results}`", f"generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}",
-            f"code version of the results: {', '.join(f'`{v}`' for v in versions) or 'unknown'}; installed code: "
-            f"`{installed}`", "figures: `figures/*.png` and `.svg`; tables: `tables/*.csv`; definitions: docs/metrics.md"]
-    warn = version_warning(versions, installed)
+            f"code version of the results: {', '.join(f'`{v}`' for v in versions) or 'unknown'}; of the latest "
+            f"`qmu run`: {', '.join(f'`{v}`' for v in latest) or 'unknown'}",
+            "figures: `figures/*.png` and `.svg`; tables: `tables/*.csv`; definitions: docs/metrics.md"]
+    warn = version_warning(versions, latest)
     (outp / "report.md").write_text(render_md(title, meta, sections, outp, warn))
     meta.append(f"built in {time.perf_counter() - t0:.1f} s")
-    html_path = outp / "report.html"
-    html_path.write_text(render_html(title, meta, sections, warn))
-    return html_path
+    (outp / "report.html").write_text(render_html(title, meta, sections, warn))
 
 
-def installed_code_version() -> str:
-    from workloads import code_version
+def latest_run_code(results: str, grids: list[str]) -> list[str]:
+    """The code versions of the grids' latest `qmu run`, as their manifests record them (the store's metadata;
+    the report does not import the science code to ask it)."""
+    from harness.store import ResultStore
 
-    return code_version()
+    store = ResultStore(results)
+    return sorted({str(m["code_version"]) for g in grids if (m := store.manifest(g)) and m.get("code_version")})
 
 
-def version_warning(versions: list[str], installed: str) -> str:
-    """Empty when every result was computed by the installed code."""
-    other = [v for v in versions if v != installed]
-    if not other:
+def version_warning(versions: list[str], latest: list[str]) -> str:
+    """Empty when every result was computed by the code of its grid's latest run (or that code is unknown)."""
+    other = [v for v in versions if v not in latest]
+    if not other or not latest:
         return ""
     return (f"{'these results were' if len(other) == len(versions) else 'some results were'} computed by code version "
-            f"{', '.join(other)}, not by the installed code ({installed}). Numbers may differ from what `qmu run` "
-            "computes now; to recompute, run the grid again with a new `--results` root.")
+            f"{', '.join(other)}, not by the code of the latest `qmu run` ({', '.join(latest)}), which keeps the cells "
+            "it finds stored. Numbers may differ from what that code computes; to recompute them, run the grid again "
+            "with a new `--results` root.")
 
 
 def findings_section(fig_meta: list[dict], names: list[str]) -> Section:

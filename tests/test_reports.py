@@ -66,7 +66,8 @@ def store_root(tmp_path_factory) -> Path:
                                        "error": "RuntimeError: boom\ntraceback..."}, None)
     store.write_cell("t", "t-skipped", {**axes, "method": "rga", "status": "budget_skipped",
                                         "error": "QPU budget exhausted"}, None)
-    store.write_manifest("t", {"grid": "t", "cells": ids + ["t-failed", "t-skipped", "t-pending"]})
+    store.write_manifest("t", {"grid": "t", "cells": ids + ["t-failed", "t-skipped", "t-pending"],
+                               "code_version": "0.1.0+latest"})
     # a second grid for --compare: one seed, two methods, exact only
     _cells(store, "t2", seeds=(0,), forgets=("class:4",), methods=("none", "ga"), evals=(None,))
     return root
@@ -299,8 +300,9 @@ def test_replication_verdicts_follow_the_numbers(report: Path, store_root: Path)
 
 def test_findings_takeaways_link_and_code_version(report: Path, store_root: Path, tmp_path: Path, capsys) -> None:
     """The report opens with Findings built from every figure's takeaway sentence, names the code version of its
-    results and warns that it differs from the installed code (the fixture's rows say 'test')."""
-    from reports.build import installed_code_version, main
+    results and warns that it differs from the code of the latest run, as the manifest records it (the fixture's
+    rows say 'test', its manifest '0.1.0+latest')."""
+    from reports.build import main
 
     md = (report.parent / "report.md").read_text()
     findings = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
@@ -310,7 +312,7 @@ def test_findings_takeaways_link_and_code_version(report: Path, store_root: Path
         assert t in findings, t
     assert "On qnn-angle-l2 (class:4)" in findings  # the leakage takeaway names the model and forget set
     assert "code version of the results: `test`" in md
-    assert f"not by the installed code ({installed_code_version()})" in md
+    assert "not by the code of the latest `qmu run` (0.1.0+latest)" in md
     assert "Warning:" in report.read_text()
     assert main(["--results", str(store_root), "--out", str(tmp_path / "o"), "--grid", "t2"]) == 0
     assert f"report: file://{tmp_path / 'o' / 'report.html'}" in capsys.readouterr().out
