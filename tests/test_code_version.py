@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 from workloads import code_text, code_version
 
 SOURCE = '''"""Module docstring."""
@@ -37,5 +43,26 @@ def test_code_changes_count() -> None:
     assert "return 1" in code_text(inline)
 
 
-def test_code_version_is_stable_and_versioned() -> None:
-    assert code_version() == code_version() and code_version().startswith("0.")
+def _version_of(pkg: Path) -> str:
+    """code_version() of the `workloads` copy under `pkg` (its parent first on the path), in a fresh process:
+    the installed package caches its own."""
+    code = "import workloads; print(workloads.__file__, workloads.code_version())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
+                         cwd=pkg.parent, env={**os.environ, "PYTHONPATH": str(pkg.parent)}).stdout.split()
+    assert out[0] == str(pkg / "__init__.py"), out
+    return out[1]
+
+
+def test_code_version_follows_the_sources(tmp_path: Path) -> None:
+    """A copy of the package has the installed version; a reworded comment keeps it, a changed line of any
+    module (subpackages too) changes it."""
+    import workloads
+
+    pkg = tmp_path / "workloads"
+    shutil.copytree(Path(workloads.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    assert _version_of(pkg) == code_version() and code_version().startswith(f"{workloads.__version__}+")
+    target = sorted(pkg.glob("*/*.py"))[0]
+    target.write_text("# a new comment\n" + target.read_text())
+    assert _version_of(pkg) == code_version()
+    target.write_text(target.read_text() + "\nANSWER = 42\n")
+    assert _version_of(pkg) != code_version()
