@@ -193,6 +193,13 @@ def learn_catalog(catalogs: Iterable[dict[str, Any] | None]) -> None:
     METHODS = (*METHODS, *(n for _, n in new))
 
 
+def _metric_types() -> dict[str, str]:
+    """Every metric as DOUBLE, and the stored interval bounds of the metrics whose rows carry them."""
+    out = {m: "DOUBLE" for m in METRICS}
+    out.update({f"{m}{x}": "DOUBLE" for m, (_, kind, _) in METRICS.items() if kind == "row" for x in ("_lo", "_hi")})
+    return out
+
+
 def connect(root: str) -> Store:
     """Tables `cells`, `examples`, `manifest_cells` read once from the store (so every later query is in memory),
     and the derived per-cell tables `cell_n` (sample counts), `cell_ci` (ok cells with per-cell intervals) and
@@ -221,7 +228,7 @@ def connect(root: str) -> Store:
     ex_have: set[str] = set()
     if n_cells:
         have = {r[0] for r in con.execute("DESCRIBE store_cells").fetchall()}
-        types = {**_COLUMN_TYPES, **{m: "DOUBLE" for m in METRICS}}  # METRICS as the catalog extended it
+        types = {**_COLUMN_TYPES, **_metric_types()}  # METRICS as the catalog extended it
         missing = [c for c in types if c not in have]
         extra = sorted(have - set(types))
         adds = "".join(f", NULL::{types[c]} AS {c}" for c in missing)
@@ -230,7 +237,7 @@ def connect(root: str) -> Store:
         repl = ", ".join(f"{m}::DOUBLE AS {m}" for m in METRICS if m not in missing)
         con.execute(f"CREATE TEMP TABLE cells AS SELECT * REPLACE ({repl}){adds} FROM store_cells")
     else:
-        con.execute(f"CREATE VIEW cells AS {empty({**_COLUMN_TYPES, **{m: 'DOUBLE' for m in METRICS}})}")
+        con.execute(f"CREATE VIEW cells AS {empty({**_COLUMN_TYPES, **_metric_types()})}")
     if has_examples and n_cells:
         ex_have = {r[0] for r in con.execute("DESCRIBE SELECT * FROM store_examples").fetchall()}
         probs = [c for c in (*PROB_COLUMNS, *SCORE_COLUMNS.values()) if c in ex_have]
@@ -293,7 +300,7 @@ def _derived_views(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""
     CREATE TEMP TABLE cell_all AS
       WITH cell_ci AS MATERIALIZED (
-      SELECT c.* EXCLUDE (mia_success_lo, mia_success_hi, mia_advantage_lo, mia_advantage_hi), n.n_members, n.n_nonmembers, n.n_train_retain,
+      SELECT c.* EXCLUDE ({", ".join(f"{m}{x}" for m, (_, k, _) in METRICS.items() if k == "row" for x in ("_lo", "_hi"))}), n.n_members, n.n_nonmembers, n.n_train_retain,
              n.n_test_forget, n.n_test_retain, {', '.join(cols)}
       FROM cells c JOIN cell_n n USING (cell_id) WHERE c.status = 'ok')
       {_with_retrain()}
