@@ -150,9 +150,9 @@ def test_dry_run_prints_counts_and_writes_nothing(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     out = textwrap.dedent(res.output)
     assert "smoke: 18 cells, 0 already done" in out
-    # one original model, four reference models, six unlearned models, two attacks (shared and per forget
-    # set) per eval-shot count, one evaluation per cell
-    for kind, n in (("train", 1), ("reference", 4), ("unlearn", 6), ("attack", 6), ("evaluate", 18)):
+    # one original model, four reference models, six unlearned models, one shared attack stage per eval-shot
+    # count (the held-out attack is fit in evaluate, on the evaluated model), one evaluation per cell
+    for kind, n in (("train", 1), ("reference", 4), ("unlearn", 6), ("attack", 3), ("evaluate", 18)):
         assert any(line.split("│")[1:3] == [f" {kind:<9} ", f" {n:>6} "] for line in out.splitlines()
                    if line.startswith("│")), out
     assert "circuit executions" in out and "CPU-hours" in out

@@ -143,7 +143,7 @@ def test_real_cells_end_to_end(tmp_path: Path) -> None:
     t0 = time.time()
     s = run_grid(spec, store, workers=2)
     assert (s.cells_ok, s.cells_failed) == (6, 0), s.failures
-    assert dict(s.stages_run) == {"train": 1, "unlearn": 3, "attack": 4, "evaluate": 6}  # shared + per forget set
+    assert dict(s.stages_run) == {"train": 1, "unlearn": 3, "attack": 2, "evaluate": 6}  # shared; heldout fit in evaluate
     con = connect_duckdb(store)
     df = con.execute("select * from cells order by method, eval_shots").df()
     for col in ("mia_success", "mia_success_lo", "mia_success_hi", "mia_auc", "acc_train_retain",

@@ -120,7 +120,7 @@ def extended(tmp_path: Path) -> Path:
     _add_line(pkg / "unlearning" / "__init__.py", "from . import finetune,", "from . import noise_head\nfrom . import finetune,")
     _add_line(pkg / "unlearning" / "__init__.py", "rga, graddiff)", "rga, graddiff, noise_head)")
     _add_line(pkg / "attacks" / "__init__.py", "from . import heldout,", "from . import confidence\nfrom . import heldout,")
-    _add_line(pkg / "attacks" / "__init__.py", "rmia, lira)", "rmia, lira, confidence)")
+    _add_line(pkg / "attacks" / "__init__.py", "rmia, lira, ulira)", "rmia, lira, ulira, confidence)")
     return pkg.parent
 
 
