@@ -51,7 +51,7 @@ def main() -> None:
             wb.run_query(q)
             wall = (time.perf_counter() - t0) / args.circuits
             qpu = wb.qpu_seconds_estimate(backend, 1, args.shots, 0, t)
-            method = wb.aer_method(backend, t, args.shots) if backend.startswith("fake:") else "aer"
+            method = wb.kind(backend).simulation(backend, t, args.shots)
             print(f"{name:<14}{backend:<24}{t.two_qubit_gates:>6}{t.depth:>7}{t.active_qubits:>7}{method:>16}"
                   f"{wall:>13.3f}{t_torch:>14.2e}{qpu:>16.3f}", flush=True)
     print(f"(shots {args.shots}, {args.circuits} circuits per backend; QPU estimate without the per-job "

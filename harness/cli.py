@@ -95,7 +95,9 @@ def run(
         return
     spec = load_grid(grid, WORKLOAD)  # a bad grid exits here with its one error line, before any progress line
     print(f"qmu run {grid}: planning", flush=True)
-    if any(b.startswith("ibm:") for b in spec.axes["backend"]):
+    from workloads.quantum.backends import kind as backend_kind
+
+    if any(backend_kind(b).HARDWARE for b in spec.axes["backend"]):
         return _run_on_hardware(spec, grid, results, max_qpu_seconds, dry_run)
     if max_qpu_seconds is not None:
         note("note: --max-qpu-seconds applies to ibm: backends only; this grid has none")
@@ -186,9 +188,12 @@ def _run_on_hardware(spec: Any, grid: Path, results: str, max_qpu_seconds: float
     """ibm: backends spend QPU time: only through the ledger and a budget, as `qmu hw submit --wait`."""
     from . import hw_cli
 
-    ibm = next(b for b in spec.axes["backend"] if b.startswith("ibm:"))
-    if "torch" in spec.axes["backend"]:
-        raise fail(f"{grid}: grid.backend mixes torch with {ibm}; put the hardware backends in a grid of their own "
+    from workloads.quantum.backends import kind as backend_kind
+
+    ibm = next(b for b in spec.axes["backend"] if backend_kind(b).HARDWARE)
+    sim = next((b for b in spec.axes["backend"] if not backend_kind(b).QISKIT), None)
+    if sim is not None:
+        raise fail(f"{grid}: grid.backend mixes {sim} with {ibm}; put the hardware backends in a grid of their own "
                    "(torch cells run with `qmu run`, hardware cells through the QPU budget)")
     if dry_run:
         return hw_cli.estimate(grid=grid, results=results, optimization_level=None)

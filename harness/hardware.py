@@ -229,33 +229,23 @@ def estimate(plans: list[CellPlan], level: int | None = None, seen: set[str] | N
     for p in plans:
         cfg = p.cfg
         spec = model_spec(cfg.model)
-        t = wb.transpiled(spec.encoding, spec.n_layers, _estimate_backend(cfg.backend), level)
+        t = wb.transpiled(spec.encoding, spec.n_layers, estimate_target(cfg.backend), level)
         n, jobs = evaluate_circuits(cfg), 1
         if p.keys["attack"] not in seen_attacks:
             seen_attacks.add(p.keys["attack"])
             n, jobs = n + attack_circuits(cfg), 2
         shots = int(cfg.eval_shots or 0)
-        qpu = wb.qpu_seconds_estimate(_estimate_backend(cfg.backend), n, shots, jobs, t)
+        qpu = wb.qpu_seconds_estimate(estimate_target(cfg.backend), n, shots, jobs, t)
         out.append(CellEstimate(p.cell_id, cfg, n, n * shots, jobs, qpu, t.two_qubit_gates, t.depth))
     return out
 
 
-def _estimate_backend(backend: str) -> str:
-    """The backend to transpile against for an estimate: an ibm: device without credentials is stood in
-    for by the fake backend of the same device, when qiskit-ibm-runtime ships one."""
+def estimate_target(backend: str) -> str:
+    """The backend to transpile against for an estimate (a hardware backend may name a stand-in)."""
     from workloads.quantum import backends as wb
 
-    if not backend.startswith("ibm:") or wb.credentials_source() is not None:
-        return backend
-    from qiskit_ibm_runtime import fake_provider
-
-    name = backend.split(":", 1)[1].removeprefix("ibm_")
-    fake = "Fake" + name[:1].upper() + name[1:]
-    if hasattr(fake_provider, fake):
-        return f"fake:{fake}"
-    raise wb.MissingCredentials(
-        f"estimating {backend!r} needs its target: set QISKIT_IBM_TOKEN or save an account "
-        f"(no local fake backend {fake!r} to stand in)")
+    stand_in = getattr(wb.kind(backend), "stand_in", None)
+    return stand_in(backend) if stand_in is not None else backend
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -352,7 +342,8 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
         echo(f"{spec.name}: nothing to submit ({summary.cells_skipped_ok} stored, {summary.cells_pending} in flight)")
         return summary
     for b in sorted({p.cfg.backend for p in todo}):
-        wb.require_credentials(b)  # before any work
+        if wb.kind(b).HARDWARE:
+            wb.require_credentials(b)  # before any work
     todo, skipped = fit_budget(todo, level, max_qpu_seconds)
     if not todo:
         cheapest = min(e for _, e in skipped)
@@ -467,7 +458,8 @@ class _Progress:
 
 
 def _join(*errors: str | None) -> str | None:
-    kept = list(dict.fromkeys(e for e in errors if e))
+    """The distinct messages of already-joined error strings (a batch's close error sits on both jobs of a cell)."""
+    kept = list(dict.fromkeys(part for e in errors if e for part in e.split("; ")))
     return "; ".join(kept) if kept else None
 
 

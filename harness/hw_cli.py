@@ -58,9 +58,11 @@ def _load(grid: Path):
     from .loading import load_grid
 
     spec = load_grid(grid)
-    bad = [b for b in spec.axes["backend"] if b == "torch"]
+    from workloads.quantum.backends import kind
+
+    bad = [b for b in spec.axes["backend"] if not kind(b).QISKIT]
     if bad:
-        raise _fail(f"{grid}: backend: 'torch' is not a hardware backend; use fake:<Name>, ibm:<name>, aer or "
+        raise _fail(f"{grid}: backend: {bad[0]!r} is not a hardware backend; use fake:<Name>, ibm:<name>, aer or "
                     "aer-noise (run simulator grids with `qmu run`)")
     return spec
 
@@ -103,11 +105,11 @@ def estimate(
                   f"{e.circuits:,}", f"{e.shots:,}", str(e.jobs), f"{e.qpu_seconds:.1f}")
     Console(width=160).print(t, markup=False)
     total = sum(e.qpu_seconds for e in ests)
-    from .hardware import _estimate_backend
+    from .hardware import estimate_target
 
     for b in sorted({e.cfg.backend for e in ests}):
-        if _estimate_backend(b) != b:
-            print(f"note: no IBM credentials, so {b} was transpiled against its local stand-in {_estimate_backend(b)}")
+        if estimate_target(b) != b:
+            print(f"note: no IBM credentials, so {b} was transpiled against its local stand-in {estimate_target(b)}")
     print(f"total: {len(ests)} cells to submit, {sum(e.circuits for e in ests):,} circuits, "
           f"{sum(e.shots for e in ests):,} shots, estimated {total:.0f} QPU seconds ({total / 60:.1f} min); "
           f"{sum(p.state == 'ok' for p in plans)} cells stored, {sum(p.state == 'pending' for p in plans)} in flight")
@@ -126,7 +128,7 @@ def submit(
     wait: bool = typer.Option(False, "--wait/--no-wait", help="wait for the jobs and collect the rows"),
 ) -> None:
     """Submit the evaluation jobs of a grid's cells (those neither stored nor in flight)."""
-    from workloads.quantum.backends import BackendError, MissingCredentials
+    from workloads.quantum.backends import BackendError, CannotConnect, MissingCredentials
 
     from .hardware import BudgetExceeded, LedgerError, submit as submit_cells
 
@@ -135,7 +137,7 @@ def submit(
     store = _store(results)
     try:
         s = submit_cells(spec, store, max_qpu_seconds=max_qpu_seconds, level=level, tags=tuple(tag))
-    except (MissingCredentials, BudgetExceeded, LedgerError) as e:
+    except (MissingCredentials, CannotConnect, BudgetExceeded, LedgerError) as e:
         raise _fail(str(e)) from None
     except BackendError as e:
         raise _fail(str(e), 1) from None
@@ -151,7 +153,7 @@ def submit(
 def _collect_loop(store, grid: Optional[str], poll: float, once: bool = False) -> None:
     import time
 
-    from workloads.quantum.backends import BackendError, MissingCredentials
+    from workloads.quantum.backends import BackendError, CannotConnect, MissingCredentials
 
     from .hardware import LedgerError, collect as collect_cells
 
@@ -159,7 +161,7 @@ def _collect_loop(store, grid: Optional[str], poll: float, once: bool = False) -
     while True:
         try:
             c = collect_cells(store, grid)
-        except (MissingCredentials, LedgerError) as e:
+        except (MissingCredentials, CannotConnect, LedgerError) as e:
             raise _fail(str(e)) from None
         except BackendError as e:
             raise _fail(str(e), 1) from None

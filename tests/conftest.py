@@ -4,14 +4,16 @@ different topology (a multi-node cluster) can follow."""
 from __future__ import annotations
 
 import gc
-import ipaddress
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
+from tests.support.offline.netguard import OFFLINE_ENV, NetworkBlocked, install  # noqa: F401
+
+OFFLINE = Path(__file__).parent / "support" / "offline"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -48,79 +50,20 @@ def _release_native_resources() -> None:
 _EXIT = pytest.StashKey[int]()
 
 
-class NetworkBlocked(OSError):
-    """A test tried to reach a non-local address; raised by the `no_network` fixture (tests/conftest.py)."""
-
-
-_LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
-
-
-def _own_addresses() -> set[str]:
-    """The addresses of this machine's interfaces: a local Ray may bind its node to one of them."""
-    import psutil
-
-    return {a.address.split("%")[0] for addrs in psutil.net_if_addrs().values() for a in addrs
-            if a.family in (socket.AF_INET, socket.AF_INET6)}
-
-
-def _is_local(host: Any, own: set[str]) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode()
-    if not isinstance(host, str):
-        return False
-    try:
-        ip = ipaddress.ip_address(host.split("%")[0])
-    except ValueError:
-        return host.lower() in _LOCAL_NAMES or host == socket.gethostname()
-    return ip.is_loopback or ip.is_unspecified or str(ip) in own
-
-
 @pytest.fixture(scope="session", autouse=True)
 def no_network() -> Iterator[None]:
-    """Every test runs offline: a connect, a datagram or a name lookup for anything but loopback, this machine's
-    own addresses and unix sockets raises NetworkBlocked (an OSError, so code that handles "offline" still does).
-
-    It guards this pytest process only. Ray's workers and agents, and the `qmu` subprocesses some tests start,
-    are separate processes it cannot patch; Ray's usage-stats report is switched off for them through the
-    environment they inherit, and pyarrow's native S3 client is only pointed at the local moto server."""
-    own = _own_addresses()
-
-    def check(family: int, address: Any) -> None:
-        if family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0], own):
-            raise NetworkBlocked(f"the no_network fixture (tests/conftest.py) blocked a connection to {address!r}: "
-                                 "tests reach only this machine")
-
-    connect, connect_ex, sendto = socket.socket.connect, socket.socket.connect_ex, socket.socket.sendto
-    getaddrinfo = socket.getaddrinfo
-
-    def guarded_connect(self: socket.socket, address: Any) -> None:
-        check(self.family, address)
-        return connect(self, address)
-
-    def guarded_connect_ex(self: socket.socket, address: Any) -> int:
-        check(self.family, address)
-        return connect_ex(self, address)
-
-    def guarded_sendto(self: socket.socket, data: Any, *args: Any) -> int:
-        check(self.family, args[-1])
-        return sendto(self, data, *args)
-
-    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host is not None and not _is_local(host, own):
-            try:
-                ipaddress.ip_address(host.decode() if isinstance(host, bytes) else host)
-            except ValueError:  # a name: resolving it would ask a DNS server
-                raise NetworkBlocked(f"the no_network fixture (tests/conftest.py) blocked a lookup of {host!r}: "
-                                     "tests reach only this machine") from None
-        return getaddrinfo(host, *args, **kwargs)
-
+    """Every test runs offline, and so does every Python process a test starts (the `qmu` subprocesses, Ray's
+    workers and agents): they inherit a PYTHONPATH whose `sitecustomize` installs the same guard
+    (tests/support/offline/). Ray's usage-stats report is switched off through the environment too."""
+    undo = install()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket.socket, "connect", guarded_connect)
-        mp.setattr(socket.socket, "connect_ex", guarded_connect_ex)
-        mp.setattr(socket.socket, "sendto", guarded_sendto)
-        mp.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(OFFLINE), os.environ.get("PYTHONPATH")) if p))
+        mp.setenv(OFFLINE_ENV, "1")
         mp.setenv("RAY_USAGE_STATS_ENABLED", "0")
-        yield
+        try:
+            yield
+        finally:
+            undo()
 
 
 @pytest.fixture(scope="module")

@@ -220,7 +220,7 @@ def test_run_on_ibm_without_budget_exits_2_before_any_device_call(tmp_path: Path
         calls.append("service")
         raise AssertionError("device call")
 
-    monkeypatch.setattr(wb, "runtime_service", tripwire)
+    monkeypatch.setattr(wb.ibm, "runtime_service", tripwire)  # where the ibm backend reaches the service
     monkeypatch.setattr(qiskit_ibm_runtime, "QiskitRuntimeService", tripwire)
     monkeypatch.setenv("QISKIT_IBM_TOKEN", TOKEN)
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -37,3 +39,12 @@ def test_loopback_and_unix_sockets_still_work(tmp_path) -> None:
     with a, b:
         a.sendall(b"unix")
         assert b.recv(4) == b"unix"
+
+
+def test_a_child_python_process_is_offline_too(tmp_path) -> None:
+    # `qmu` subprocesses and Ray workers inherit the guard through PYTHONPATH's sitecustomize
+    code = ("import socket\n"
+            "try:\n    socket.create_connection(('1.1.1.1', 443), timeout=1)\n"
+            "except OSError as e:\n    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("NetworkBlocked") and "no_network fixture" in out.stdout, out.stdout + out.stderr

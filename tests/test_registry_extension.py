@@ -1,5 +1,5 @@
-"""A method and an attack are each one module plus one registry line: with nothing else edited, a grid can
-name them, the dry run prices them, a run stores their columns and the report shows them.
+"""A method, an attack and a backend are each one module plus one registry line: with nothing else edited, a
+grid can name them, the dry run prices them, a run stores their columns and the report shows them.
 
 The test copies the `workloads` package, adds the two modules and their registry lines to the copy, and runs
 `qmu` with the copy first on PYTHONPATH (Ray's local workers inherit it), so the checkout is never touched.
@@ -85,6 +85,40 @@ def columns(members, nonmembers, params, state):
     return metrics.roc_columns("conf", members, nonmembers)
 '''
 
+BACKEND = '''"""`aer-mps`: qiskit-aer's matrix-product-state sampler (a backend added by a test)."""
+
+from .qiskit_run import backend_logits as logits  # noqa: F401
+
+NAME = "aer-mps"
+LABEL = "qiskit-aer, matrix product state"
+SUMMARY = "qiskit-aer's MPS simulator; shots only"
+NAMED = False
+EXACT = False
+QISKIT = True
+DEVICE = False
+HARDWARE = False
+
+
+def validate(device):
+    pass
+
+
+def qiskit_backend(device):
+    from qiskit_aer import AerSimulator
+
+    return AerSimulator(method="matrix_product_state")
+
+
+def sampler(backend, shots, seed, t, mode=None):
+    from qiskit_aer.primitives import SamplerV2
+
+    return SamplerV2(default_shots=shots, seed=seed, options={"backend_options": {"method": "matrix_product_state"}})
+
+
+def simulation(backend, t, shots):
+    return "aer matrix product state"
+'''
+
 GRID = """name: ext
 dataset: digits
 n_train: 200
@@ -121,11 +155,15 @@ def extended(tmp_path: Path) -> Path:
     _add_line(pkg / "unlearning" / "__init__.py", "rga, graddiff)", "rga, graddiff, noise_head)")
     _add_line(pkg / "attacks" / "__init__.py", "from . import heldout,", "from . import confidence\nfrom . import heldout,")
     _add_line(pkg / "attacks" / "__init__.py", "rmia, lira, ulira)", "rmia, lira, ulira, confidence)")
+    (pkg / "quantum" / "backends" / "aer_mps.py").write_text(BACKEND)
+    _add_line(pkg / "quantum" / "backends" / "__init__.py", "from . import aer,", "from . import aer_mps\nfrom . import aer,")
+    _add_line(pkg / "quantum" / "backends" / "__init__.py", "aer_noise, fake, ibm)", "aer_noise, fake, ibm, aer_mps)")
     return pkg.parent
 
 
 def _qmu(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]), "NO_COLOR": "1"}
+    paths = [str(site), str(ROOT), os.environ.get("PYTHONPATH", "")]  # the test run's offline guard stays
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), "NO_COLOR": "1"}
     code = "import sys; from harness.cli import main; sys.argv = ['qmu', *sys.argv[1:]]; main()"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=600)
@@ -156,3 +194,22 @@ def test_new_method_and_attack_need_no_other_edit(extended: Path, tmp_path: Path
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "noise_head" in md and "confidence-attack AUC" in md
+
+
+@pytest.mark.timeout(600)
+def test_new_backend_needs_no_other_edit(extended: Path, tmp_path: Path) -> None:
+    grid = tmp_path / "mps.yaml"
+    grid.write_text(GRID.replace("name: ext", "name: mps").replace("[noise_head]", "[none]")
+                    .replace("eval_shots: [exact]", "eval_shots: [64]") + "backend: aer-mps\n")
+    root = tmp_path / "results"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(grid.read_text().replace("backend: aer-mps", "backend: aer-mps:x"))
+    out = _qmu(extended, tmp_path, "run", str(bad), "--results", str(root))
+    assert out.returncode == 2 and "aer-mps" in out.stderr and "choose torch, aer, aer-noise" in out.stderr, out.stderr
+    est = _qmu(extended, tmp_path, "hw", "estimate", str(grid), "--results", str(root))
+    assert est.returncode == 0 and "aer-mps" in est.stdout, est.stdout + est.stderr
+    run = _qmu(extended, tmp_path, "run", str(grid), "--results", str(root), "--workers", "1")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    cells = duckdb.sql(f"SELECT * FROM read_parquet('{root}/cells/**/*.parquet', union_by_name=true)").df()
+    assert list(cells["backend"]) == ["aer-mps"] and list(cells["status"]) == ["ok"]
+    assert int(cells["eval_circuits"].iloc[0]) > 0 and 0.0 <= float(cells["acc_test_retain"].iloc[0]) <= 1.0

@@ -28,6 +28,7 @@ from .data.forget_set import forget_split, parse_forget
 from .hparams import attack_params, merged, resolve_params
 from .quantum.inference import logits_on
 from .models import build_model, role_inputs
+from .quantum.backends import kind as backend_kind
 from .quantum.backends import validate_backend
 from .seeds import derive_seed
 from .models.batched import train_many
@@ -80,7 +81,7 @@ class CellConfig:
         if self.n_eval is not None and (isinstance(self.n_eval, bool) or not isinstance(self.n_eval, int)
                                         or self.n_eval < 10):
             raise ValueError(f"n_eval: expected an integer of at least 10, got {self.n_eval!r}")
-        if self.backend != "torch" and self.eval_shots is None:
+        if self.eval_shots is None and not backend_kind(self.backend).EXACT:
             raise ValueError(f"eval_shots: backend {self.backend!r} measures shots; 'exact' needs backend torch")
 
     def stage_config(self, name: str) -> Any:

@@ -1,27 +1,19 @@
-"""Evaluation of a model's quantum layer on qiskit backends (docs/grid.md, backends).
-
-Backends: `aer` (qiskit-aer SamplerV2, seeded), `aer-noise` (depolarizing p1=5e-4, p2=5e-3 and readout
-bit-flip 1e-2), `fake:<Name>` (a qiskit-ibm-runtime fake backend run locally with its noise model) and
-`ibm:<name>` (a real device through `QiskitRuntimeService`).
+"""What every qiskit backend shares: transpilation, queries, the query hook and the cost of a query.
 
 Per (circuit, backend) the circuit is transpiled once per process with a seeded preset pass manager to the
 backend's ISA; per-sample parameter rows are bound as one sampler PUB (isa, values[n, P]); the 8 <Z_j> are
 estimated from the measured bits (qubit j is bit j, Z_j = mean of 1 - 2*bit_j), and the classical head maps
-them to logits. Fake and IBM backends go through the client-side `qiskit_ibm_runtime.executor_sampler.Sampler`
-(the one qiskit-ibm-runtime 0.50+ recommends; its server-side `SamplerV2` is deprecated).
+them to logits. What differs per backend (its qiskit object, sampler, repetition delay, calibration) is the
+backend's own module in this package.
 
 A *query hook* (`query_hook`) lets a caller intercept every backend query: the hardware ledger uses it to
 capture the PUBs a stage needs (submit, without waiting) and to replay them from finished jobs (collect).
-
-Secrets: the IBM token is read from QISKIT_IBM_TOKEN or qiskit's saved account, handed only to
-`QiskitRuntimeService`, and scrubbed from every message this module raises (`scrub`).
 """
 
 from __future__ import annotations
 
 import contextvars
 import os
-import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,207 +22,37 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from .circuits import model_circuit, parameter_values
+from ..circuits import model_circuit, parameter_values
+from .credentials import BackendError, scrub
 
 DEFAULT_OPTIMIZATION_LEVEL = 1
 DEFAULT_SEED_TRANSPILER = 0
-# aer-noise (docs/grid.md)
-AER_NOISE = {"p1": 5e-4, "p2": 5e-3, "readout": 1e-2}
 # QPU-time model for estimates: per-job overhead plus, per shot of every circuit, the repetition delay and
 # the circuit's scheduled duration (IBM executes circuits column-wise over shots; usage is QPU-locked time).
 JOB_OVERHEAD_S = 2.5
 DEFAULT_REP_DELAY_S = 250e-6
 DEFAULT_CIRCUIT_S = 20e-6
 TWO_QUBIT = ("cx", "cz", "ecr", "rzz", "swap", "iswap", "rxx", "ryy", "rzx")
-SIMULATORS = ("torch", "aer", "aer-noise")
-_REMOTE = re.compile(r"^(fake|ibm):([A-Za-z0-9_\-]+)$")
-TOKEN_ENV = "QISKIT_IBM_TOKEN"
 OPT_LEVEL_ENV = "QMU_HW_OPTIMIZATION_LEVEL"
-
-
-def validate_backend(name: str) -> str:
-    """Accept torch, aer, aer-noise, fake:<FakeBackend> (must exist locally) or ibm:<name>."""
-    if name in SIMULATORS:
-        return name
-    m = _REMOTE.match(str(name))
-    if not m:
-        raise ValueError(
-            f"unknown backend {name!r}; choose torch, aer, aer-noise, fake:<FakeBackend> or ibm:<backend>"
-        )
-    if m.group(1) == "fake":
-        from qiskit_ibm_runtime import fake_provider
-
-        if not hasattr(fake_provider, m.group(2)):
-            raise ValueError(f"unknown fake backend {m.group(2)!r}; try e.g. fake:FakeTorino or fake:FakeFez")
-    return name
-
-
-class BackendError(RuntimeError):
-    """A backend could not be reached or used; the message never contains a secret."""
-
-
-class MissingCredentials(BackendError):
-    """An `ibm:` backend was asked for without IBM Quantum credentials (the CLI exits 2)."""
-
-
-# ----------------------------------------------------------------------------------------------------------
-# secrets
-
-
-def _saved_account() -> dict[str, Any] | None:
-    """qiskit's saved default account (reads ~/.qiskit/qiskit-ibm.json; no network)."""
-    try:
-        from qiskit_ibm_runtime import QiskitRuntimeService
-
-        accounts = QiskitRuntimeService.saved_accounts()
-    except Exception:  # noqa: BLE001 -- a broken config file means "no saved account"
-        return None
-    if not accounts:
-        return None
-    for acc in accounts.values():
-        if acc.get("is_default_account"):
-            return acc
-    return next(iter(accounts.values()))
-
-
-def _known_secrets() -> list[str]:
-    out = []
-    tok = os.environ.get(TOKEN_ENV)
-    if tok:
-        out.append(tok)
-    acc = _saved_account()
-    if acc and acc.get("token"):
-        out.append(str(acc["token"]))
-    return [s for s in out if len(s) >= 4]
-
-
-def scrub(text: str) -> str:
-    """`text` with every known token (environment or saved account) replaced by ***."""
-    for s in _known_secrets():
-        text = text.replace(s, "***")
-    return text
-
-
-def credentials_source() -> str | None:
-    """Where IBM credentials would come from ('environment' or 'saved account'), or None."""
-    if os.environ.get(TOKEN_ENV):
-        return "environment"
-    if _saved_account() is not None:
-        return "saved account"
-    return None
-
-
-def require_credentials(backend: str) -> None:
-    """Raise MissingCredentials for an `ibm:` backend when no token is configured; no network."""
-    if backend.startswith("ibm:") and credentials_source() is None:
-        raise MissingCredentials(
-            f"backend {backend!r} needs IBM Quantum credentials: set {TOKEN_ENV} (and QISKIT_IBM_INSTANCE, "
-            "optionally QISKIT_IBM_CHANNEL), or save an account once with "
-            "QiskitRuntimeService.save_account(token=..., set_as_default=True)"
-        )
-
-
-_SERVICE: Any = None
 _LOCK = threading.RLock()
 
 
-def runtime_service() -> Any:
-    """The process's QiskitRuntimeService (token from the environment, else the saved account)."""
-    global _SERVICE
-    with _LOCK:
-        if _SERVICE is not None:
-            return _SERVICE
-        require_credentials("ibm:any")
-        from qiskit_ibm_runtime import QiskitRuntimeService
+def _kind(backend: str) -> Any:
+    from . import kind  # the registry imports this module first
 
-        kw: dict[str, Any] = {}
-        if os.environ.get(TOKEN_ENV):
-            kw["token"] = os.environ[TOKEN_ENV]
-            kw["channel"] = os.environ.get("QISKIT_IBM_CHANNEL", "ibm_quantum_platform")
-            if os.environ.get("QISKIT_IBM_INSTANCE"):
-                kw["instance"] = os.environ["QISKIT_IBM_INSTANCE"]
-        try:
-            _SERVICE = QiskitRuntimeService(**kw)
-        except Exception as e:  # noqa: BLE001 -- re-raised without the chained original (it may hold the token)
-            raise BackendError(f"cannot connect to IBM Quantum: {scrub(f'{type(e).__name__}: {e}')}") from None
-        return _SERVICE
-
-
-# ----------------------------------------------------------------------------------------------------------
-# backends and transpilation (cached per process)
-
-
-def parse(backend: str) -> tuple[str, str]:
-    """('aer' | 'aer-noise' | 'fake' | 'ibm', name)."""
-    if backend in ("aer", "aer-noise"):
-        return backend, backend
-    kind, sep, name = backend.partition(":")
-    if not sep or kind not in ("fake", "ibm") or not name:
-        raise ValueError(f"unknown backend {backend!r}; choose aer, aer-noise, fake:<FakeBackend> or ibm:<backend>")
-    return kind, name
-
-
-def is_local(backend: str) -> bool:
-    """Whether jobs on `backend` run in this process (every backend but ibm:)."""
-    return parse(backend)[0] != "ibm"
-
-
-def aer_noise_model() -> Any:
-    from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
-
-    nm = NoiseModel(basis_gates=["u", "cx", "ry", "rz", "sx", "x"])
-    nm.add_all_qubit_quantum_error(depolarizing_error(AER_NOISE["p1"], 1), ["u", "ry", "rz", "sx", "x"])
-    nm.add_all_qubit_quantum_error(depolarizing_error(AER_NOISE["p2"], 2), ["cx"])
-    p = AER_NOISE["readout"]
-    nm.add_all_qubit_readout_error(ReadoutError([[1 - p, p], [p, 1 - p]]))
-    return nm
+    return kind(backend)
 
 
 _BACKENDS: dict[str, Any] = {}
-_SIMULATORS: dict[tuple[str, str], Any] = {}
 _TRANSPILED: dict[tuple, "Transpiled"] = {}
 
 
 def get_backend(backend: str) -> Any:
     """The qiskit BackendV2 behind a backend name (created once per process)."""
     with _LOCK:
-        if backend in _BACKENDS:
-            return _BACKENDS[backend]
-        kind, name = parse(backend)
-        if kind in ("aer", "aer-noise"):
-            from qiskit_aer import AerSimulator
-
-            obj = AerSimulator(noise_model=aer_noise_model()) if kind == "aer-noise" else AerSimulator()
-        elif kind == "fake":
-            from qiskit_ibm_runtime import fake_provider
-
-            cls = getattr(fake_provider, name, None)
-            if cls is None:
-                raise ValueError(f"unknown fake backend {name!r}; try e.g. fake:FakeTorino or fake:FakeFez")
-            obj = cls()
-        else:
-            service = runtime_service()
-            try:
-                obj = service.backend(name)
-            except Exception as e:  # noqa: BLE001
-                raise BackendError(f"IBM backend {name!r} unavailable: {scrub(f'{type(e).__name__}: {e}')}") from None
-        _BACKENDS[backend] = obj
-        return obj
-
-
-def local_simulator(backend: str, method: str) -> Any:
-    """An AerSimulator carrying a fake backend's noise model, built once per (backend, method).
-
-    Passing it (rather than the fake backend) to the runtime's local mode avoids rebuilding the noise model
-    for every job; density-matrix simulation gives the exact noisy distribution when few qubits are active.
-    """
-    with _LOCK:
-        key = (backend, method)
-        if key not in _SIMULATORS:
-            from qiskit_aer import AerSimulator
-
-            _SIMULATORS[key] = AerSimulator.from_backend(get_backend(backend), method=method)
-        return _SIMULATORS[key]
+        if backend not in _BACKENDS:
+            _BACKENDS[backend] = _kind(backend).qiskit_backend(backend.partition(":")[2])
+        return _BACKENDS[backend]
 
 
 def optimization_level(level: int | None = None) -> int:
@@ -279,7 +101,7 @@ def transpiled(encoding: str, n_layers: int, backend: str, level: int | None = N
     ops = isa.count_ops()
     duration = None
     try:
-        if getattr(target_backend, "target", None) is not None and parse(backend)[0] in ("fake", "ibm"):
+        if getattr(target_backend, "target", None) is not None and _kind(backend).DEVICE:
             duration = float(isa.estimate_duration(target_backend.target, unit="s"))
     except Exception:  # noqa: BLE001 -- durations are optional (simulators have none)
         duration = None
@@ -292,7 +114,7 @@ def transpiled(encoding: str, n_layers: int, backend: str, level: int | None = N
 
 def calibration_time(backend: str) -> str | None:
     """ISO timestamp of the backend's calibration (properties), or None when it has none."""
-    if parse(backend)[0] not in ("fake", "ibm"):
+    if not _kind(backend).DEVICE:
         return None
     try:
         props = get_backend(backend).properties()
@@ -319,7 +141,7 @@ def device_info(backend: str) -> dict[str, Any]:
 
 def rep_delay(backend: str) -> tuple[float, str | None]:
     """(repetition delay in seconds, why the default stood in for the device's, or None)."""
-    if parse(backend)[0] in ("aer", "aer-noise"):
+    if not _kind(backend).DEVICE:
         return DEFAULT_REP_DELAY_S, None  # a simulator has no delay: the model's default is the estimate
     try:
         value = getattr(get_backend(backend).configuration(), "default_rep_delay", None)
@@ -399,32 +221,9 @@ def pub_bits(pub_result: Any) -> tuple[np.ndarray, int]:
     return np.asarray(ba.array), int(ba.num_bits)
 
 
-def aer_method(backend: str, t: Transpiled, shots: int) -> str:
-    """How a fake backend simulates `t`: Aer's density matrix (exact probabilities, cost 4^n per circuit)
-    when it beats trajectories, else exact branching trajectories (`workloads.quantum.trajectories`)."""
-    return "density_matrix" if 2 ** t.active_qubits <= max(shots, 256) else "trajectories"
-
-
 def make_sampler(backend: str, shots: int, seed: int | None, t: Transpiled, mode: Any = None) -> Any:
-    """A sampler for `backend`: aer's SamplerV2 for the aer backends, the exact noisy sampler for fake
-    backends, else the client-side runtime Sampler (in `mode`, a Batch, when given)."""
-    kind = parse(backend)[0]
-    if kind in ("aer", "aer-noise"):
-        from qiskit_aer.primitives import SamplerV2 as AerSampler
-
-        opts: dict[str, Any] = {"backend_options": {}}
-        if kind == "aer-noise":
-            opts["backend_options"]["noise_model"] = aer_noise_model()
-        return AerSampler(default_shots=shots, seed=None if seed is None else seed % 2**31, options=opts)
-    if kind == "fake":
-        from .trajectories import NoisySampler
-
-        return NoisySampler(local_simulator(backend, "density_matrix"), shots, None if seed is None else seed % 2**31)
-    from qiskit_ibm_runtime.executor_sampler import Sampler
-
-    sampler = Sampler(mode=mode if mode is not None else get_backend(backend))
-    sampler.options.default_shots = shots
-    return sampler
+    """The sampler `backend`'s module builds (in `mode`, a service Batch, for hardware)."""
+    return _kind(backend).sampler(backend, shots, None if seed is None else seed % 2**31, t, mode)
 
 
 def job_usage(job: Any) -> tuple[float | None, str | None]:
@@ -447,7 +246,7 @@ def run_query(q: Query, level: int | None = None) -> QueryResult:
     except Exception as e:  # noqa: BLE001 -- scrubbed and re-raised without the original chain
         raise BackendError(f"{q.backend}: job failed: {scrub(f'{type(e).__name__}: {e}')}") from None
     packed, nb = pub_bits(result[0])
-    usage, error = job_usage(job) if parse(q.backend)[0] == "ibm" else (None, None)
+    usage, error = job_usage(job) if _kind(q.backend).HARDWARE else (None, None)
     cost = query_cost(q, t, [str(job.job_id())], usage)
     errors = [e for e in (error, rep_delay(q.backend)[1]) if e]
     if errors:
@@ -488,7 +287,7 @@ def backend_logits(model: torch.nn.Module, x: torch.Tensor, shots: int | None, b
     """(logits, cost) of `model` on x with its quantum layer sampled on `backend` with `shots` per sample."""
     if shots is None:
         raise ValueError(f"backend {backend!r} measures shots; eval_shots 'exact' needs backend torch")
-    parse(backend)
+    _kind(backend)
     q = make_query(model, x, shots, backend, seed)
     hook = _HOOK.get()
     res = hook(q) if hook is not None else None
