@@ -11,12 +11,12 @@ import difflib
 import importlib
 import itertools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
 Shots = Union[Literal["exact"], StrictInt]
 AXES = ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots", "seed", "backend")
@@ -47,6 +47,19 @@ class _Axes(BaseModel):
     backend: list[StrictStr] | None = Field(default=None, min_length=1)
 
 
+class _Verdicts(BaseModel):
+    """The `verdicts:` mapping: the report's equivalence margins against `retrain`, fixed with the grid, before
+    any data is read. Unset keys keep the report's defaults (docs/results.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    auc_margin: StrictFloat | StrictInt | None = None
+    tpr_margin: StrictFloat | StrictInt | None = None
+
+
+MARGIN_MAX = 0.5  # a larger |Δ| allowed between two AUCs or two TPRs would call any two models equivalent
+
+
 class _GridFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -58,6 +71,7 @@ class _GridFile(BaseModel):
     backend: StrictStr | None = None
     grid: _Axes
     params: dict[StrictStr, dict[StrictStr, Any]] = Field(default_factory=dict)
+    verdicts: _Verdicts = Field(default_factory=_Verdicts)
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,8 @@ class GridSpec:
     # hash of the grid file, the workload module and the science code (set by the CLI); the manifest keeps it,
     # so a re-run of a finished grid is recognised without importing the workload
     fingerprint: str | None = None
+    # the report's equivalence margins the grid sets (auc_margin, tpr_margin); the run's manifest records them
+    verdicts: dict[str, float] = field(default_factory=dict)
 
     @property
     def n_cells(self) -> int:
@@ -104,7 +120,7 @@ class GridSpec:
         return out
 
 
-_BRANCH_TAGS = ("int", "str")  # pydantic names Union branches in error locations; they are not keys
+_BRANCH_TAGS = ("int", "str", "float")  # pydantic names Union branches in error locations; they are not keys
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -130,12 +146,14 @@ def _first_error(path: Path, err: ValidationError) -> GridError:
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         missing = [str(x["loc"][-1]) for x in errors if x["type"] == "missing"]
-        known = list((_Axes if e["loc"][:1] == ("grid",) else _GridFile).model_fields)
+        known = list({"grid": _Axes, "verdicts": _Verdicts}.get(str(e["loc"][0]), _GridFile).model_fields)
         close = (difflib.get_close_matches(str(e["loc"][-1]), missing, n=1)
                  or difflib.get_close_matches(str(e["loc"][-1]), known, n=1))
         msg = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
     elif e["type"] == "missing":
         msg = "required key is missing"
+    elif e["type"] == "model_type":
+        msg = f"expected a mapping of keys, got {e['input']!r}"
     elif e["type"] == "too_short":
         msg = "axis is empty; give at least one value"
     elif field and e["type"] in ("literal_error", "int_type"):
@@ -267,8 +285,12 @@ def _check_semantics(path: Path, f: _GridFile, mod: Any) -> GridSpec:
 
     if f.n_eval is not None and f.n_eval < 10:
         raise bad("n_eval", f"must be at least 10, got {f.n_eval}")
+    verdicts = f.verdicts.model_dump(exclude_none=True)
+    for key, v in verdicts.items():
+        if not 0 < v <= MARGIN_MAX:
+            raise bad(f"verdicts.{key}", f"must be a number in (0, {MARGIN_MAX:g}], got {v!r}")
     spec = GridSpec(name=f.name, path=str(path), dataset=f.dataset, n_train=f.n_train, n_test=f.n_test,
-                    axes=axes, params=params, n_eval=f.n_eval)
+                    axes=axes, params=params, n_eval=f.n_eval, verdicts={k: float(v) for k, v in verdicts.items()})
     # Cross-axis rules the workload knows (e.g. a sampling backend cannot evaluate 'exact'), per cell.
     for cfg in spec.cells(mod.CellConfig):
         if hasattr(cfg, "validate"):

@@ -94,6 +94,9 @@ class Table:
     note: str = ""
     collapsed: bool = False
     wrap: bool = False  # long text cells wrap (default: numbers stay on one line)
+    marks: list[str] = field(default_factory=list)  # per row, a CSS class for the cell in column `mark_col`
+    mark_col: int = -1
+    css: str = ""  # the table's own CSS class
 
     def markdown(self) -> str:
         head = "| " + " | ".join(self.columns) + " |\n|" + "|".join("---" for _ in self.columns) + "|\n"
@@ -107,8 +110,14 @@ class Table:
 
     def html(self) -> str:
         th = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
-        trs = "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in r) + "</tr>" for r in self.rows)
-        cls = ' class="wrap"' if self.wrap else ""
+        col = self.mark_col % len(self.columns) if self.columns else 0
+
+        def td(i: int, j: int, c: str) -> str:
+            cls = f' class="{self.marks[i]}"' if j == col and i < len(self.marks) and self.marks[i] else ""
+            return f"<td{cls}>{_inline_html(c)}</td>"
+        trs = "".join("<tr>" + "".join(td(i, j, c) for j, c in enumerate(r)) + "</tr>" for i, r in enumerate(self.rows))
+        names = " ".join(x for x in ("wrap" if self.wrap else "", self.css) if x)
+        cls = f' class="{names}"' if names else ""
         t = f'<div class="tw"><table{cls}><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
         note = f'<p class="note">{_inline_html(self.note)}</p>' if self.note else ""
         if self.collapsed:
@@ -123,7 +132,6 @@ class Section:
     bullets: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     figures: list[Any] = field(default_factory=list)  # (Figure meta dict) or Skipped
-    code: str = ""
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -133,6 +141,7 @@ METRIC_COLS = [
     ("TPR@1%FPR", lambda r: fmt(r.get("mia_tpr_at_1pct_fpr"))),
     ("FPR floor", lambda r: fmt(r.get("mia_fpr_floor"), 4)),
     ("MIA success, study [95% CI]", lambda r: fmt_ci(r, "mia_success")),
+    ("its flag rate, unseen non-members", lambda r: fmt_ci(r, q.STUDY_FLAG_RATE)),
     ("acc train retain", lambda r: fmt_ci(r, "acc_train_retain")),
     ("acc train forget", lambda r: fmt_ci(r, "acc_train_forget")),
     ("acc test retain", lambda r: fmt_ci(r, "acc_test_retain")),
@@ -144,7 +153,7 @@ def metric_cols() -> list[tuple[str, Any]]:
     """METRIC_COLS with every other attack's AUC after the study's number (the attacks of the store's catalog)."""
     others = [m for m, (_, kind, _) in q.METRICS.items() if kind == "auc" and m != "mia_auc"]
     aucs = [(q.METRICS[m][0], lambda r, m=m: fmt(r.get(m))) for m in others]
-    return METRIC_COLS[:5] + aucs + METRIC_COLS[5:]
+    return METRIC_COLS[:6] + aucs + METRIC_COLS[6:]
 
 
 STRONGEST_COLS = [
@@ -258,6 +267,9 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
     ts.paragraphs.append(f"Reference slice: {describe_slice(ref)}. Means over seeds with 95% intervals "
                          "(t over seeds with 2 or more, else the cell's own Wilson / Hanley-McNeil interval). Δ = "
                          "difference to `retrain` with the same model, forget set, shots, seed and backend.")
+    touched = methods_table(s.root, grid, vals["method"])
+    if touched is not None:
+        ts.tables.append(touched)
     ts.tables.append(metric_table(head, ["model", "method"], "Leakage and utility per method × model",
                                   columns=metric_cols()))
     ts.tables.append(metric_table(q.strongest(head), ["model", "method"], "Strongest attack per method × model",
@@ -309,6 +321,24 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
     secs.append(fs)
     secs.append(retrain_section(s, grid, ref, prefix, figdir, fig_meta))
     return GridReport(grid, secs, head, counts)
+
+
+def methods_table(root: str, grid: str, methods: Sequence[str]) -> Table | None:
+    """What each method of the grid does and which parameter groups it changes, as the run's catalog (the
+    workload's method registry, in the manifest) declares; None for a store whose manifest has no catalog."""
+    from harness.store import ResultStore
+
+    cat = ((ResultStore(root).manifest(grid) or {}).get("catalog") or {}).get("methods") or {}
+    rows = [[m, str(cat[m].get("summary", "")), ", ".join(cat[m].get("touches") or []) or "nothing",
+             "yes" if cat[m].get("stops") else "no"] for m in methods if m in cat]
+    if not rows:
+        return None
+    return Table("Methods: what each does and which parameter groups it changes",
+                 ["method", "what it does", "parameter groups changed", "stops on a rule"], rows,
+                 "Parameter groups: `front end` = the classical layers before the circuit, `angles` = the circuit's "
+                 "rotation angles, `head` = the classical read-out layer. A method that leaves a group untouched "
+                 "keeps the original model's values there. These are the defaults the run's code declares; a grid's "
+                 "`params` can widen them (e.g. `ssd`'s `dampen_quantum` also dampens the angles).", wrap=True)
 
 
 def _add_figure(sec: Section, f: Any, prefix: str, figdir: Path, fig_meta: list[dict]) -> None:
@@ -466,10 +496,11 @@ NOTES = [
 
 
 def _inline_html(t: str) -> str:
+    """Backticks as code and [text](relative-file) as a link (reports link only to their own files)."""
     import re
 
-    t = html.escape(t)
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", t)
+    t = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(t))
+    return re.sub(r"\[([^\]]+)\]\(([\w./-]+)\)", r'<a href="\2">\1</a>', t)
 
 
 def render_md(title: str, meta: list[str], sections: list[Section], out: Path, warn: str = "") -> str:
@@ -490,8 +521,6 @@ def render_md(title: str, meta: list[str], sections: list[Section], out: Path, w
                           f"{f['caption']} ([svg]({Path(f['svg']).relative_to(out).as_posix()}))", ""]
             else:
                 lines += [f"### {f.title}", "", f"*Not drawn:* {f.reason}.", ""]
-        if sec.code:
-            lines += ["<details><summary>SQL</summary>", "", "```sql", sec.code.strip(), "```", "", "</details>", ""]
     return "\n".join(lines)
 
 
@@ -512,6 +541,10 @@ figcaption{color:#444;font-size:13px;max-width:1100px}
 .warn{color:#8a1c00;background:#fff0ec;border:1px solid #f0b8a8;padding:6px 10px;border-radius:4px}.skip{color:#8a5300;background:#fff7e6;border:1px solid #f0d9a8;padding:6px 10px;
 border-radius:4px}
 ul.missing li{margin:2px 0}code{background:#f2f2f2;padding:0 3px;border-radius:3px}
+table.verdicts td:last-child{white-space:normal;text-align:left;min-width:14em;max-width:28em}
+td.v-eq{background:#d9f2df;color:#0f5323;font-weight:600}td.v-diff{background:#fbdcd5;color:#8a1c00;font-weight:600}
+td.v-under{background:#fff1cc;color:#6b4d00}td.v-nd{background:#e3e7ef;color:#2f3a4f}
+td.v-stop{background:#eadcf5;color:#4f2277;font-weight:600}
 details{margin:8px 0}summary{cursor:pointer;color:#0b57d0}pre{background:#f6f8fa;padding:10px;overflow-x:auto;font-size:12px}
 """
 
@@ -537,8 +570,6 @@ def render_html(title: str, meta: list[str], sections: list[Section], warn: str 
                              "</figcaption></figure>")
             else:
                 parts.append(f"<h3>{html.escape(f.title)}</h3><p class='skip'>Not drawn: {_inline_html(f.reason)}.</p>")
-        if sec.code:
-            parts.append(f"<details><summary>SQL</summary><pre>{html.escape(sec.code.strip())}</pre></details>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -608,7 +639,8 @@ def out_problem(out: Path) -> str | None:
     return None
 
 
-REPORT_FILES = ("report.html", "report.md", "figures", "tables")
+SQL_FILE = "queries.sql"
+REPORT_FILES = ("report.html", "report.md", "figures", "tables", SQL_FILE)
 
 
 def _scratch(final: Path) -> Path:
@@ -673,11 +705,14 @@ def _write_report(results: str, outp: Path, grid: str | None, compare: tuple[str
                 heads.append(gname)
         if compared:
             sections.append(compare_section(compared, figdir, fig_meta))
-        sections.append(Section("Definitions and intervals", bullets=list(NOTES),
-                                code=q.table_sql(names[0], q.reference_slice(s, names[0])) if heads else ""))
+        if heads:
+            (outp / SQL_FILE).write_text(queries_sql(s, heads))
+        sections.append(Section("Definitions and intervals", bullets=list(NOTES) + (
+            [f"The SQL of each grid's headline tables: [{SQL_FILE}]({SQL_FILE})."] if heads else [])))
+        sections[0:0] = lead_sections(s, results, [g for g in names if q.status_counts(s, g)["ok"]],
+                                      outp / "tables")
     finally:
         s.close()
-    sections.insert(0, findings_section(fig_meta, names))
     title = title or ("qmu-bench report: " + ", ".join(names)
                       + (f" (compare {compare[0]} vs {compare[1]})" if compare else ""))
     latest = latest_run_code(results, names)
@@ -711,15 +746,44 @@ def version_warning(versions: list[str], latest: list[str]) -> str:
             "with a new `--results` root.")
 
 
-def findings_section(fig_meta: list[dict], names: list[str]) -> Section:
-    """The report's opening paragraph: the takeaway sentence of every figure, in the report's order."""
-    sec = Section("Findings")
-    takes = [m["takeaway"] for m in fig_meta if m.get("takeaway")]
-    if len(names) > 1:
-        takes = [f"{m['name'].split('_', 1)[0]}: {m['takeaway']}" for m in fig_meta if m.get("takeaway")]
-    sec.paragraphs.append(" ".join(takes) if takes else "No figure could be drawn from this store; see the status "
-                          "section below.")
-    return sec
+def queries_sql(s: q.Store, grids: Sequence[str]) -> str:
+    """The headline table's SQL of every grid (DuckDB, over the views `qmu query` opens), one statement each."""
+    parts = [f"-- grid {g}: per method x model at the reference slice ({describe_slice(q.reference_slice(s, g))})\n"
+             + q.table_sql(g, q.reference_slice(s, g)).strip() + ";\n" for g in grids]
+    return "\n".join(parts)
+
+
+def lead_sections(s: q.Store, results: str, grids: Sequence[str], tables: Path) -> list[Section]:
+    """The report's opening: the verdict table (strongest attack per slice and metric, against `retrain`), then
+    at most five Findings sentences drawn from the verdicts, loss KS, relearning and privleak. The verdict rows
+    also go to `tables/verdicts.csv`."""
+    from . import verdict_report as VR
+
+    df = VR.verdict_rows(s, results, grids) if grids else pd.DataFrame()
+    sec = Section("Verdicts: which methods are equivalent to retrain?")
+    if df.empty:
+        sec.paragraphs.append("No verdict: it needs ok `retrain` cells and per-example attack scores beside the "
+                              "methods' cells (the status section below says what this store has).")
+    else:
+        margins = {g: VR.grid_margins(results, g) for g in grids}
+        sec.paragraphs.append(VR.margin_line(df, margins))
+        cols = VR.table_columns(df)
+        sec.tables.append(Table(
+            "Verdict per slice, method and metric, on the slice's strongest attack", [c for c, _ in cols],
+            [[f(r) for _, f in cols] for _, r in df.iterrows()], VR.rules_note(),
+            marks=[VR.category_class(x) for x in df["verdict"]], mark_col=-2, css="verdicts"))
+        df.to_csv(tables / "verdicts.csv", index=False)
+    fnd = Section("Findings")
+    side = [VR.side_tables(s, g, q.reference_slice(s, g)) for g in grids]
+    frames = [pd.concat([x[i] for x in side if not x[i].empty]) if any(not x[i].empty for x in side)
+              else pd.DataFrame() for i in range(3)]
+    sentences = VR.findings(df, *frames)
+    if sentences:
+        fnd.bullets = sentences
+    else:
+        fnd.paragraphs.append("Nothing to conclude: no ok cell with a `retrain` counterpart; see the status section "
+                              "below.")
+    return [sec, fnd]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

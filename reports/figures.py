@@ -224,6 +224,8 @@ def fig_leakage(df: pd.DataFrame, note: str) -> Figure | Skipped:
         return Skipped(name, title, "no ok cells at the reference slice")
     lm = leak_metric(df)
     cols = [c for c in dict.fromkeys([lm, "mia_auc", "mia_success", "acc_test_retain"]) if _has(df, c)]
+    if not cols:
+        return Skipped(name, title, "no leakage or accuracy column has a value at this slice")
     forgets = q.sort_axis("forget", df["forget"].unique())
     models = sorted(df["model"].unique())
     methods = q.sort_axis("method", df["method"].unique())
@@ -288,7 +290,7 @@ def _leak_takeaway(df: pd.DataFrame, lm: str, same: list[list[str]]) -> str:
         if "retrain" not in sub.index:  # without a target, "reaches nothing" would be a false finding
             s = f"on {mo} ({primary[0]}), the grid has no retrain cell to judge leakage against"
         elif "none" in sub.index and near("none", m_used):
-            s += f" (so does none: at this slice the {label(m_used)} cannot tell the original model from retrain)"
+            s += f" (so does the original model: at this slice the {label(m_used)} cannot tell it from retrain)"
         elif m_used != lm:
             s += f" (the {label(lm)} cannot tell the original model from retrain here)"
         if "none" in sub.index and not _isnull(sub.loc["none"].get("acc_test_retain")):
@@ -296,8 +298,8 @@ def _leak_takeaway(df: pd.DataFrame, lm: str, same: list[list[str]]) -> str:
             losses = [(m, base - float(sub.loc[m]["acc_test_retain"])) for m in un
                       if not _isnull(sub.loc[m].get("acc_test_retain"))]
             big = [f"{m} loses {_pts(d)}" for m, d in sorted(losses, key=lambda x: -x[1]) if d >= 0.02]
-            s += "; " + (_join(big) + " of retained accuracy against none" if big else
-                         "none of them loses 2 points of retained accuracy against none")
+            s += "; " + (_join(big) + " of retained accuracy against the original model" if big else
+                         "no method loses 2 points of retained accuracy against the original model")
         parts.append(s)
     if not parts:
         return ""
@@ -395,7 +397,8 @@ def _shots_takeaway(df: pd.DataFrame, axis: str) -> str:
         few = fin.loc[pd.to_numeric(fin[axis]).idxmin()]
         a0, a1 = float(ex.iloc[0][lm]), float(few[lm])
         acc0, acc1 = ex.iloc[0].get("acc_test_retain"), few.get("acc_test_retain")
-        s = f"on {mo}, {me}'s {label(lm)} is {a1:.2f} at {int(few[axis]):,} shots against {a0:.2f} exact"
+        who = "the original model's" if me == "none" else f"{me}'s"
+        s = f"on {mo}, {who} {label(lm)} is {a1:.2f} at {int(few[axis]):,} shots against {a0:.2f} exact"
         if not _isnull(acc0) and not _isnull(acc1):
             s += f" (retained accuracy {float(acc1):.2f} vs {float(acc0):.2f})"
         parts.append(s)
@@ -547,9 +550,14 @@ def _roc_takeaway(df: pd.DataFrame) -> str:
         floor = 1.0 / nn if nn and nn > 0 else 1e-3
         f0 = 0.01 if floor <= 0.01 else 0.1
         gap = (sub["fpr"] - f0).abs()
-        vals = {r.method: float(r.tpr) for r in sub.loc[gap <= gap.min() + 1e-12].itertuples()}
+        at = sub.loc[gap <= gap.min() + 1e-12]
+        vals = {r.method: float(r.tpr) for r in at.itertuples()}
         if "none" not in vals:
             return None
+        lo = at.loc[at["method"] == "none", "tpr_lo"].iloc[0]
+        if _isnull(lo) or lo <= f0:  # a TPR no better than its FPR is chance, not leakage
+            return (f"on {mo} the attack is at chance on the original model's forget set (TPR {vals['none']:.2f} at "
+                    f"FPR {f0:g})")
         s = f"on {mo} at FPR {f0:g} (floor {floor:.3f}) the attack finds {vals['none']:.2f} of the original model's forget set"
         return s + (f" and {vals['retrain']:.2f} after retrain" if "retrain" in vals else "")
     return _per_model("ROC", df["model"].unique(), clause)

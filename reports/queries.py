@@ -32,9 +32,13 @@ from harness.store import STATUSES  # noqa: E402 -- the one list of cell statuse
 METHODS: tuple[str, ...] = ("none", "retrain", "finetune", "ga", "ssd", "rga", "graddiff")  # display order
 Z = 1.959963984540054
 
+# The study's attack flags unseen P_eval non-members at this rate (derived from the examples' `study_score`): a
+# "MIA success 0.00" means nothing without it (an attack that flags nobody scores 0 on any forget set).
+STUDY_FLAG_RATE = "mia_success_flag_rate"
 # metric -> (display label, per-cell interval kind, count column for Wilson / first count for AUC)
 METRICS: dict[str, tuple[str, str, str | None]] = {
     "mia_success": ("MIA success, study protocol (forget set)", "row", None),
+    STUDY_FLAG_RATE: ("study attack's flag rate, unseen non-members", "wilson", "n_nonmembers"),
     "mia_recall_heldout": ("held-out recall (forget set)", "wilson", "n_members"),
     "mia_advantage": ("held-out advantage", "row", None),
     "mia_auc": ("attack AUC", "auc", None),
@@ -231,11 +235,16 @@ def connect(root: str) -> Store:
         types = {**_COLUMN_TYPES, **_metric_types()}  # METRICS as the catalog extended it
         missing = [c for c in types if c not in have]
         extra = sorted(have - set(types))
-        adds = "".join(f", NULL::{types[c]} AS {c}" for c in missing)
         # metrics as DOUBLE (a column unknown in every row is Arrow's null type); the store's view already
         # reads NaN as NULL (harness.store.register_views), so aggregates skip unknown values
+        src = "store_cells"
+        if has_examples and _study_flags(con, have):
+            src = "store_cells LEFT JOIN study_flags USING (cell_id)"
+            have.add(STUDY_FLAG_RATE)
+            missing.remove(STUDY_FLAG_RATE)
+        adds = "".join(f", NULL::{types[c]} AS {c}" for c in missing)
         repl = ", ".join(f"{m}::DOUBLE AS {m}" for m in METRICS if m not in missing)
-        con.execute(f"CREATE TEMP TABLE cells AS SELECT * REPLACE ({repl}){adds} FROM store_cells")
+        con.execute(f"CREATE TEMP TABLE cells AS SELECT * REPLACE ({repl}){adds} FROM {src}")
     else:
         con.execute(f"CREATE VIEW cells AS {empty({**_COLUMN_TYPES, **_metric_types()})}")
     if has_examples and n_cells:
@@ -256,6 +265,24 @@ def connect(root: str) -> Store:
     if ex_have and con.execute("SELECT count(*) FROM examples WHERE split = 'population'").fetchone()[0]:
         ex_have.add("population")
     return Store(root, con, bool(n_cells), has_examples, bool(manifests), extra, frozenset(have), frozenset(ex_have))
+
+
+def _study_flags(con: duckdb.DuckDBPyConnection, cell_columns: set[str]) -> bool:
+    """Table `study_flags`: per cell, the share of its scored P_eval non-members (`population` rows) that the
+    study's attack flags as members (log-odds `study_score` at or above its threshold, 0.5 unless the cell's
+    `params` override `attack.threshold`). False, and no table, where the store has no such scores."""
+    ex = {r[0] for r in con.execute("DESCRIBE SELECT * FROM store_examples").fetchall()}
+    if "study_score" not in ex:
+        return False
+    t = ("coalesce(TRY_CAST(json_extract_string(c.params, '$.attack.threshold') AS DOUBLE), 0.5)"
+         if "params" in cell_columns else "0.5")
+    con.execute(f"""
+    CREATE TEMP TABLE study_flags AS
+      SELECT e.cell_id, avg((e.study_score >= ln({t}) - ln(1 - {t}))::DOUBLE) AS {STUDY_FLAG_RATE}
+      FROM store_examples e JOIN store_cells c ON c.cell_id = e.cell_id
+      WHERE e.split = 'population' AND e.study_score IS NOT NULL
+      GROUP BY e.cell_id""")
+    return True
 
 
 # the matching retrain cell's columns that cell_all carries, as retrain_<column>
@@ -447,7 +474,8 @@ def aggregate_sql(by: Iterable[str], where: str = "TRUE", metrics: Iterable[str]
     return f"""
       SELECT {keys + ',' if by else ''} count(*) AS n_cells, count(DISTINCT seed) AS n_seeds,
              string_agg(DISTINCT seed::VARCHAR, ',' ORDER BY seed::VARCHAR) AS seeds,
-             count(retrain_cell_id) AS n_with_retrain, {', '.join(sel)}
+             count(retrain_cell_id) AS n_with_retrain,
+             {(',' + chr(10) + '             ').join(sel)}
       FROM cell_all WHERE {where}
       {'GROUP BY ' + keys if by else ''}
       {'ORDER BY ' + keys if by else ''}"""

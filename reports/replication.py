@@ -58,6 +58,22 @@ def _ci(r: pd.Series, m: str) -> str:
     return f"{v:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "")
 
 
+def _study(r: pd.Series) -> str:
+    """The study's MIA success beside the rate at which the same attack flags unseen non-members: a success of
+    0.00 from an attack that flags nobody says nothing about forgetting."""
+    flag = _ci(r, q.STUDY_FLAG_RATE)
+    return _ci(r, "mia_success") + ("" if flag == "—" else f" (its flag rate on unseen non-members {flag})")
+
+
+def _flag_clause(r: dict[str, Any]) -> str:
+    parts = [(f"the study's attack flags {_f(r[q.STUDY_FLAG_RATE])} of unseen non-members"
+              if r.get(q.STUDY_FLAG_RATE) is not None else ""),
+             (f"the held-out attack {_f(r['mia_nonmember_flag_rate'])}"
+              if r.get("mia_nonmember_flag_rate") is not None else "")]
+    parts = [p for p in parts if p]
+    return ("; " + ", ".join(parts)) if parts else ""
+
+
 def _f(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f}"
 
@@ -117,7 +133,7 @@ def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
             if none is not None and heldout:
                 rows.append(["original model leaks", model, tag, f"advantage {_ci(none, 'mia_advantage')}; AUC "
                              f"{_ci(none, 'mia_auc')}; TPR@1%FPR {_ci(none, 'mia_tpr_at_1pct_fpr')}; MIA success "
-                             f"(study's number) {_ci(none, 'mia_success')}", "MIA ≈ 0.90", _heldout_leaks(none)])
+                             f"(study's number) {_study(none)}", "MIA ≈ 0.90", _heldout_leaks(none)])
             elif none is not None:
                 v = _v(none["mia_success"])
                 verdict = _grade(v, lambda x: x >= 0.8, lambda x: x >= 0.5)
@@ -129,14 +145,14 @@ def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
                     caveat.append("AUC not above chance")
                 if caveat and verdict != "no data":
                     verdict += " as recall only (" + "; ".join(caveat) + ")"
-                rows.append(["original model leaks", model, tag, f"MIA {_ci(none, 'mia_success')}; AUC "
+                rows.append(["original model leaks", model, tag, f"MIA {_study(none)}; AUC "
                              f"{_ci(none, 'mia_auc')}; TPR@1%FPR {_ci(none, 'mia_tpr_at_1pct_fpr')}", "MIA ≈ 0.90",
                              verdict + " (study protocol only: this store has no held-out columns)"])
             if none is not None:
                 if forget == primary:
                     hm["none"] = {k: _v(none.get(k)) for k in ("mia_success", "mia_success_lo", "mia_success_hi",
                                                               "mia_auc", "acc_test_retain", "mia_nonmember_flag_rate",
-                                                              "mia_advantage")}
+                                                              "mia_advantage", q.STUDY_FLAG_RATE)}
             for m in unlearning_methods():
                 if m not in sub.index:
                     continue
@@ -144,7 +160,7 @@ def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
                 if heldout:
                     rows.append([f"{m} removes leakage", model, tag,
                                  f"Δ advantage vs retrain {_ci(r, 'gap_mia_advantage')}; Δ AUC vs retrain "
-                                 f"{_ci(r, 'gap_mia_auc')}; MIA success (study's number) {_ci(r, 'mia_success')}",
+                                 f"{_ci(r, 'gap_mia_auc')}; MIA success (study's number) {_study(r)}",
                                  "MIA ≈ 0.00", _heldout_removes(r, none)])
                 else:
                     v = _v(r["mia_success"])
@@ -153,7 +169,7 @@ def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
                     if verdict in ("partly", "not reproduced") and glo is not None and ghi is not None:
                         verdict += "; but matches retrain (Δ interval contains 0)" if glo <= 0 <= ghi else \
                             "; and differs from retrain"
-                    rows.append([f"{m} removes leakage", model, tag, f"MIA {_ci(r, 'mia_success')}; AUC "
+                    rows.append([f"{m} removes leakage", model, tag, f"MIA {_study(r)}; AUC "
                                  f"{_ci(r, 'mia_auc')}; Δ MIA vs retrain {_ci(r, 'gap_mia_success')}", "MIA ≈ 0.00",
                                  verdict + " (study protocol only: this store has no held-out columns)"])
                 drop = None
@@ -166,7 +182,7 @@ def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
                 if forget == primary:
                     hm[m] = {k: _v(r.get(k)) for k in ("mia_success", "mia_success_lo", "mia_success_hi", "mia_auc",
                                                       "acc_test_retain", "gap_mia_success", "gap_acc_test_retain",
-                                                      "mia_advantage")}
+                                                      "mia_advantage", q.STUDY_FLAG_RATE)}
     # shot shield on the original model
     shots_agg = q.aggregate(s, ["model", "eval_shots"], {**{"grid": grid}, **{k: v for k, v in ref.items()
                                                                              if k != "eval_shots"}, "method": "none"})
@@ -213,17 +229,17 @@ def summary_text(head: dict[str, Any]) -> list[str]:
                          + (f"held-out advantage {_f(n['mia_advantage'])}, " if n.get("mia_advantage") is not None
                             else "")
                          + f"retained test accuracy {_f(n['acc_test_retain'])}"
-                         + (f"; unseen non-members flagged at {_f(n['mia_nonmember_flag_rate'])}"
-                            if n.get("mia_nonmember_flag_rate") is not None else "") + ")")
+                         + _flag_clause(n) + ")")
         for m in unlearning_methods():
             r = hm.get(m)
             if r and r.get("mia_success") is not None:
                 parts.append(f"{m} {_f(r['mia_success'])} (retained acc {_f(r['acc_test_retain'])}"
                              + (f", advantage {_f(r['mia_advantage'])}" if r.get("mia_advantage") is not None else "")
-                             + ")")
+                             + _flag_clause(r) + ")")
         sh = hm.get("shots")
         if sh:
-            parts.append(f"at {sh['few']} inference shots `none` is flagged at {_f(sh['mia_few'])} vs "
+            parts.append(f"at {sh['few']} inference shots the original model's forget set is flagged at "
+                         f"{_f(sh['mia_few'])} vs "
                          f"{_f(sh['mia_exact'])} exact (AUC {_f(sh['auc_few'])} vs {_f(sh['auc_exact'])})")
         if parts:
             out.append(f"{model}: " + "; ".join(parts) + ".")

@@ -331,6 +331,7 @@ class Comparison:
     slice: tuple
     method: str
     estimates: Mapping[str, Estimate]
+    margins: Margins | None = None  # its grid's own margins; None: the family's (`judge`'s)
 
     def signals(self) -> list[str]:
         return [s for s, e in self.estimates.items() if e.n_seeds >= 2 and not math.isnan(e.value)]
@@ -372,7 +373,7 @@ def judge(comparisons: Sequence[Comparison], margins: Margins = Margins(), alpha
     """The verdict of every comparison. The family is every test the comparisons make (an equivalence and a
     difference test each, `none`'s included); Holm's correction runs over all of them. A method's verdict reads
     `none`'s at the same slice: only a signal that tells `none` from `retrain` can call a method equivalent."""
-    raw = [p for c in comparisons for p in (c.p_equivalent(margins), c.p_differs())]
+    raw = [p for c in comparisons for p in (c.p_equivalent(c.margins or margins), c.p_differs())]
     adj = holm(raw)
     p_eq, p_diff = adj[0::2], adj[1::2]
 
@@ -487,19 +488,17 @@ def sample_ids(df: pd.DataFrame) -> np.ndarray:
 
 
 def _key(values: Sequence[Any]) -> tuple:
-    return tuple(None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values)
+    """A slice's axis values with every missing value (None, NaN, pandas' NA: exact shots) as None."""
+    return tuple(None if v is None or (np.isscalar(v) or v is pd.NA) and pd.isna(v) else v for v in values)
 
 
-def verdict_table(con: Any, grid: str, margins: Margins = Margins(), alpha: float = ALPHA, *, n_boot: int = N_BOOT,
-                  seed: int = BOOT_SEED, attacks: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """The verdict of every method (and `none`) against `retrain` per slice (model, forget set, shots, backend) and
-    attack, over the seeds both have: each signal's mean difference with its 95% interval and MDE, the
-    Holm-adjusted p-values of the equivalence and difference tests, and the verdict. `attacks` maps an attack's
-    name to its score column in `examples` (default `ATTACK_SCORES`; `loss` is negated). Empty without `retrain`."""
-    attacks = dict(attacks or ATTACK_SCORES)
+def _scored_cells(con: Any, grid: str, attacks: Mapping[str, str], n_boot: int,
+                  seed: int) -> tuple[dict[tuple[str, str], Cell], pd.DataFrame, list[str], Resampler | None]:
+    """Every ok cell's `Cell` per attack (keyed by (cell_id, attack)), one row of axes per cell, the attacks whose
+    score column the store has, and the resampler shared by the cells (None for a grid without examples)."""
     df = example_scores(con, grid, tuple(attacks.values()))
     if df.empty:
-        return pd.DataFrame()
+        return {}, df, [], None
     df["sample_id"] = sample_ids(df)
     resample = Resampler(df["sample_id"].to_numpy(), n_boot, seed)
     names = [a for a, col in attacks.items() if col in df.columns]
@@ -511,22 +510,79 @@ def verdict_table(con: Any, grid: str, margins: Margins = Margins(), alpha: floa
             ok = ~np.isnan(x)
             if ok[member].any() and ok[~member].any():
                 cells[(cid, a)] = Cell(x[ok], member[ok], g["sample_id"].to_numpy()[ok])
-    meta = df.drop_duplicates("cell_id")
+    return cells, df.drop_duplicates("cell_id"), names, resample
+
+
+def _by_seed(g: pd.DataFrame, method: str) -> dict[int, str]:
+    return {int(r.seed): r.cell_id for r in g[g["method"] == method].itertuples()}
+
+
+def _paired(cells: Mapping[tuple[str, str], Cell], own: Mapping[int, str], retrain: Mapping[int, str],
+            attack: str) -> tuple[list[Cell], list[Cell]]:
+    """The method's and `retrain`'s cells of every seed both have under `attack`, in seed order."""
+    seeds = [s for s in sorted(own) if s in retrain and (own[s], attack) in cells and (retrain[s], attack) in cells]
+    return [cells[(own[s], attack)] for s in seeds], [cells[(retrain[s], attack)] for s in seeds]
+
+
+def verdict_table(con: Any, grid: str, margins: Margins = Margins(), alpha: float = ALPHA, *, n_boot: int = N_BOOT,
+                  seed: int = BOOT_SEED, attacks: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The verdict of every method (and `none`) against `retrain` per slice (model, forget set, shots, backend) and
+    attack, over the seeds both have: each signal's mean difference with its 95% interval and MDE, the
+    Holm-adjusted p-values of the equivalence and difference tests, and the verdict. `attacks` maps an attack's
+    name to its score column in `examples` (default `ATTACK_SCORES`; `loss` is negated). Empty without `retrain`."""
+    cells, meta, names, resample = _scored_cells(con, grid, dict(attacks or ATTACK_SCORES), n_boot, seed)
     comparisons = []
     for skey, g in meta.groupby(list(SLICE_AXES), dropna=False, sort=True):
-        retrain = {int(r.seed): r.cell_id for r in g[g["method"] == "retrain"].itertuples()}
+        retrain = _by_seed(g, "retrain")
         for method in sorted(set(g["method"]) - {"retrain"}, key=lambda m: (m != "none", m)):
-            own = {int(r.seed): r.cell_id for r in g[g["method"] == method].itertuples()}
+            own = _by_seed(g, method)
             for a in names:
-                seeds = [s for s in sorted(own) if s in retrain and (own[s], a) in cells and (retrain[s], a) in cells]
-                if not seeds:
+                m_cells, r_cells = _paired(cells, own, retrain, a)
+                if not m_cells:
                     continue
-                m_cells = [cells[(own[s], a)] for s in seeds]
-                r_cells = [cells[(retrain[s], a)] for s in seeds]
                 est = {sig: difference(m_cells, r_cells, sig, n_boot=n_boot, seed=seed, weights=resample)
                        for sig in SIGNALS}
                 comparisons.append(Comparison((*_key(skey), a), method, est))
+    if not comparisons:
+        return pd.DataFrame()
     return _table(judge(comparisons, margins, alpha), len(comparisons))
+
+
+def _strongest(cells: Mapping[tuple[str, str], Cell], ids: Sequence[str], names: Sequence[str], signal: str) -> str:
+    """The attack with the highest mean `signal` over the cells `ids` (the original model's at a slice)."""
+    def mean(a: str) -> float:
+        vals = [cell_value(cells[(c, a)], signal) for c in ids if (c, a) in cells]
+        vals = [x for x in vals if not math.isnan(x)]
+        return float(np.mean(vals)) if vals else -math.inf
+    return max(names, key=mean)
+
+
+def strongest_comparisons(con: Any, grid: str, margins: Margins = Margins(), *, n_boot: int = N_BOOT,
+                          seed: int = BOOT_SEED, attacks: Mapping[str, str] | None = None,
+                          skip: Callable[[tuple, str], bool] = lambda key, method: False) -> list[Comparison]:
+    """One comparison per slice, signal and method (and `none`) against `retrain`, on the slice's strongest attack
+    for that signal: the attack with the highest mean AUC (or TPR@1%FPR) on the original model's cells (on every
+    cell of the slice where it has none). Each comparison carries one signal, so each signal gets its own verdict,
+    and its slice key is (grid, *SLICE_AXES, signal, attack): `none`'s verdict gates the methods' per signal.
+    `skip(slice axes, method)` leaves a method out of the family (a method that did not run: it is no result)."""
+    cells, meta, names, resample = _scored_cells(con, grid, dict(attacks or ATTACK_SCORES), n_boot, seed)
+    out = []
+    for skey, g in meta.groupby(list(SLICE_AXES), dropna=False, sort=True):
+        key, retrain = _key(skey), _by_seed(g, "retrain")
+        methods = [m for m in sorted(set(g["method"]) - {"retrain"}, key=lambda m: (m != "none", m))
+                   if not skip(key, m)]
+        if not retrain or not names or not methods:
+            continue
+        base = list(_by_seed(g, "none").values()) or list(g["cell_id"])
+        for sig in SIGNALS:
+            a = _strongest(cells, base, names, sig)
+            for method in methods:
+                m_cells, r_cells = _paired(cells, _by_seed(g, method), retrain, a)
+                est = difference(m_cells, r_cells, sig, n_boot=n_boot, seed=seed, weights=resample) \
+                    if m_cells else None
+                if est is not None and est.n_seeds:  # no seed resolves the signal (TPR below the FPR floor)
+                    out.append(Comparison((grid, *key, sig, a), method, {sig: est}, margins))
+    return out
 
 
 def _table(verdicts: Sequence[Verdict], n: int) -> pd.DataFrame:
