@@ -45,6 +45,11 @@ DEFAULT_MAX_QPU_SECONDS = 60.0
 PENDING, DONE, FAILED = "pending", "done", "failed"
 
 
+def _say(line: str) -> None:
+    """Print a progress line now, also when stdout is a file or a pipe."""
+    print(line, flush=True)
+
+
 class LedgerError(ValueError):
     """A ledger file that cannot be read back; str() names the file (the CLI exits 2)."""
 
@@ -327,7 +332,7 @@ def _store_budget_skipped(store: ResultStore, grid: str, p: CellPlan, cv: str, e
 
 
 def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAULT_MAX_QPU_SECONDS,
-           level: int | None = None, tags: tuple[str, ...] = (), echo: Callable[[str], None] = print) -> SubmitSummary:
+           level: int | None = None, tags: tuple[str, ...] = (), echo: Callable[[str], None] = _say) -> SubmitSummary:
     """Submit the grid's cells that are neither stored nor in flight; returns after recording every job."""
     from workloads.quantum import backends as wb
     from workloads.models import model_spec
@@ -353,7 +358,9 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
     # 1. simulator stages and captured queries, for every cell, before anything is submitted
     work = []  # (plan, attack queries to submit with this cell or None, evaluate queries)
     attacks: dict[str, Any] = {}  # attack key -> captured attack stage (its state lets evaluate run)
-    for p in todo:
+    echo(f"{spec.name}: preparing {len(todo)} cells on the simulator (train, unlearn, attack queries)")
+    t_prep = time.time()
+    for i, p in enumerate(todo, 1):
         cfg = p.cfg
         original, c_train = _stage_state(store, p.keys["train"], lambda: wc.train_stage(cfg), "train")
         unlearned, c_unl = _stage_state(store, p.keys["unlearn"], lambda: wc.unlearn_stage(cfg, original), "unlearn")
@@ -373,6 +380,8 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
             wc.evaluate_stage(cfg, original, unlearned, att.state,
                               costs={"train": c_train, "unlearn": c_unl, "attack": att.cost})
         work.append((p, aq, cap_e.queries))
+        echo(f"prepared {i}/{len(todo)} {p.cell_id} ({cfg.model} {cfg.method} shots={cfg.eval_shots}) "
+             f"[{time.time() - t_prep:.0f} s]")
     # the exact estimate from the captured queries: cells past the budget (from the end) are skipped too
     costs = []
     for p, aq, eq in work:
@@ -638,7 +647,7 @@ class CollectSummary:
     pending: list[str] = field(default_factory=list)
 
 
-def collect(store: ResultStore, grid: str | None = None, echo: Callable[[str], None] = print) -> CollectSummary:
+def collect(store: ResultStore, grid: str | None = None, echo: Callable[[str], None] = _say) -> CollectSummary:
     """Store the rows of every submitted cell whose jobs have finished; mark cells of failed jobs failed."""
     from workloads.quantum import backends as wb
     from workloads.serialize import loads
