@@ -367,23 +367,26 @@ def retrain_section(s: q.Store, grid: str, ref: dict[str, Any], prefix: str, fig
         return sec
     # closeness
     if not s.has(*q.PROB_COLUMNS):
-        sec.bullets.append("Closeness to retrain (KL, Jensen-Shannon distance, forget quality) is skipped: this store's "
-                           "examples have no `prob_0`..`prob_9` columns (written by an older version of the code).")
+        sec.bullets.append("Closeness to retrain (KL, Jensen-Shannon distance, loss KS, privleak) is skipped: this "
+                           "store's examples have no `prob_0`..`prob_9` columns (written by an older version of the "
+                           "code).")
     else:
         cc = q.closeness_cells(s, filt)
-        cols = ["kl_forget", "kl_test", "js_forget", "js_test", "forget_quality", "privleak"]
+        cols = ["kl_forget", "kl_test", "js_forget", "js_test", "privleak"]
         agg = q.seed_mean(cc, ["model", "forget", "method"], cols, q.CLOSENESS_BOUNDS) if not cc.empty else cc
         if not agg.empty:
+            agg = with_loss_ks(agg, s, grid, ref)
             sec.tables.append(Table(
                 "Closeness to retrain", ["model", "forget", "method", "seeds", "KL forget", "KL test", "JS forget",
-                                         "JS test", "forget quality (KS p)", "privleak"],
+                                         "JS test", "privleak", "loss KS statistic", "loss KS p (Fisher)"],
                 [[str(r["model"]), str(r["forget"]), str(r["method"]), str(int(r["n_seeds"]))]
-                 + [fmt_ci(r, m) if m != "forget_quality" else fmt_p(r, m) for m in cols]
+                 + [fmt_ci(r, m) for m in cols] + [fmt(r.get("loss_ks")), fmt_p(r, "forget_quality")]
                  for _, r in agg.iterrows()],
                 "KL = mean KL(unlearned ‖ retrain) of the output probabilities (nats); JS = mean Jensen-Shannon "
-                "distance (base 2, 0..1); forget quality = KS-test p-value of the per-example forget-set losses "
-                "against retrain's (TOFU/OpenUnlearning); privleak = (AUC − AUC_retrain) / AUC_retrain of the "
-                "held-out attack."))
+                "distance (base 2, 0..1); privleak = (AUC − AUC_retrain) / AUC_retrain of the held-out attack; "
+                "loss KS = two-sample KS test of the per-example forget-set losses against retrain's, per seed: the "
+                "statistic's mean over seeds, and the seeds' p-values combined by Fisher's method (never averaged; "
+                "not TOFU's truth-ratio test, see docs/metrics.md)."))
         _add_figure(sec, F.fig_closeness(agg[agg["forget"] == ref.get("forget")] if not agg.empty else agg, ""),
                     prefix, figdir, fig_meta)
     # collateral damage (class forget sets)
@@ -414,6 +417,19 @@ def retrain_section(s: q.Store, grid: str, ref: dict[str, Any], prefix: str, fig
         no_eval = {k: v for k, v in filt.items() if k not in ("eval_shots", "backend")}
         _add_figure(sec, F.fig_trajectory(q.trajectories(s, no_eval), ""), prefix, figdir, fig_meta)
     return sec
+
+
+def with_loss_ks(agg: pd.DataFrame, s: q.Store, grid: str, ref: dict[str, Any]) -> pd.DataFrame:
+    """The closeness rows with the loss KS of each (model, forget set, method) at the reference shots:
+    `loss_ks` (mean statistic) and `forget_quality` (the seeds' p-values combined, no interval)."""
+    from . import verdict_report as VR
+
+    ks = VR.loss_ks_at(s, grid, {k: x for k, x in ref.items() if k != "forget"})
+    cols = ["model", "forget", "method"]
+    ks = (ks[cols + ["ks_statistic", "p_combined"]] if not ks.empty else pd.DataFrame(
+        columns=cols + ["ks_statistic", "p_combined"])).rename(
+        columns={"ks_statistic": "loss_ks", "p_combined": "forget_quality"})
+    return agg.merge(ks, on=cols, how="left")
 
 
 def _compare(s: q.Store, sides: tuple[str, str], grid: str | None) -> tuple[pd.DataFrame, str, str]:
@@ -541,7 +557,8 @@ figcaption{color:#444;font-size:13px;max-width:1100px}
 .warn{color:#8a1c00;background:#fff0ec;border:1px solid #f0b8a8;padding:6px 10px;border-radius:4px}.skip{color:#8a5300;background:#fff7e6;border:1px solid #f0d9a8;padding:6px 10px;
 border-radius:4px}
 ul.missing li{margin:2px 0}code{background:#f2f2f2;padding:0 3px;border-radius:3px}
-table.verdicts td:last-child{white-space:normal;text-align:left;min-width:14em;max-width:28em}
+table.verdicts td{text-align:left;font-variant-numeric:tabular-nums}
+table.verdicts td:last-child:not([class]){white-space:normal;min-width:14em;max-width:28em}
 td.v-eq{background:#d9f2df;color:#0f5323;font-weight:600}td.v-diff{background:#fbdcd5;color:#8a1c00;font-weight:600}
 td.v-under{background:#fff1cc;color:#6b4d00}td.v-nd{background:#e3e7ef;color:#2f3a4f}
 td.v-stop{background:#eadcf5;color:#4f2277;font-weight:600}
@@ -771,7 +788,8 @@ def lead_sections(s: q.Store, results: str, grids: Sequence[str], tables: Path) 
         sec.tables.append(Table(
             "Verdict per slice, method and metric, on the slice's strongest attack", [c for c, _ in cols],
             [[f(r) for _, f in cols] for _, r in df.iterrows()], VR.rules_note(),
-            marks=[VR.category_class(x) for x in df["verdict"]], mark_col=-2, css="verdicts"))
+            marks=[VR.category_class(x) for x in df["verdict"]], mark_col=[c for c, _ in cols].index("verdict"),
+            css="verdicts"))
         df.to_csv(tables / "verdicts.csv", index=False)
     fnd = Section("Findings")
     side = [VR.side_tables(s, g, q.reference_slice(s, g)) for g in grids]

@@ -633,7 +633,7 @@ def _cost_takeaway(ratio: pd.DataFrame, what: str) -> str:
 # ------------------------------------------------------------------------------------------------ vs retrain
 CLOSE_METRICS = (("js_forget", "JS distance to retrain, forget set", "distance (0 = same outputs)"),
                  ("js_test", "JS distance to retrain, test set", "distance (0 = same outputs)"),
-                 ("forget_quality", "forget quality (KS p-value)", "p-value (log)"),
+                 ("forget_quality", "loss KS p, seeds combined", "p-value (log)"),
                  ("privleak", "privleak: AUC gap to retrain", "relative change (0 = retrain)"))
 
 
@@ -679,11 +679,11 @@ def fig_closeness(df: pd.DataFrame, note: str) -> Figure | Skipped:
             ax.set_ylabel(unit)
             ax.set_title(f"{mo}: {lab}")
     cap = ("Each method against the `retrain` cell with the same model, forget set, shots, seed and backend, on the "
-           "same samples: mean Jensen-Shannon distance (base 2) of the 10 output probabilities; forget quality, the "
-           "KS-test p-value between the two models' per-example forget-set losses (above the dashed 0.05: not "
-           "distinguishable from retrain); privleak of the held-out attack AUC (0 = retrain's leakage; below 0 = "
-           "over-unlearned). Means over seeds with 95% t intervals; on the log axis of forget quality an interval end "
-           f"at or below 0 is cut at the axis floor, and a p-value of exactly 0 is drawn there as a triangle. {note}")
+           "same samples: mean Jensen-Shannon distance (base 2) of the 10 output probabilities; loss KS, the "
+           "KS test between the two models' per-example forget-set losses, its p-values of the seeds combined by "
+           "Fisher's method (above the dashed 0.05: no difference detected); privleak of the held-out attack AUC "
+           "(0 = retrain's leakage; below 0 = over-unlearned). Means over seeds with 95% t intervals (the combined "
+           f"p has none); a p-value of exactly 0 is drawn at the axis floor as a triangle. {note}")
     return Figure(name, title, fig, cap, _close_takeaway(df))
 
 
@@ -698,8 +698,8 @@ def _close_takeaway(df: pd.DataFrame) -> str:
             s += f", the farthest {worst['method']}'s ({worst['js_forget']:.2f})"
         if _has(sub, "forget_quality"):
             ok = [r.method for r in sub.itertuples() if not _isnull(r.forget_quality) and r.forget_quality >= 0.05]
-            s += (f"; {_join(ok)} pass{'es' if len(ok) == 1 else ''} the forget-quality test (p ≥ 0.05)" if ok
-                  else "; no method passes the forget-quality test (p ≥ 0.05)")
+            s += (f"; loss KS detects no difference from retrain for {_join(ok)} (Fisher p ≥ 0.05)" if ok
+                  else "; loss KS tells every method's forget losses from retrain's (Fisher p < 0.05)")
         return s
     return _per_model("Closeness", df["model"].unique(), clause)
 

@@ -51,7 +51,8 @@ def attack_scores() -> dict[str, str]:
 
 
 def attack_label(name: str) -> str:
-    return q.ATTACK_NAMES.get(name, name)
+    """The attack's name as the report's other tables print it (by its ROC prefix; the paper's is `mia`)."""
+    return q.ROC_ATTACKS.get("mia" if name == "paper-mlp" else name) or q.ATTACK_NAMES.get(name, name)
 
 
 def stopped_early(s: q.Store, grid: str) -> pd.DataFrame:
@@ -179,8 +180,9 @@ def table_columns(df: pd.DataFrame) -> list[tuple[str, Any]]:
              ("Δ vs retrain [95% CI]", _interval),
              ("margin", lambda r: f"±{r['margin']:g}" if not pd.isna(r.get("margin")) else "—"),
              ("MDE", lambda r: _num(r.get("mde"), ".3f")),
-             ("verdict", lambda r: str(r["verdict"])),
-             ("note", lambda r: _stopped_text(r) if r["verdict"] == STOPPED else str(r.get("note") or ""))]
+             ("verdict", lambda r: str(r["verdict"]))]
+    if (df["verdict"] == STOPPED).any() or df.get("note", pd.Series(dtype=str)).fillna("").astype(bool).any():
+        cols.append(("note", lambda r: _stopped_text(r) if r["verdict"] == STOPPED else str(r.get("note") or "")))
     return cols
 
 
@@ -284,7 +286,8 @@ def _relearn_privleak_sentence(rl: pd.DataFrame, pl: pd.DataFrame) -> str | None
             if not by.get("retrain") or not others:  # retrain at 0: the forget set was never learned better
                 continue
             lo, hi = min(others, key=others.get), max(others, key=others.get)
-            span = (f"{lo} {others[lo]:.0f}" if lo == hi else
+            span = (f"{lo} {others[lo]:.0f}" if len(others) == 1 else
+                    f"every method {others[lo]:.0f}" if others[lo] == others[hi] else
                     f"the methods {others[lo]:.0f} ({lo}) to {others[hi]:.0f} ({hi})")
             parts.append(f"{mo} {fo}: retrain {by['retrain']:.0f}, {span}")
     s = ("relearning steps on a tenth of the forget set (fewer than retrain's: the knowledge is still there) are "
@@ -323,16 +326,22 @@ def findings(df: pd.DataFrame, ks: pd.DataFrame, relearn: pd.DataFrame, privleak
     return [x for x in out if x][:MAX_FINDINGS]
 
 
+def loss_ks_at(s: q.Store, grid: str, where: dict[str, Any]) -> pd.DataFrame:
+    """`verdicts.loss_ks_table` of the grid, its rows at the axis values of `where` (None = exact shots)."""
+    ks = v.loss_ks_table(s.con, grid)
+    if ks.empty:
+        return ks
+    ks["grid"] = grid
+    keep = np.ones(len(ks), bool)
+    for k, x in where.items():
+        keep &= ks[k].map(lambda y, x=x: (y is None or pd.isna(y)) if x is None else y == x).to_numpy()
+    return ks[keep]
+
+
 def side_tables(s: q.Store, grid: str, ref: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Loss KS, relearning and privleak at the grid's reference shots and backend, every forget set."""
     shots = {k: x for k, x in ref.items() if k != "forget"}
-    ks = v.loss_ks_table(s.con, grid)
-    if not ks.empty:
-        ks["grid"] = grid
-        keep = np.ones(len(ks), bool)
-        for k, x in shots.items():
-            keep &= ks[k].map(lambda y, x=x: (y is None or pd.isna(y)) if x is None else y == x).to_numpy()
-        ks = ks[keep]
+    ks = loss_ks_at(s, grid, shots)
     filt = {"grid": grid, **shots}
     rl = q.aggregate(s, ["model", "forget", "method"], filt, metrics=["relearn_steps"]) \
         if s.has("relearn_steps") else pd.DataFrame()

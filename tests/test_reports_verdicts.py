@@ -91,7 +91,7 @@ def test_report_opens_with_the_verdict_table_in_four_categories(built) -> None:
     assert {"equivalent to retrain", "differs", "not discriminating", "underpowered"} <= set(got.values())
     # each row names its strongest attack, its interval, its margin and its MDE
     r = next(r for r in rows if (r["model"], r["method"], r["metric"]) == ("small", "ga", "ΔAUC"))
-    assert r["strongest attack"] in ("paper MLP attack", "loss attack") and r["margin"] == "±0.03"
+    assert r["strongest attack"] in ("paper MLP (held-out)", "loss attack") and r["margin"] == "±0.03"
     lo, hi = map(float, re.search(r"\[([-+\d.]+), ([-+\d.]+)\]", r["Δ vs retrain [95% CI]"]).groups())
     assert hi - lo > 0 and float(r["MDE"]) > 0.03
     # the counts line agrees with the table, and says Holm and the margins
