@@ -151,10 +151,31 @@ class StageWorker:
         meta["wall"] = time.time() - t0
         return payload, meta
 
+    def run_group(self, kind: str, cfgs: list[Any]) -> list[tuple[bytes, dict[str, Any]]]:
+        """Stages of one group (see `group_of`) trained together by the workload's `<kind>_group_stage`; each
+        result is stored under its own key, and each is charged its share of the group's wall time."""
+        t0 = time.time()
+        results = getattr(self.impl, f"{kind}_group_stage")(cfgs)
+        wall = (time.time() - t0) / len(cfgs)
+        out = []
+        for res in results:
+            meta = {**self.info_, "kind": kind, "started": t0, "wall": wall, "group": len(cfgs),
+                    "cost": {k: float(v) for k, v in res.cost.items() if v is not None}}
+            out.append((self.dumps(res.state, {"qmu": json.dumps(meta, sort_keys=True)}), meta))
+        return out
+
     def run_batch(self, items: list[tuple[str, Any, dict, tuple[str, ...]]], inline: dict[str, bytes],
                   big_keys: list[str], *big: bytes) -> list[tuple[str, Any, dict[str, Any]]]:
         """Run stages one after another; each gives ("ok", payload, meta) or ("error", text, meta), so one
-        failing stage does not fail the others. Evaluate examples come back as Arrow tables."""
+        failing stage does not fail the others. Evaluate examples come back as Arrow tables. A batch that
+        is one group (several stages of one `group_of`) runs as one group call."""
+        kinds = {kind for kind, *_ in items}
+        if len(items) > 1 and len(kinds) == 1 and group_of(items[0][1]) is not None:
+            kind = items[0][0]
+            try:
+                return [("ok", payload, meta) for payload, meta in self.run_group(kind, [it[1] for it in items])]
+            except Exception as e:  # noqa: BLE001 -- the workload's error becomes each stage's error text
+                return [("error", _short_error(e), {**self.info_, "kind": kind})] * len(items)
         blobs = {**inline, **dict(zip(big_keys, big))}
         out = []
         for kind, cfg, costs, deps in items:
@@ -166,6 +187,13 @@ class StageWorker:
             except Exception as e:  # noqa: BLE001 -- the workload's error becomes the row's error text
                 out.append(("error", _short_error(e), {**self.info_, "kind": kind}))
         return out
+
+
+def group_of(cfg: Any) -> str | None:
+    """The group a stage's config belongs to (its `group_id()`), or None: stages of one group (reference models
+    that differ only in their index) are dispatched together and trained as one (`train_many`)."""
+    fn = getattr(cfg, "group_id", None)
+    return fn() if callable(fn) else None
 
 
 ADDITIVE_COSTS = ("seconds", "circuits", "shots", "circuits_device", "qpu_seconds")
@@ -357,6 +385,12 @@ class _Driver:
         while self.ready and len(keys) < min(share, MAX_BATCH):
             key = self.ready[0][2]
             node = self.plan.stages[key]
+            group = None if key in self.solo else group_of(node.cfg)
+            if group is not None:  # a group goes as one batch of its own, whatever its size
+                if keys:
+                    break
+                heapq.heappop(self.ready)
+                return [key, *self._take_group(group)]
             sec = self.secs.get(node.kind)
             alone = sec is None or key in self.solo
             if keys and (alone or sec > budget):
@@ -367,6 +401,14 @@ class _Driver:
                 break
             budget -= sec
         return keys
+
+    def _take_group(self, group: str) -> list[str]:
+        """Take every other ready stage of `group` (not retried alone) off the ready queue."""
+        taken = [e for e in self.ready if e[2] not in self.solo and group_of(self.plan.stages[e[2]].cfg) == group]
+        if taken:
+            self.ready = [e for e in self.ready if e not in taken]
+            heapq.heapify(self.ready)
+        return [e[2] for e in sorted(taken)]
 
     def _dispatch(self, pool: _Pool, slot: int, keys: list[str]) -> ray.ObjectRef:
         items, inline, big = [], {}, {}

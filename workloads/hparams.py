@@ -86,4 +86,7 @@ def attack_params(overrides: dict[str, dict[str, Any]] | None = None) -> dict[st
                           ("ulira", "shadow models come in complementary pairs over the shadow pool")):
         if out[section]["k"] % 2:
             raise ValueError(f"params.{section}.k: expected 0 or an even number ({what}), got {out[section]['k']}")
+    refs = out["references"]
+    if refs["mode"] == "online" and refs["k"] < 4:  # a variance needs two IN and two OUT references per sample
+        raise ValueError(f"params.references.k: mode online needs at least 4 references, got {refs['k']}")
     return out

@@ -36,7 +36,7 @@ from .models.training import accuracy, as_labels, fit
 from .unlearning import METHODS, UnlearnData, describe_stop, relearn_steps, stops, unlearn
 
 __all__ = ["CellConfig", "ReferenceConfig", "ReplicaConfig", "ShadowConfig", "StageResult", "derive_seed", "stage_specs",
-           "train_stage", "reference_stage", "shadow_stage", "replica_stage", "unlearn_stage", "ulira_stage",
+           "train_stage", "reference_stage", "reference_group_stage", "shadow_stage", "replica_stage", "unlearn_stage", "ulira_stage",
            "attack_stage", "evaluate_stage", "run_cell", "catalog"]
 
 Shots = int | None
@@ -102,8 +102,12 @@ class CellConfig:
 
 @dataclass(frozen=True)
 class ReferenceConfig:
-    """One reference model: the cell's model and recipe trained on one half of P_attack (never on the target's
-    train or test data, never on P_eval). Pair j's two halves are complementary."""
+    """One reference model: the cell's model and recipe trained on one half of its pool. Offline, the pool is
+    P_attack (never the target's train or test data, never P_eval); online, it is the target's train set and
+    P_eval, the samples LiRA and RMIA score (docs/data.md). Pair j's two halves are complementary.
+
+    `group_size` (the cell's K) only prices the stage (harness/estimate.py): it is not in the spec, so a
+    reference is one stored model whichever K asked for it, trained alone or in a group."""
 
     dataset: str
     n_train: int
@@ -113,19 +117,28 @@ class ReferenceConfig:
     train_shots: Shots
     recipe: tuple
     index: int
+    mode: str = "offline"
+    group_size: int = 1
 
     def spec(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "n_train": self.n_train, "n_test": self.n_test, "model": self.model,
+        spec = {"dataset": self.dataset, "n_train": self.n_train, "n_test": self.n_test, "model": self.model,
                 "seed": self.seed, "train_shots": self.train_shots, "recipe": dict(self.recipe),
                 "index": self.index}
+        if self.mode != "offline":  # only when set, so that stored offline references keep their keys
+            spec["mode"] = self.mode
+        return spec
+
+    def group_id(self) -> str:
+        """References with equal ids differ only in their index: `reference_group_stage` trains them together."""
+        return json.dumps({k: v for k, v in self.spec().items() if k != "index"}, sort_keys=True)
 
 
 def reference_config(cfg: CellConfig, index: int) -> ReferenceConfig:
     recipe, _ = resolve_params(cfg.model, cfg.method, cfg.params_dict())
-    fraction = attack_params(cfg.params_dict())["references"]["epoch_fraction"]
-    recipe = {**recipe, "epochs": max(1, round(recipe["epochs"] * fraction))}
+    refs = attack_params(cfg.params_dict())["references"]
+    recipe = {**recipe, "epochs": max(1, round(recipe["epochs"] * refs["epoch_fraction"]))}
     return ReferenceConfig(cfg.dataset, cfg.n_train, cfg.n_test, cfg.model, cfg.seed, cfg.train_shots,
-                           tuple(sorted(recipe.items())), index)
+                           tuple(sorted(recipe.items())), index, refs["mode"], refs["k"])
 
 
 @dataclass(frozen=True)
@@ -377,24 +390,84 @@ def unlearn_columns(cfg: CellConfig, costs: dict[str, dict[str, float]], traject
     return row
 
 
-def reference_members(n_attack: int, seed: int, index: int) -> np.ndarray:
-    """P_attack positions reference `index` trains on: pair index // 2 splits P_attack in two halves."""
-    order = np.random.default_rng(derive_seed(seed, "reference-pair", index // 2)).permutation(n_attack)
-    half = order[: n_attack // 2] if index % 2 == 0 else order[n_attack // 2 :]
+def reference_members(n_pool: int, seed: int, index: int, mode: str = "offline") -> np.ndarray:
+    """Pool positions reference `index` trains on: pair index // 2 splits the pool in two halves, so that each
+    pool sample is IN exactly half of the references (P_attack offline; online train then P_eval)."""
+    order = np.random.default_rng(derive_seed(seed, f"reference-pair{'' if mode == 'offline' else '-' + mode}",
+                                              index // 2)).permutation(n_pool)
+    half = order[: n_pool // 2] if index % 2 == 0 else order[n_pool // 2 :]
     return np.sort(half)
 
 
-def reference_stage(rc: ReferenceConfig) -> StageResult:
-    """Train one reference model on its half of P_attack; its state carries the positions it trained on."""
+# The roles an online reference's pool holds, in order: the samples LiRA and RMIA score (attacks/lira.py).
+ONLINE_POOL = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class _ReferenceData:
+    x: torch.Tensor
+    y: torch.Tensor
+    image_side: int
+    sizes: dict[str, int]  # rows of each pool role, in pool order
+
+
+def _reference_data(rc: ReferenceConfig) -> _ReferenceData:
+    """The reference pool: P_attack offline; online the target's train set then P_eval (docs/data.md)."""
     split = load_split(rc.dataset, rc.n_train, rc.n_test, rc.seed)
-    x, y = role_inputs(rc.model, split, "attack"), as_labels(split.labels["attack"])
-    members = reference_members(len(y), rc.seed, rc.index)
-    model = build_model(rc.model, derive_seed(rc.seed, "reference-init", rc.index) % 2**31,
-                        int(split.images_train.shape[-1]))
-    cost = fit(model, x[members], y[members], dict(rc.recipe), rc.train_shots,
+    roles = ("attack",) if rc.mode == "offline" else ONLINE_POOL
+    return _ReferenceData(torch.cat([role_inputs(rc.model, split, r) for r in roles]),
+                          torch.cat([as_labels(split.labels[r]) for r in roles]), int(split.images_train.shape[-1]),
+                          {r: len(split.labels[r]) for r in roles})
+
+
+def _reference_state(rc: ReferenceConfig, data: _ReferenceData, model: nn.Module,
+                     members: np.ndarray) -> dict[str, torch.Tensor]:
+    """Weights, and the positions of each pool role it trained on: `members` (P_attack) offline, as before,
+    `members.train` and `members.eval` online."""
+    state = dict(model.state_dict())
+    if rc.mode == "offline":
+        return {**state, "members": torch.from_numpy(members.astype(np.int64))}
+    start = 0
+    for role, n in data.sizes.items():
+        held = members[(members >= start) & (members < start + n)] - start
+        state[f"members.{role}"] = torch.from_numpy(held.astype(np.int64))
+        start += n
+    return state
+
+
+def reference_member_roles(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Role -> positions a reference trained on, from its state (`members`: P_attack)."""
+    return {("attack" if k == "members" else k.partition(".")[2]): v.numpy()
+            for k, v in state.items() if k == "members" or k.startswith("members.")}
+
+
+def _reference_model(rc: ReferenceConfig, side: int) -> nn.Module:
+    return build_model(rc.model, derive_seed(rc.seed, "reference-init", rc.index) % 2**31, side)
+
+
+def reference_stage(rc: ReferenceConfig) -> StageResult:
+    """Train one reference model alone on its half of the pool; its state carries what it trained on."""
+    data = _reference_data(rc)
+    members = reference_members(len(data.y), rc.seed, rc.index, rc.mode)
+    model = _reference_model(rc, data.image_side)
+    cost = fit(model, data.x[members], data.y[members], dict(rc.recipe), rc.train_shots,
                derive_seed(rc.seed, "reference-train", rc.index))
-    state = {**model.state_dict(), "members": torch.from_numpy(members.astype(np.int64))}
-    return StageResult(state, _cost(cost.seconds, cost.circuits, cost.shots))
+    return StageResult(_reference_state(rc, data, model, members), _cost(cost.seconds, cost.circuits, cost.shots))
+
+
+def reference_group_stage(rcs: list[ReferenceConfig]) -> list[StageResult]:
+    """Train references of one group (equal `group_id`) together with `train_many`; each result equals
+    `reference_stage` of its config to 1e-10 in every weight (tests/test_grouped_references.py), so the
+    harness stores each under its own key and reuses it whichever way it was trained."""
+    if len({rc.group_id() for rc in rcs}) != 1:
+        raise ValueError("reference_group_stage: the references differ in more than their index")
+    data = _reference_data(rcs[0])
+    held = [reference_members(len(data.y), rc.seed, rc.index, rc.mode) for rc in rcs]
+    models = [_reference_model(rc, data.image_side) for rc in rcs]
+    costs = train_many(models, [(data.x[m], data.y[m]) for m in held], dict(rcs[0].recipe),
+                       [derive_seed(rc.seed, "reference-train", rc.index) for rc in rcs], rcs[0].train_shots)
+    return [StageResult(_reference_state(rc, data, m, h), _cost(c.seconds, c.circuits, c.shots))
+            for rc, m, h, c in zip(rcs, models, held, costs)]
 
 
 def _shadow_pool(data: CellData) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -522,8 +595,8 @@ def attack_stage(cfg: CellConfig, original: dict[str, torch.Tensor], *references
     refs, members = [], []
     want = attacks.merge_rows(*(a.reference_queries(know) for a in active))
     for i, ref in enumerate(references):
-        ref = dict(ref)
-        members.append(ref.pop("members").numpy())
+        members.append(reference_member_roles(ref))
+        ref = {k: v for k, v in ref.items() if k != "members" and not k.startswith("members.")}
         if want:
             out, _ = _query(_model(cfg, data, ref), data, want, cfg.eval_shots, "torch",
                             derive_seed(cfg.seed, "reference-query", i, cfg.eval_shots))
@@ -742,7 +815,8 @@ def _acc(pred: np.ndarray, y: np.ndarray, idx: np.ndarray) -> float:
 def run_cell(cfg: CellConfig) -> tuple[dict[str, Any], pd.DataFrame]:
     """All stages of one cell in-process (no reuse): the reference for what the harness computes."""
     train = train_stage(cfg)
-    refs = [reference_stage(reference_config(cfg, i)) for i in range(attack_params(cfg.params_dict())["references"]["k"])]
+    k = attack_params(cfg.params_dict())["references"]["k"]
+    refs = reference_group_stage([reference_config(cfg, i) for i in range(k)]) if k else []
     un = unlearn_stage(cfg, train.state)
     att = attack_stage(cfg, train.state, *(r.state for r in refs))
     extra = []

@@ -32,9 +32,15 @@ REQUIRED = ("NAME", "LABEL", "ORDER", "COLUMNS", "ROC_PREFIX", "SCORE_COLUMN", "
             "queries", "reference_queries", "fit", "target_rows", "score", "columns")
 ATTACKS: dict[str, ModuleType] = members(REQUIRED, study, heldout, loss, rmia, lira, ulira)
 
-# `references`: k reference models for the attacks that need them (0: off; pairs, each pair splits P_attack in
+# `references`: k reference models for the attacks that need them (0: off; pairs, each pair splits its pool in
 # complementary halves), trained with the model's recipe for `epoch_fraction` of its epochs (at least 1).
-REFERENCE_PARAMS = {"k": Param(0, 0, 256), "epoch_fraction": Param(1.0, 0.0, 1.0, open_low=True)}
+# `mode`: offline (the pool is P_attack, every scored sample OUT of every reference: one reference's cost buys
+# an attack on any sample) or online (the pool is the scored samples, each IN half of the references: the
+# Carlini et al. and Zarifzadeh et al. setting, stronger per reference; docs/metrics.md). Offline stays the
+# default: its references serve every target model of a seed, online ones train on 1.6x the samples.
+REFERENCE_MODES = ("offline", "online")
+REFERENCE_PARAMS = {"k": Param(0, 0, 256), "epoch_fraction": Param(1.0, 0.0, 1.0, open_low=True),
+                    "mode": Param("offline", choices=REFERENCE_MODES)}
 # Params sections of the attacks: the MLP's (shared by study and heldout), the references', and each
 # attack's own.
 SECTIONS: dict[str, dict[str, Param]] = {
