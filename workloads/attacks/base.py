@@ -58,7 +58,8 @@ class AttackerView:
     know: Knowledge
     original: Outputs
     references: tuple[Outputs, ...] = ()
-    reference_members: tuple[np.ndarray, ...] = ()  # P_attack positions each reference trained on
+    # role -> positions each reference trained on: {"attack": ...} offline, {"train": ..., "eval": ...} online
+    reference_members: tuple[dict[str, np.ndarray], ...] = ()
 
 
 def features(logits: torch.Tensor, labels: torch.Tensor, sort: bool = False) -> torch.Tensor:

@@ -6,10 +6,16 @@ the true label and p(x) its average over reference models. Every target sample (
 OUT for every reference, so p(x) uses the paper's offline correction p(x) = 1/2((1+a) p_OUT(x) + (1-a)).
 The score of x is the fraction of population samples z (drawn from P_attack) with ratio(x)/ratio(z) >= gamma;
 each z is OUT for the half of the references that did not train on it, and p(z) uses those.
+
+Online (`references.mode: online`), each target sample is IN exactly half of the references, and p(x) is the
+paper's online estimate: the mean over IN and OUT references, (p_IN(x) + p_OUT(x)) / 2, with no a (ML Privacy
+Meter's `run_rmia(online=True)`). The population samples z stay out of every online reference's pool, so p(z)
+is their mean over all references, as there.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -53,22 +59,30 @@ def reference_queries(know: Knowledge) -> dict[str, np.ndarray]:
 
 def fit(view: AttackerView) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     know, refs = view.know, view.references
+    online = know.params["references"]["mode"] == "online"
     state = {}
-    for role in TARGETS:
+    for role in TARGETS:  # offline: every x is OUT of every reference; online: IN exactly half of them
         rows = np.arange(know.sizes[role])
         state[f"p_out_{role}"] = np.mean([true_label_prob(*r.at(role, rows)) for r in refs], axis=0)
     z = _z_rows(know)
     p = np.stack([true_label_prob(*r.at("attack", z)) for r in refs])
-    out = np.stack([~np.isin(z, m) for m in view.reference_members])
+    out = np.stack([~np.isin(z, m.get("attack", ())) for m in view.reference_members])
     if not out.any(axis=0).all():
         raise ValueError("rmia: a population sample is IN for every reference model; references must come in "
                          "complementary pairs")
     state["p_out_z"] = (p * out).sum(0) / out.sum(0)
     a = know.params["rmia"]["offline_a"]
-    state["offline_a"] = _search_a(p, out) if a == "auto" else a
+    # online: p(x) above is already (p_IN + p_OUT) / 2, and a = 1 makes the offline correction the identity
+    state["offline_a"] = 1.0 if online else _search_a(p, out) if a == "auto" else a
+    state["online"] = float(online)
     state = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in state.items()}
     state["z_rows"] = torch.from_numpy(z.astype(np.int64))
-    return state, {"rmia_offline_a": float(state["offline_a"])}
+    return state, {"rmia_offline_a": _offline_a(state)}
+
+
+def _offline_a(state: dict[str, torch.Tensor]) -> float:
+    """The a the offline correction used; NaN online, where there is none."""
+    return math.nan if float(state.get("online", 0.0)) else float(state["offline_a"])
 
 
 def _search_a(p: np.ndarray, out: np.ndarray) -> float:
@@ -118,4 +132,5 @@ def score(state: dict[str, torch.Tensor], target: Outputs, params: dict[str, Any
 
 def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any],
             state: dict[str, torch.Tensor]) -> dict[str, float]:
-    return {**metrics.roc_columns("rmia", members, nonmembers), "rmia_offline_a": float(state["offline_a"])}
+    return {**metrics.roc_columns("rmia", members, nonmembers), "rmia_offline_a": _offline_a(state),
+            "references_mode": params["references"]["mode"]}
