@@ -73,3 +73,15 @@ def test_runner_trains_missing_references_as_one_group_and_reuses_stored_ones(tm
     assert (s.cells_ok, s.stages_run["reference"], s.stages_reused["reference"]) == (1, 2, 4), s.failures
     new = {k for k in store.artifact_keys() - first if json.loads(store.artifact_metadata(k)["qmu"]).get("kind") == "reference"}
     assert set(_groups(store, new).values()) == {2}
+
+
+def test_the_cost_model_prices_a_group_as_measured() -> None:
+    from dataclasses import replace
+
+    from harness.estimate import GROUP_SPEEDUP, stage_estimate
+
+    rc = reference_config(_cfg("offline", k=16), 0)
+    alone, grouped = (stage_estimate("reference", replace(rc, group_size=g)).seconds for g in (1, 16))
+    assert grouped / alone == pytest.approx(1 / dict(GROUP_SPEEDUP["qnn"])[16])  # qnn-angle-l2: the qnn family
+    online = stage_estimate("reference", replace(rc, group_size=1, mode="online")).seconds
+    assert online / alone == pytest.approx((200 + 748) // 2 / (748 // 2), rel=0.01)  # its pool: train and P_eval
