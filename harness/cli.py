@@ -141,9 +141,12 @@ def _already_done(grid: Path, store: Any, t0: float) -> bool:
 
     try:
         data = grid.read_bytes()
-        name = yaml.safe_load(data)["name"]
+        doc = yaml.safe_load(data)
+        name = doc["name"]
         manifest = store.manifest(str(name))
     except Exception:  # noqa: BLE001 -- unreadable or unusual: the full path reports it
+        return False
+    if doc.get("models"):  # circuit models: their builders' code is not in the fingerprint; the plan hashes it
         return False
     if not manifest or manifest.get("fingerprint") != fingerprint(data, WORKLOAD):
         return False

@@ -1,8 +1,9 @@
 """Grid YAML (docs/grid.md) -> a validated, typed `GridSpec` that expands into cells.
 
 Everything is checked here, before any Ray or store work: unknown keys, wrong types, empty or duplicated
-axes, unknown model/method/backend/dataset names, bad forget specs and bad `params` overrides. Every error
-is a `GridError` whose message names the file, the key and the problem (the CLI turns it into exit 2).
+axes, unknown model/method/backend/dataset names, bad forget specs and bad `params` overrides. Circuit models
+(the `models:` section) are built and checked against qiskit's Statevector here too (the plan step). Every
+error is a `GridError` whose message names the file, the key and the problem (the CLI turns it into exit 2).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class _GridFile(BaseModel):
     n_test: StrictInt = 500
     n_eval: StrictInt | None = None
     backend: StrictStr | None = None
+    models: dict[StrictStr, Any] = Field(default_factory=dict)  # circuit models (docs/models.md), checked by workloads
     grid: _Axes
     params: dict[StrictStr, dict[StrictStr, Any]] = Field(default_factory=dict)
     verdicts: _Verdicts = Field(default_factory=_Verdicts)
@@ -91,6 +93,8 @@ class GridSpec:
     fingerprint: str | None = None
     # the report's equivalence margins the grid sets (auc_margin, tpr_margin); the run's manifest records them
     verdicts: dict[str, float] = field(default_factory=dict)
+    # the circuit models the grid defines: name -> ref (workloads/models/circuit.py), which travels in each cell
+    circuits: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_cells(self) -> int:
@@ -115,6 +119,7 @@ class GridSpec:
                 seed=c["seed"], backend=c["backend"], dataset=self.dataset,
                 n_train=self.n_train, n_test=self.n_test,
                 **({"n_eval": self.n_eval} if self.n_eval is not None else {}),
+                **({"circuit": self.circuits[c["model"]]} if c["model"] in self.circuits else {}),
             )
             out.append(cfg.with_params(self.params) if self.params else cfg)
         return out
@@ -256,9 +261,6 @@ def _check_semantics(path: Path, f: _GridFile, mod: Any) -> GridSpec:
             seen.add(v)
         axes[axis] = tuple(None if (axis in SHOT_AXES and v == "exact") else v for v in values)
 
-    for i, m in enumerate(axes["model"]):
-        if m not in MODELS:
-            raise bad(f"grid.model[{i}]", f"unknown model {m!r}; choose one of {', '.join(MODELS)}")
     for i, m in enumerate(axes["method"]):
         if m not in METHODS:
             raise bad(f"grid.method[{i}]", f"unknown method {m!r}; choose one of {', '.join(METHODS)}")
@@ -272,6 +274,10 @@ def _check_semantics(path: Path, f: _GridFile, mod: Any) -> GridSpec:
             validate_backend(b)
         except ValueError as e:
             raise bad(bkey if bkey == "backend" else f"{bkey}[{i}]", str(e)) from None
+    circuits = _circuit_models(path, f.models, backends)  # joins MODELS: the checks below take them by name
+    for i, m in enumerate(axes["model"]):
+        if m not in MODELS:
+            raise bad(f"grid.model[{i}]", f"unknown model {m!r}; choose one of {', '.join(MODELS)}")
 
     params = {k: dict(v) for k, v in f.params.items()}
     try:
@@ -290,7 +296,8 @@ def _check_semantics(path: Path, f: _GridFile, mod: Any) -> GridSpec:
         if not 0 < v <= MARGIN_MAX:
             raise bad(f"verdicts.{key}", f"must be a number in (0, {MARGIN_MAX:g}], got {v!r}")
     spec = GridSpec(name=f.name, path=str(path), dataset=f.dataset, n_train=f.n_train, n_test=f.n_test,
-                    axes=axes, params=params, n_eval=f.n_eval, verdicts={k: float(v) for k, v in verdicts.items()})
+                    axes=axes, params=params, n_eval=f.n_eval, verdicts={k: float(v) for k, v in verdicts.items()},
+                    circuits=circuits)
     # Cross-axis rules the workload knows (e.g. a sampling backend cannot evaluate 'exact'), per cell.
     for cfg in spec.cells(mod.CellConfig):
         if hasattr(cfg, "validate"):
@@ -300,6 +307,28 @@ def _check_semantics(path: Path, f: _GridFile, mod: Any) -> GridSpec:
                 axis, sep, problem = str(e).partition(": ")
                 raise (bad(f"grid.{axis}", problem) if sep and axis in AXES else bad("grid", str(e))) from None
     return spec
+
+
+def _circuit_models(path: Path, entries: dict[str, Any], backends: list[str]) -> dict[str, str]:
+    """Build and check each `models:` entry for the grid's backends (import, compile, the Statevector check,
+    qubits) and register it with this process's model registry; name -> ref."""
+    from workloads.models import BUILTIN_MODELS, use_circuit_models
+    from workloads.models.circuit import plan
+    from workloads.quantum.compiled import CircuitError
+
+    refs = {}
+    for name, entry in entries.items():
+        if not _NAME.match(name):
+            raise GridError(path, f"models.{name}", "a model name must match [a-z0-9_-]+")
+        if name in BUILTIN_MODELS:
+            raise GridError(path, f"models.{name}", f"{name!r} is a built-in model; give the circuit model another name")
+        try:
+            refs[name] = plan(name, entry, backends)
+        except CircuitError as e:  # its message starts with models.<name>.<key>
+            key, _, problem = str(e).partition(": ")
+            raise GridError(path, key, problem) from None
+    use_circuit_models(refs)
+    return refs
 
 
 def _dataset_size(dataset: str) -> int | None:

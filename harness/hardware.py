@@ -227,14 +227,13 @@ def estimate(plans: list[CellPlan], level: int | None = None, seen: set[str] | N
     """Circuits, shots and estimated QPU seconds per cell; a shared attack stage is counted once, on the
     first cell that needs it (attack keys in `seen` are already paid for)."""
     from workloads.quantum import backends as wb
-    from workloads.models import model_spec
+    from workloads.models import measured_circuit
 
     seen_attacks: set[str] = set(seen or ())
     out = []
     for p in plans:
         cfg = p.cfg
-        spec = model_spec(cfg.model)
-        t = wb.transpiled(spec.encoding, spec.n_layers, estimate_target(cfg.backend), level)
+        t = wb.transpile_measured(measured_circuit(cfg.model), estimate_target(cfg.backend), level)
         n, jobs = evaluate_circuits(cfg), 1
         if p.keys["attack"] not in seen_attacks:
             seen_attacks.add(p.keys["attack"])
@@ -286,7 +285,7 @@ class _Captured:
 
         self.queries.append(q)
         n = len(q.values)
-        return QueryResult(np.zeros((n, 8)), {"circuits": float(n), "shots": float(n * q.shots)})
+        return QueryResult(np.zeros((n, len(q.circuit.observables))), {"circuits": float(n), "shots": float(n * q.shots)})
 
 
 @dataclass
@@ -335,7 +334,7 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
            level: int | None = None, tags: tuple[str, ...] = (), echo: Callable[[str], None] = _say) -> SubmitSummary:
     """Submit the grid's cells that are neither stored nor in flight; returns after recording every job."""
     from workloads.quantum import backends as wb
-    from workloads.models import model_spec
+    from workloads.models import measured_circuit
 
     wc, cv = _workload()
     ledger = Ledger(store)
@@ -385,8 +384,7 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
     # the exact estimate from the captured queries: cells past the budget (from the end) are skipped too
     costs = []
     for p, aq, eq in work:
-        spec_m = model_spec(p.cfg.model)
-        t = wb.transpiled(spec_m.encoding, spec_m.n_layers, p.cfg.backend, level)
+        t = wb.transpile_measured(measured_circuit(p.cfg.model), p.cfg.backend, level)
         costs.append(sum(wb.qpu_seconds_estimate(p.cfg.backend, sum(len(q.values) for q in qs), qs[0].shots, 1, t)
                          for qs in (aq, eq) if qs))
     while work and sum(costs) > max_qpu_seconds:
@@ -410,8 +408,7 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
     try:
         for p, aq, eq in work:
             cfg = p.cfg
-            spec_m = model_spec(cfg.model)
-            t = wb.transpiled(spec_m.encoding, spec_m.n_layers, cfg.backend, level)
+            t = wb.transpile_measured(measured_circuit(cfg.model), cfg.backend, level)
             base_tags = ("qmu", f"grid:{spec.name}", *tags)
             akey = p.keys["attack"]
             if aq:
@@ -626,7 +623,7 @@ class _Replay:
         if not math.isclose(float(np.sum(q.values)), ref, rel_tol=1e-6, abs_tol=1e-6):
             raise RuntimeError(f"job {self.rec['job_id']}: parameters of query {i} differ from the submitted ones")
         packed, nb = self.pubs[i]
-        z = wb.z_from_bits(packed, nb)
+        z = wb.z_from_bits(packed, nb, q.circuit.observables)
         est = self.rec.get("qpu_seconds_est", 0.0) if i == 0 else 0.0
         tr = self.rec["transpile"]
         dev = self.rec["device"]

@@ -27,11 +27,13 @@ from .data import ROLES, load_split
 from .data.forget_set import forget_split, parse_forget
 from .hparams import attack_params, merged, resolve_params
 from .quantum.inference import logits_on
-from .models import build_model, role_inputs
+from .models import build_model, register_circuit, role_inputs
 from .quantum.backends import kind as backend_kind
 from .quantum.backends import validate_backend
 from .seeds import derive_seed
 from .models.batched import train_many
+from .models.circuit import identity as circuit_identity
+from .models.circuit import provenance as circuit_provenance
 from .models.training import accuracy, as_labels, fit
 from .unlearning import METHODS, UnlearnData, describe_stop, relearn_steps, stops, unlearn
 
@@ -60,6 +62,7 @@ class CellConfig:
     params: tuple = ()
     n_eval: int | None = None  # evaluate at most this many retain, forget and test samples (hardware)
     attack_scope: str | None = None  # set on an attack stage's config: "shared" or "forget" (None: every attack)
+    circuit: str | None = None  # a circuit model's ref (workloads/models/circuit.py); None for the built-ins
 
     def with_params(self, params: dict[str, dict[str, Any]] | None) -> "CellConfig":
         frozen = tuple(sorted((s, tuple(sorted(v.items()))) for s, v in (params or {}).items()))
@@ -90,14 +93,18 @@ class CellConfig:
         (shared) and `attack.forget`, else the cell's."""
         kind, _, suffix = name.partition(".")
         if kind == "reference":
-            return reference_config(self, int(suffix))
+            return self._carry_circuit(reference_config(self, int(suffix)))
         if kind == "shadow":
-            return shadow_config(self)
+            return self._carry_circuit(shadow_config(self))
         if kind == "replica":
-            return replica_config(self, int(suffix))
+            return self._carry_circuit(replica_config(self, int(suffix)))
         if kind == "attack":
             return replace(self, attack_scope=suffix or "shared")
         return self
+
+    def _carry_circuit(self, stage_cfg: Any) -> Any:
+        """A stage's own config with the cell's circuit-model ref, so that a worker can build the model."""
+        return stage_cfg if self.circuit is None else replace(stage_cfg, circuit=self.circuit)
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,7 @@ class ReferenceConfig:
     index: int
     mode: str = "offline"
     group_size: int = 1
+    circuit: str | None = None  # the cell's circuit-model ref (CellConfig.circuit)
 
     def spec(self) -> dict[str, Any]:
         spec = {"dataset": self.dataset, "n_train": self.n_train, "n_test": self.n_test, "model": self.model,
@@ -155,6 +163,7 @@ class ShadowConfig:
     recipe: tuple
     forget: str
     k: int
+    circuit: str | None = None  # the cell's circuit-model ref (CellConfig.circuit)
 
     def spec(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "n_train": self.n_train, "n_test": self.n_test, "model": self.model,
@@ -183,6 +192,7 @@ class ReplicaConfig:
     recipe: tuple
     forget: str
     index: int
+    circuit: str | None = None  # the cell's circuit-model ref (CellConfig.circuit)
 
     def spec(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "n_train": self.n_train, "n_test": self.n_test, "model": self.model,
@@ -240,6 +250,9 @@ def stage_specs(cfg: CellConfig) -> dict[str, dict[str, Any]]:
                 "forget": cfg.forget, "eval_shots": cfg.eval_shots, "backend": cfg.backend}
     if cfg.n_eval is not None:  # only when set, so existing stage keys stay valid
         evaluate["n_eval"] = cfg.n_eval
+    if cfg.circuit is not None:  # every stage that trains the model (and those that nest them) names its circuit
+        for spec in (train, *refs.values(), *(v for n, v in stages.items() if n == "shadow" or n.startswith("replica."))):
+            spec["circuit"] = circuit_identity(cfg.circuit)
     return {"train": train, **refs, "unlearn": unlearn_spec, **stages, "evaluate": evaluate}
 
 
@@ -275,7 +288,14 @@ class CellData:
         return {r: len(v) for r, v in self.y.items()}
 
 
+def _register(cfg: Any) -> None:
+    """Put a stage config's circuit model into this process's registry: on a worker, stages meet it here first."""
+    if cfg.circuit is not None:
+        register_circuit(cfg.model, cfg.circuit)
+
+
 def cell_data(cfg: CellConfig) -> CellData:
+    _register(cfg)
     split = load_split(cfg.dataset, cfg.n_train, cfg.n_test, cfg.seed)
     spec = parse_forget(cfg.forget, n_train=cfg.n_train)
     retain, forget = forget_split(spec, split.y_train, cfg.seed)
@@ -413,6 +433,7 @@ class _ReferenceData:
 
 def _reference_data(rc: ReferenceConfig) -> _ReferenceData:
     """The reference pool: P_attack offline; online the target's train set then P_eval (docs/data.md)."""
+    _register(rc)
     split = load_split(rc.dataset, rc.n_train, rc.n_test, rc.seed)
     roles = ("attack",) if rc.mode == "offline" else ONLINE_POOL
     return _ReferenceData(torch.cat([role_inputs(rc.model, split, r) for r in roles]),
@@ -664,6 +685,7 @@ def evaluate_stage(
     row.update(_cost_columns(costs, _sum_costs(qcosts), time.perf_counter() - start))
     row.update(unlearn_columns(cfg, costs, trajectory))
     row.update(_provenance(*qcosts))
+    row.update(circuit_provenance(cfg.circuit) if cfg.circuit is not None else {})
     return row, _examples(data, out, scores, f, active)
 
 

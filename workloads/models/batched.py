@@ -10,7 +10,8 @@ K models, where K models trained one after the other pay every small operation's
 Datasets may differ in size. Model k then takes its own number of steps per epoch, with its own last,
 shorter batch; in a step where models' batches differ in size the short ones are padded with rows of
 weight zero, and a model that has taken all its steps stays as it is while the others go on.
-Training with shots (finite `shots`) runs each model alone through `fit`.
+Training with shots (finite `shots`), and training circuit models (a user's circuit: no stacked kernel), runs
+each model alone through `fit`.
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ def train_many(
     """
     if not (len(models) == len(datasets) == len(seeds)):
         raise ValueError(f"train_many: {len(models)} models, {len(datasets)} datasets and {len(seeds)} seeds")
-    if shots is not None:  # finite-shot training is not batched: each model alone, as fit trains it
+    if shots is not None or not isinstance(models[0], (QNN, HQNN)):  # each model alone, as fit trains it
         return [fit(m, x, y, recipe, shots, s, epochs) for m, (x, y), s in zip(models, datasets, seeds)]
     stack = StackedModels(models)
     n_epochs = recipe["epochs"] if epochs is None else epochs

@@ -20,8 +20,9 @@ from ..quantum.statevector import angle_states, ansatz_expectations, tree_alpha
 @dataclass(frozen=True)
 class ModelSpec:
     family: str  # "qnn" (encoded features -> circuit -> Linear) or "hqnn" (CNN front end)
-    n_layers: int
-    encoding: str  # "amplitude" | "angle"
+    n_layers: int  # a circuit model's: the built-in layers with as many weights (the cost models scale with it)
+    encoding: str  # "amplitude" | "angle": the data view the model reads
+    circuit: str | None = None  # a circuit model's ref (workloads/models/circuit.py); None for the built-ins
 
 
 class QuantumLayer(nn.Module):

@@ -182,6 +182,40 @@ def build(name: str, entry: Any, max_qubits: int | None = None, backend: str = "
     return CircuitModel(spec, circuit, compiled, provenance(circuit))
 
 
+_MEASURED: dict[tuple, Any] = {}
+
+
+def measured(model: CircuitModel) -> Any:
+    """The circuit as the qiskit backends run it (a `backends.Measured`): for amplitude encoding the
+    built-in Mottonen tree first, then the user's circuit as given, every qubit measured. Cached per process."""
+    from .backends.qiskit_run import Measured
+    from .circuits import amplitude_tree
+
+    cc = model.compiled
+    key = ("circuit", model.provenance["circuit_hash"], model.spec.encoding, model.spec.inputs, model.spec.weights,
+           cc.observables)
+    if key in _MEASURED:
+        return _MEASURED[key]
+    bad = [o for o in cc.observables if set(o) - {"I", "Z"}]
+    if bad:
+        raise CircuitError(f"models.{model.spec.name}.observables: {bad[0]!r} needs a basis change that the qiskit "
+                           "backends do not add; use I/Z strings there, or backend torch")
+    amplitude = model.spec.encoding == "amplitude"
+    if amplitude:
+        tree = amplitude_tree("_amplitude_tree")
+        qc, n_features, inputs = tree.compose(model.circuit), tree.num_parameters, "_amplitude_tree"
+    else:
+        qc, n_features, inputs = model.circuit.copy(), cc.n_inputs, cc.input_name
+    qc.measure_all()
+    columns = []
+    for p in qc.parameters:
+        vec = p.vector.name
+        columns.append(p.index if vec == inputs else n_features + p.index)
+    out = Measured(key, qc, tuple(columns), tuple(cc.observables), amplitude)
+    _MEASURED[key] = out
+    return out
+
+
 class CircuitLayer(nn.Module):
     """A circuit model's quantum layer: inputs (angles, or amplitudes for amplitude encoding) -> <P> of
     its observables, exact with autograd gradients, or at `shots` with parameter-shift gradients.
@@ -192,6 +226,7 @@ class CircuitLayer(nn.Module):
 
     def __init__(self, model: CircuitModel):
         super().__init__()
+        self.model = model
         self.encoding = model.spec.encoding
         self.circuit = model.compiled
         self.weight = nn.Parameter(torch.rand(self.circuit.n_weights, dtype=torch.float64) * 2 * math.pi)
@@ -218,6 +253,10 @@ class CircuitLayer(nn.Module):
                 (lambda g: (log.add(extra, shots), g)[1])
             z.register_hook(hook)
         return z
+
+    def measured(self) -> Any:
+        """What the qiskit backends run for this layer (`workloads.quantum.backends.layer_measured`)."""
+        return measured(self.model)
 
 
 class CircuitQNN(nn.Module):

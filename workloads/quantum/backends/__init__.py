@@ -15,10 +15,11 @@ from ...registry import members
 from . import aer, aer_noise, fake, ibm, torch_statevector
 from .credentials import (BackendError, CannotConnect, MissingCredentials, credentials_source, require_credentials,  # noqa: F401
                           runtime_service, scrub)
-from .qiskit_run import (JOB_OVERHEAD_S, Query, QueryResult, Transpiled, backend_logits, device_info,  # noqa: F401
-                         get_backend, job_usage, make_query, make_sampler, optimization_level, pub_bits,
-                         qpu_seconds_estimate, query_cost, query_hook, rep_delay, rep_delay_s, run_query,
-                         transpiled, z_from_bits, calibration_time)
+from .qiskit_run import (JOB_OVERHEAD_S, Measured, Query, QueryResult, Transpiled, backend_logits,  # noqa: F401
+                         builtin_measured, device_info, get_backend, job_usage, layer_measured, make_query,
+                         make_sampler, optimization_level, pub_bits, qpu_seconds_estimate, query_cost, query_hook,
+                         rep_delay, rep_delay_s, run_query, transpile_measured, transpiled, z_from_bits,
+                         calibration_time)
 
 REQUIRED = ("NAME", "LABEL", "SUMMARY", "NAMED", "EXACT", "QISKIT", "DEVICE", "HARDWARE", "validate", "logits")
 QISKIT_REQUIRED = ("qiskit_backend", "sampler", "simulation")

@@ -1,9 +1,10 @@
 """What every qiskit backend shares: transpilation, queries, the query hook and the cost of a query.
 
-Per (circuit, backend) the circuit is transpiled once per process with a seeded preset pass manager to the
-backend's ISA; per-sample parameter rows are bound as one sampler PUB (isa, values[n, P]); the 8 <Z_j> are
-estimated from the measured bits (qubit j is bit j, Z_j = mean of 1 - 2*bit_j), and the classical head maps
-them to logits. What differs per backend (its qiskit object, sampler, repetition delay, calibration) is the
+A query runs a `Measured` circuit: a built-in model's circuit (`builtin_measured`) or a circuit model's
+own (`workloads.quantum.circuit_model.measured`), every qubit measured. Per (circuit, backend) it is
+transpiled once per process with a seeded preset pass manager to the backend's ISA; per-sample parameter
+rows are bound as one sampler PUB (isa, values[n, P]); the model's I/Z observables are estimated from the
+measured bits (qubit j is bit j, Z_j = mean of 1 - 2*bit_j), and the classical head maps them to logits. What differs per backend (its qiskit object, sampler, repetition delay, calibration) is the
 backend's own module in this package.
 
 A *query hook* (`query_hook`) lets a caller intercept every backend query: the hardware ledger uses it to
@@ -17,12 +18,13 @@ import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
-from ..circuits import model_circuit, parameter_values
+from ..circuits import N_QUBITS, model_circuit, tree_theta
 from .credentials import BackendError, scrub
 
 DEFAULT_OPTIMIZATION_LEVEL = 1
@@ -84,11 +86,49 @@ def _active_qubits(qc: Any) -> int:
     return sum(1 for q in dag.qubits if q not in idle)
 
 
+@dataclass(frozen=True)
+class Measured:
+    """A circuit as the qiskit backends run it: every qubit measured into `meas`, its parameters bound from
+    one row of [features | weights] per sample (`columns[i]` feeds `circuit.parameters[i]`), and the I/Z
+    strings read from the measured bits. `key` names it in the per-process transpilation cache."""
+
+    key: tuple
+    circuit: Any  # QuantumCircuit
+    columns: tuple[int, ...]
+    observables: tuple[str, ...]
+    amplitude: bool = False  # features are amplitudes: bound as the Mottonen tree's Gray-code angles
+
+    def values(self, features: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Per-sample parameter rows (n, P) in the circuit's parameter order."""
+        feats = tree_theta(features) if self.amplitude else np.asarray(features, dtype=np.float64)
+        w = np.broadcast_to(np.asarray(weights, dtype=np.float64).reshape(1, -1), (len(feats), weights.size))
+        return np.concatenate([feats.reshape(len(feats), -1), w], axis=1)[:, list(self.columns)]
+
+
+def z_observables(n_qubits: int) -> tuple[str, ...]:
+    """Z on every qubit, qubit j's first (Pauli strings in qiskit's order: the rightmost letter is qubit 0)."""
+    return tuple("I" * (n_qubits - 1 - j) + "Z" + "I" * j for j in range(n_qubits))
+
+
+@lru_cache(maxsize=16)
+def builtin_measured(encoding: str, n_layers: int) -> Measured:
+    """A built-in model's measured circuit: its parameters (features, then weights) sort in row order."""
+    qc = model_circuit(encoding, n_layers, measure=True)
+    return Measured(("builtin", encoding, n_layers), qc, tuple(range(qc.num_parameters)), z_observables(N_QUBITS),
+                    encoding == "amplitude")
+
+
 def transpiled(encoding: str, n_layers: int, backend: str, level: int | None = None,
                seed_transpiler: int = DEFAULT_SEED_TRANSPILER) -> Transpiled:
-    """The measured model circuit transpiled to `backend`'s ISA; cached per process."""
+    """A built-in model's measured circuit transpiled to `backend`'s ISA; cached per process."""
+    return transpile_measured(builtin_measured(encoding, n_layers), backend, level, seed_transpiler)
+
+
+def transpile_measured(m: Measured, backend: str, level: int | None = None,
+                       seed_transpiler: int = DEFAULT_SEED_TRANSPILER) -> Transpiled:
+    """`m` transpiled to `backend`'s ISA; cached per process under its key."""
     level = optimization_level(level)
-    key = (encoding, n_layers, backend, level, seed_transpiler)
+    key = (m.key, backend, level, seed_transpiler)
     with _LOCK:
         hit = _TRANSPILED.get(key)
     if hit is not None:
@@ -97,7 +137,7 @@ def transpiled(encoding: str, n_layers: int, backend: str, level: int | None = N
 
     target_backend = get_backend(backend)
     pm = generate_preset_pass_manager(optimization_level=level, backend=target_backend, seed_transpiler=seed_transpiler)
-    isa = pm.run(model_circuit(encoding, n_layers, measure=True))
+    isa = pm.run(m.circuit)
     ops = isa.count_ops()
     duration = None
     try:
@@ -173,8 +213,7 @@ class Query:
     """One backend query of a stage: `values` rows bound into the circuit, each sampled with `shots`."""
 
     backend: str
-    encoding: str
-    n_layers: int
+    circuit: Measured
     shots: int
     seed: int
     values: np.ndarray
@@ -182,7 +221,7 @@ class Query:
 
 @dataclass
 class QueryResult:
-    z: np.ndarray  # (n, 8) estimated <Z_j>
+    z: np.ndarray  # (n, observables) estimated expectations, (n, 8) <Z_j> for the built-ins
     cost: dict[str, Any] = field(default_factory=dict)
 
 
@@ -200,12 +239,18 @@ def query_hook(fn: Hook) -> Iterator[None]:
         _HOOK.reset(token)
 
 
-def z_from_bits(packed: np.ndarray, num_bits: int) -> np.ndarray:
-    """<Z_j> per row from packed measured bits (a BitArray's array, shape (n, shots, bytes))."""
+def z_from_bits(packed: np.ndarray, num_bits: int, observables: tuple[str, ...] | None = None) -> np.ndarray:
+    """Expectations of I/Z strings (default: Z on qubits 0..7) per row from packed measured bits (a
+    BitArray's array, shape (n, shots, bytes)): the mean of the product of 1 - 2*bit over each Z."""
     from qiskit.primitives import BitArray
 
     bits = BitArray(np.asarray(packed, dtype=np.uint8), num_bits).to_bool_array(order="little")
-    return 1.0 - 2.0 * bits[..., :8].mean(axis=-2)
+    if observables is None:
+        return 1.0 - 2.0 * bits[..., :N_QUBITS].mean(axis=-2)
+    n = len(observables[0])
+    masks = np.array([[label[n - 1 - q] == "Z" for q in range(n)] for label in observables])  # (obs, qubits)
+    parity = (bits[..., :n].astype(np.int64) @ masks.T.astype(np.int64)) % 2  # (..., shots, obs)
+    return 1.0 - 2.0 * parity.mean(axis=-2)
 
 
 def pub_bits(pub_result: Any) -> tuple[np.ndarray, int]:
@@ -238,7 +283,7 @@ def job_usage(job: Any) -> tuple[float | None, str | None]:
 
 def run_query(q: Query, level: int | None = None) -> QueryResult:
     """Execute one query synchronously on its backend."""
-    t = transpiled(q.encoding, q.n_layers, q.backend, level)
+    t = transpile_measured(q.circuit, q.backend, level)
     sampler = make_sampler(q.backend, q.shots, q.seed, t)
     try:
         job = sampler.run([(t.isa, q.values)], shots=q.shots)
@@ -251,7 +296,7 @@ def run_query(q: Query, level: int | None = None) -> QueryResult:
     errors = [e for e in (error, rep_delay(q.backend)[1]) if e]
     if errors:
         cost["qpu_seconds_error"] = "; ".join(errors)
-    return QueryResult(z_from_bits(packed, nb), cost)
+    return QueryResult(z_from_bits(packed, nb, q.circuit.observables), cost)
 
 
 def query_cost(q: Query, t: Transpiled, job_ids: list[str], usage: float | None, jobs: float = 1.0) -> dict[str, Any]:
@@ -277,9 +322,15 @@ def make_query(model: torch.nn.Module, x: torch.Tensor, shots: int, backend: str
     q = model.quantum
     with torch.no_grad():
         feats = torch.cat([model.encoded(x[i : i + 1000]) for i in range(0, len(x), 1000)]) if len(x) else x
-    weights = q.weight.detach().cpu().numpy()
-    values = parameter_values(q.encoding, feats.detach().cpu().numpy().astype(np.float64), weights)
-    return Query(backend, q.encoding, int(q.weight.shape[0]), int(shots), int(seed), values)
+    measured = layer_measured(q)
+    values = measured.values(feats.detach().cpu().numpy().astype(np.float64), q.weight.detach().cpu().numpy())
+    return Query(backend, measured, int(shots), int(seed), values)
+
+
+def layer_measured(layer: torch.nn.Module) -> Measured:
+    """The measured circuit of a model's quantum layer: a circuit model's layer carries its own."""
+    own = getattr(layer, "measured", None)
+    return own() if callable(own) else builtin_measured(layer.encoding, int(layer.weight.shape[0]))
 
 
 def backend_logits(model: torch.nn.Module, x: torch.Tensor, shots: int | None, backend: str,
