@@ -456,8 +456,8 @@ def compare_section(compared: tuple[pd.DataFrame, str, str], figdir: Path, fig_m
                           f"combination(s) on both sides, {only_a} only in {da}, {only_b} only in {db}.")
     keys = list(q.COMPARE_KEYS)
     cols = [k.replace("_", " ") for k in keys] + ["seeds A/B"]
-    mets = [("MIA success", "mia_success"), ("AUC", "mia_auc"), ("acc test retain", "acc_test_retain"),
-            ("Δ MIA vs retrain", "gap_mia_success")]
+    mets = [("MIA success", "mia_success"), ("its flag rate, unseen non-members", q.STUDY_FLAG_RATE),
+            ("AUC", "mia_auc"), ("acc test retain", "acc_test_retain"), ("Δ MIA vs retrain", "gap_mia_success")]
     for lab, _ in mets:
         cols += [f"{lab} A", f"{lab} B", f"{lab} B−A"]
     def rows_of(part: pd.DataFrame) -> list[list[str]]:
@@ -592,10 +592,10 @@ def render_html(title: str, meta: list[str], sections: list[Section], warn: str 
 
 
 # ------------------------------------------------------------------------------------------------ entry points
-def replication_section(s: q.Store, grid: str) -> Section:
+def replication_section(s: q.Store, grid: str, verdicts: pd.DataFrame) -> Section:
     from . import replication as R
 
-    rows, head = R.claims(s, grid)
+    rows, head = R.claims(s, grid, verdicts)
     sec = Section(f"Replication of the study's findings (grid `{grid}`)")
     short = R.in_short(rows)
     if short:
@@ -693,6 +693,8 @@ def _swap(work: Path, final: Path) -> None:
 def _write_report(results: str, outp: Path, grid: str | None, compare: tuple[str, str] | None, title: str | None,
                   replication: bool) -> None:
     """The report's files, written under the empty folder `outp`."""
+    from . import verdict_report as VR
+
     t0 = time.perf_counter()
     s = q.connect(results)
     try:
@@ -712,8 +714,10 @@ def _write_report(results: str, outp: Path, grid: str | None, compare: tuple[str
         heads = []
         versions = sorted({v for gname in names for v in str(q.provenance(s, gname)["code_version"] or "").split(", ")
                            if v})
+        judged = [g for g in names if q.status_counts(s, g)["ok"]]
+        verdicts = VR.verdict_rows(s, results, judged) if judged else pd.DataFrame()
         if replication:
-            sections += [replication_section(s, gname) for gname in names if q.status_counts(s, gname)["ok"]]
+            sections += [replication_section(s, gname, verdicts) for gname in judged]
         for gname in names:
             gr = grid_report(s, gname, figdir, f"{gname}_" if len(names) > 1 else "", fig_meta)
             sections += gr.sections
@@ -726,8 +730,7 @@ def _write_report(results: str, outp: Path, grid: str | None, compare: tuple[str
             (outp / SQL_FILE).write_text(queries_sql(s, heads))
         sections.append(Section("Definitions and intervals", bullets=list(NOTES) + (
             [f"The SQL of each grid's headline tables: [{SQL_FILE}]({SQL_FILE})."] if heads else [])))
-        sections[0:0] = lead_sections(s, results, [g for g in names if q.status_counts(s, g)["ok"]],
-                                      outp / "tables")
+        sections[0:0] = lead_sections(s, results, judged, verdicts, outp / "tables")
     finally:
         s.close()
     title = title or ("qmu-bench report: " + ", ".join(names)
@@ -770,13 +773,12 @@ def queries_sql(s: q.Store, grids: Sequence[str]) -> str:
     return "\n".join(parts)
 
 
-def lead_sections(s: q.Store, results: str, grids: Sequence[str], tables: Path) -> list[Section]:
+def lead_sections(s: q.Store, results: str, grids: Sequence[str], df: pd.DataFrame, tables: Path) -> list[Section]:
     """The report's opening: the verdict table (strongest attack per slice and metric, against `retrain`), then
-    at most five Findings sentences drawn from the verdicts, loss KS, relearning and privleak. The verdict rows
-    also go to `tables/verdicts.csv`."""
+    at most five Findings sentences drawn from the verdicts (`verdict_report.verdict_rows`), loss KS,
+    relearning and privleak. The verdict rows also go to `tables/verdict_table.csv`."""
     from . import verdict_report as VR
 
-    df = VR.verdict_rows(s, results, grids) if grids else pd.DataFrame()
     sec = Section("Verdicts: which methods are equivalent to retrain?")
     if df.empty:
         sec.paragraphs.append("No verdict: it needs ok `retrain` cells and per-example attack scores beside the "
@@ -790,7 +792,7 @@ def lead_sections(s: q.Store, results: str, grids: Sequence[str], tables: Path) 
             [[f(r) for _, f in cols] for _, r in df.iterrows()], VR.rules_note(),
             marks=[VR.category_class(x) for x in df["verdict"]], mark_col=[c for c, _ in cols].index("verdict"),
             css="verdicts"))
-        df.to_csv(tables / "verdicts.csv", index=False)
+        df.to_csv(tables / "verdict_table.csv", index=False)
     fnd = Section("Findings")
     side = [VR.side_tables(s, g, q.reference_slice(s, g)) for g in grids]
     frames = [pd.concat([x[i] for x in side if not x[i].empty]) if any(not x[i].empty for x in side)

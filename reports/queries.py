@@ -575,7 +575,7 @@ def side_filter(s: Store, name: str, grid: str | None = None) -> tuple[str, str]
 
 
 COMPARE_KEYS = ("model", "forget", "method", "train_shots", "unlearn_shots", "eval_shots")
-COMPARE_METRICS = ("mia_success", "mia_auc", "mia_tpr_at_1pct_fpr", "acc_test_retain", "acc_test_forget",
+COMPARE_METRICS = ("mia_success", STUDY_FLAG_RATE, "mia_auc", "mia_tpr_at_1pct_fpr", "acc_test_retain", "acc_test_forget",
                    "acc_train_forget", "gap_mia_success", "gap_acc_test_retain")
 
 

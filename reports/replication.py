@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from . import queries as q
+from .verdicts import SIGNAL_LABELS
 
 
 def unlearning_methods() -> tuple[str, ...]:
@@ -18,6 +19,13 @@ def unlearning_methods() -> tuple[str, ...]:
     return tuple(m for m in q.METHODS if m not in ("none", "retrain"))
 
 
+VERDICT_RULE = (
+    "Where the report's verdict table has the row (per metric, strongest attack, TOST against `retrain` at the "
+    "grid's margins, Holm over the report): unlearning removes leakage is reproduced if both ΔAUC and ΔTPR@1%FPR "
+    "are equivalent to retrain, not reproduced if one differs, inconclusive if a metric is underpowered or not "
+    "discriminating, and no result if the method stopped after 0 or 1 steps; the original model leaks is "
+    "reproduced if a metric differs, not reproduced if every metric is not discriminating, else inconclusive. The "
+    "interval rules below apply only where the table has no row.")
 HELDOUT_RULES = [
     "Leakage is judged on the held-out protocol (attack trained on retain-set members and P_attack non-members, "
     "scored on the forget set against unseen P_eval non-members). MIA success (study protocol) is shown beside it "
@@ -44,7 +52,44 @@ RULES = [
 
 def rules(heldout: bool) -> list[str]:
     """The verdict rules that apply to a store (held-out protocol, or the study's MIA success for old stores)."""
-    return HELDOUT_RULES + RULES[2:] if heldout else RULES
+    return [VERDICT_RULE] + HELDOUT_RULES + RULES[2:] if heldout else RULES
+
+
+def _verdict_rows(verdicts: pd.DataFrame | None, grid: str, ref: dict[str, Any], model: str, forget: str,
+                  method: str) -> pd.DataFrame:
+    """The verdict table's rows of one method at the reference shots and backend (empty where it has none)."""
+    if verdicts is None or verdicts.empty:
+        return pd.DataFrame()
+    keep = (verdicts["grid"] == grid) & (verdicts["model"] == model) & (verdicts["forget"] == forget) \
+        & (verdicts["method"] == method)
+    for k, x in ref.items():
+        if k != "forget":
+            keep &= verdicts[k].map(lambda y, x=x: (y is None or pd.isna(y)) if x is None else y == x)
+    return verdicts[keep]
+
+
+def _by_metric(rows: pd.DataFrame) -> str:
+    return "; ".join(f"{SIGNAL_LABELS.get(r['signal'], '')} {r['verdict']}".strip() for _, r in rows.iterrows())
+
+
+def _removes_from_verdicts(rows: pd.DataFrame) -> str:
+    got = set(rows["verdict"])
+    if "stopped early: no result" in got:
+        return "no result (stopped after 0 or 1 steps)"
+    if "differs" in got:
+        return f"not reproduced ({_by_metric(rows)})"
+    if got == {"equivalent to retrain"}:
+        return f"reproduced ({_by_metric(rows)})"
+    return f"inconclusive ({_by_metric(rows)})"
+
+
+def _leaks_from_verdicts(rows: pd.DataFrame) -> str:
+    got = set(rows["verdict"])
+    if "differs" in got:
+        return f"reproduced ({_by_metric(rows)})"
+    if got == {"not discriminating"}:
+        return f"not reproduced ({_by_metric(rows)})"
+    return f"inconclusive ({_by_metric(rows)})"
 
 
 def _v(x: Any) -> float | None:
@@ -110,9 +155,10 @@ def _heldout_removes(r: pd.Series, none: pd.Series | None) -> str:
     return verdict
 
 
-def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
+def claims(s: q.Store, grid: str, verdicts: pd.DataFrame | None = None) -> tuple[list[list[str]], dict[str, Any]]:
     """Rows (finding, model, forget, measured, study, verdict) and the headline numbers. Judged on the held-out
-    protocol where the store has it, else on the study's MIA success (older stores)."""
+    protocol where the store has it, else on the study's MIA success (older stores); leakage claims follow the
+    report's verdict table (`verdict_report.verdict_rows`) where it has the row."""
     heldout = s.has(*q.HELDOUT_COLUMNS)
     ref = q.reference_slice(s, grid)
     base = {"grid": grid, **{k: v for k, v in ref.items() if k != "forget"}}
@@ -131,9 +177,11 @@ def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
             tag = f"{forget}" + (" (study's setting)" if forget == primary else "")
             none = sub.loc["none"] if "none" in sub.index else None
             if none is not None and heldout:
+                vr = _verdict_rows(verdicts, grid, ref, model, forget, "none")
                 rows.append(["original model leaks", model, tag, f"advantage {_ci(none, 'mia_advantage')}; AUC "
                              f"{_ci(none, 'mia_auc')}; TPR@1%FPR {_ci(none, 'mia_tpr_at_1pct_fpr')}; MIA success "
-                             f"(study's number) {_study(none)}", "MIA ≈ 0.90", _heldout_leaks(none)])
+                             f"(study's number) {_study(none)}", "MIA ≈ 0.90",
+                             _leaks_from_verdicts(vr) if not vr.empty else _heldout_leaks(none)])
             elif none is not None:
                 v = _v(none["mia_success"])
                 verdict = _grade(v, lambda x: x >= 0.8, lambda x: x >= 0.5)
@@ -158,10 +206,12 @@ def claims(s: q.Store, grid: str) -> tuple[list[list[str]], dict[str, Any]]:
                     continue
                 r = sub.loc[m]
                 if heldout:
+                    vr = _verdict_rows(verdicts, grid, ref, model, forget, m)
                     rows.append([f"{m} removes leakage", model, tag,
                                  f"Δ advantage vs retrain {_ci(r, 'gap_mia_advantage')}; Δ AUC vs retrain "
                                  f"{_ci(r, 'gap_mia_auc')}; MIA success (study's number) {_study(r)}",
-                                 "MIA ≈ 0.00", _heldout_removes(r, none)])
+                                 "MIA ≈ 0.00",
+                                 _removes_from_verdicts(vr) if not vr.empty else _heldout_removes(r, none)])
                 else:
                     v = _v(r["mia_success"])
                     verdict = _grade(v, lambda x: x <= 0.1, lambda x: x <= 0.5)

@@ -30,7 +30,7 @@ def _mu(auc: float) -> float:
     return math.sqrt(2) * float(stats.norm.ppf(auc))
 
 
-def write_store(root: Path, grid: str = "v", verdicts: dict | None = None) -> None:
+def write_store(root: Path, grid: str = "v", verdicts: dict | None = None, catalog: dict | None = None) -> None:
     """Cells of the three slices; each seed's samples have their own dataset rows, shared by its methods."""
     from harness.store import ResultStore
 
@@ -54,7 +54,7 @@ def write_store(root: Path, grid: str = "v", verdicts: dict | None = None) -> No
                 rs.write_cell(grid, cid, row, ex)
                 ids.append(cid)
     rs.write_manifest(grid, {"grid": grid, "cells": ids, "code_version": "test",
-                             **({"verdicts": verdicts} if verdicts else {})})
+                             **({"verdicts": verdicts} if verdicts else {}), **({"catalog": catalog} if catalog else {})})
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +159,29 @@ def test_a_grid_states_its_margins_or_fails_in_one_line(tmp_path: Path) -> None:
         with pytest.raises(GridError) as e:
             load_grid(tmp_path / "bad.yaml")
         assert e.value.key == key and problem in e.value.problem and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_roc_at_chance_says_so() -> None:
+    from reports import figures as F
+
+    def roc(tpr: float, lo: float) -> pd.DataFrame:
+        return pd.DataFrame([{"model": "m", "method": k, "attack": "paper-mlp", "fpr": f, "tpr": tpr, "tpr_lo": lo,
+                              "tpr_hi": tpr + 0.05, "min_nonmembers": 1000}
+                             for k in ("none", "retrain") for f in (0.001, 0.01, 0.1)])
+
+    assert F._roc_takeaway(roc(0.01, 0.0)) == ("ROC: on m the attack is at chance on the original model's forget set "
+                                               "(TPR 0.01 at FPR 0.01).")
+    assert "the attack finds 0.30 of the original model's forget set" in F._roc_takeaway(roc(0.3, 0.2))
+
+
+def test_the_report_says_which_parameter_groups_each_method_changed(tmp_path: Path) -> None:
+    from reports.build import methods_table
+
+    write_store(tmp_path, catalog={"methods": {
+        "none": {"summary": "the original model", "touches": [], "stops": False},
+        "ssd": {"summary": "selective synaptic dampening", "touches": ["front end", "head"], "stops": False},
+        "ga": {"summary": "gradient ascent", "touches": ["front end", "angles", "head"], "stops": True}}})
+    t = methods_table(str(tmp_path), "v", ["none", "ga", "ssd"])
+    assert t.rows == [["none", "the original model", "nothing", "no"],
+                      ["ga", "gradient ascent", "front end, angles, head", "yes"],
+                      ["ssd", "selective synaptic dampening", "front end, head", "no"]]
