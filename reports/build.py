@@ -558,7 +558,7 @@ figcaption{color:#444;font-size:13px;max-width:1100px}
 border-radius:4px}
 ul.missing li{margin:2px 0}code{background:#f2f2f2;padding:0 3px;border-radius:3px}
 table.verdicts td{text-align:left;font-variant-numeric:tabular-nums}
-table.verdicts td:last-child:not([class]){white-space:normal;min-width:14em;max-width:28em}
+table.verdicts td:last-child:not([class]){white-space:normal;min-width:10em;max-width:20em}
 td.v-eq{background:#d9f2df;color:#0f5323;font-weight:600}td.v-diff{background:#fbdcd5;color:#8a1c00;font-weight:600}
 td.v-under{background:#fff1cc;color:#6b4d00}td.v-nd{background:#e3e7ef;color:#2f3a4f}
 td.v-stop{background:#eadcf5;color:#4f2277;font-weight:600}

@@ -134,8 +134,7 @@ def _interval(r: Any) -> str:
 
 def _stopped_text(r: Any) -> str:
     steps = f"{int(r['min_steps'])} step{'s' if int(r['min_steps']) != 1 else ''}"
-    return (f"stopped after {steps} in {int(r['n_stopped'])} of {int(r['n_seeds'])} seed(s): the model is the "
-            "original one; left out of the verdicts")
+    return f"stopped after {steps} in {int(r['n_stopped'])} of {int(r['n_seeds'])} seed(s): not judged"
 
 
 def counts(df: pd.DataFrame) -> dict[str, int]:
