@@ -154,6 +154,21 @@ def test_stage_keys_follow_the_circuit_not_the_builder(tmp_path: Path) -> None:
     assert keys["module"]["evaluate"] != keys["other"]["evaluate"]
 
 
+def test_every_stage_config_carries_the_circuit(tmp_path: Path) -> None:
+    """A worker gets only a stage's own config: references, shadows and replicas carry the ref as cells do."""
+    doc = yaml.safe_load((EXAMPLES / "hardware_efficient.yaml").read_text())
+    doc["params"].update(references={"k": 2}, ulira={"k": 2})
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(doc))
+    cfg = load_grid(tmp_path / "g.yaml").cells()[1]
+    from workloads import stages as wc
+
+    names = wc.stage_specs(cfg)
+    assert {"reference.1", "shadow", "replica.0"} <= set(names)
+    assert all(cfg.stage_config(n).circuit == cfg.circuit for n in names)
+    assert all(wc.stage_specs(cfg)[n]["circuit"]["hash"] == json.loads(cfg.circuit)["identity"]["hash"]
+               for n in ("train", "reference.0", "shadow", "replica.0"))
+
+
 def test_a_worker_with_another_builder_is_refused() -> None:
     from workloads.models.circuit import built, plan
     from workloads.quantum.compiled import CircuitError
