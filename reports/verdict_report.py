@@ -157,9 +157,11 @@ def margin_line(df: pd.DataFrame, margins: dict[str, tuple[v.Margins, bool]]) ->
         src = f"set in grid `{g}`" if given else "the defaults"
         parts.append(f"|ΔAUC| ≤ {m.auc:g} and |ΔTPR@1%FPR| ≤ {m.tpr_at_1pct_fpr:g} ({src})")
     n_tests = df.attrs.get("n_tests", 0)
+    note = shared_note(df)
     return (f"Equivalence margins against `retrain`, fixed before the data is read: {'; '.join(parts)}. "
             f"Holm's correction is applied over the report's family of verdicts ({n_tests} tests: an equivalence "
-            f"and a difference test per verdict) at family-wise α = {v.ALPHA:g}. {count_line(df)}")
+            f"and a difference test per verdict) at family-wise α = {v.ALPHA:g}. {count_line(df)}"
+            + (f" On every row, {note}." if note else ""))
 
 
 def table_columns(df: pd.DataFrame) -> list[tuple[str, Any]]:
@@ -180,7 +182,7 @@ def table_columns(df: pd.DataFrame) -> list[tuple[str, Any]]:
              ("margin", lambda r: f"±{r['margin']:g}" if not pd.isna(r.get("margin")) else "—"),
              ("MDE", lambda r: _num(r.get("mde"), ".3f")),
              ("verdict", lambda r: str(r["verdict"]))]
-    if (df["verdict"] == STOPPED).any() or df.get("note", pd.Series(dtype=str)).fillna("").astype(bool).any():
+    if (df["verdict"] == STOPPED).any() or not shared_note(df) and df["note"].fillna("").astype(bool).any():
         cols.append(("note", lambda r: _stopped_text(r) if r["verdict"] == STOPPED else str(r.get("note") or "")))
     return cols
 
@@ -195,6 +197,13 @@ def rules_note() -> str:
             "number of seeds and samples. " + v.rules()[2] + " Strongest attack: per slice and metric, the attack "
             "with the highest mean AUC (or TPR@1%FPR) on the original model's cells; a TPR@1%FPR that the scored "
             "non-members cannot resolve (the FPR floor) gives no verdict.")
+
+
+def shared_note(df: pd.DataFrame) -> str:
+    """The note every row carries (e.g. one seed only), said once above the table instead of on each row; empty
+    when the rows differ or a method stopped early (its rows need their own note)."""
+    notes = set(df["note"].fillna("")) if "note" in df else {""}
+    return notes.pop() if len(notes) == 1 and not (df["verdict"] == STOPPED).any() else ""
 
 
 def category_class(verdict: str) -> str:
