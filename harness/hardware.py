@@ -434,7 +434,7 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
         _close_batches(ledger, batches, summary.submitted_jobs, echo)
     store.write_manifest(spec.name, {"grid": spec.name, "path": spec.path, "cells": [p.cell_id for p in plans],
                                      "code_version": cv, "written_at": _now(), "hardware": True,
-                                     "catalog": _catalog()})
+                                     "catalog": _catalog(), "verdicts": spec.verdicts})
     return summary
 
 

@@ -693,7 +693,8 @@ def run_grid(spec: GridSpec, store: ResultStore, *, workers: int | None = None, 
     store.clean_temp()
     store.write_manifest(spec.name, {"grid": spec.name, "path": spec.path, "cells": all_ids,
                                      "code_version": cv, "written_at": datetime.now(timezone.utc).isoformat(),
-                                     "fingerprint": spec.fingerprint, "catalog": impl_catalog(impl)})
+                                     "fingerprint": spec.fingerprint, "catalog": impl_catalog(impl),
+                                     "verdicts": spec.verdicts})
     summary = RunSummary(grid=spec.name, cells_total=len(all_ids), cells_skipped=len(all_ids) - len(plan.cells))
     progress.start(spec.name, len(all_ids), summary.cells_skipped, plan)
     if plan.cells:

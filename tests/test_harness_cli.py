@@ -118,13 +118,15 @@ def test_failed_cells_exit_1_rest_stored_and_query_formats(tmp_path: Path, trivi
     grid = tmp_path / "g.yaml"
     write_real_grid(grid, name="fails", methods="none, ga", eval_shots="exact")
     text = grid.read_text().replace("params:\n", "params:\n  trivial: {fail_method: ga}\n")
-    grid.write_text(text)
+    grid.write_text(text + "verdicts: {auc_margin: 0.07}\n")
     results = tmp_path / "r"
     res = qmu("run", str(grid), "--results", str(results))
     assert res.exit_code == 1, res.output
     assert "1 cells done, 1 failed" in res.output and "trivial failure of method ga" in res.output
     # the manifest carries the grid's fingerprint, which lets a finished re-run skip Ray (test_cli_status.py)
-    assert json.loads((results / "manifests" / "grid=fails.json").read_text())["fingerprint"]
+    manifest = json.loads((results / "manifests" / "grid=fails.json").read_text())
+    assert manifest["fingerprint"]
+    assert manifest["verdicts"] == {"auc_margin": 0.07}  # the report's margins come from here
 
     csv = qmu("query", "select method, status, eval_shots from cells order by method", "--results", str(results),
               "--format", "csv")
