@@ -76,7 +76,7 @@ def _manifest(store: Any, grid: str) -> dict[str, Any] | None:
     "qmu run grids/smoke.yaml # local Ray, results in ./results",
     "qmu run grids/paper.yaml --dry-run # cells, stages, cost estimate; runs nothing",
     "qmu run grids/paper.yaml --address auto -r s3://BUCKET/qmu # on a Ray cluster",
-    "qmu run grids/hardware.yaml --max-qpu-seconds 900 # ibm: backends, QPU budget"))
+    "qmu run grids/hardware.yaml --max-qpu-seconds 1200 # ibm: backends, QPU budget"))
 def run(
     grid: Path = typer.Argument(..., metavar="GRID.yaml", help="grid spec YAML (format: docs/grid.md)"),
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),

@@ -27,7 +27,7 @@ app = typer.Typer(name="hw", no_args_is_help=True, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Hardware jobs through a ledger and a QPU budget (ibm:, fake:, aer backends).",
                   epilog=examples("qmu hw estimate grids/hardware.yaml",
-                                  "qmu hw submit grids/hardware.yaml --max-qpu-seconds 900",
+                                  "qmu hw submit grids/hardware.yaml --max-qpu-seconds 1200",
                                   "qmu hw status && qmu hw collect"))
 RESULTS_HELP = "results root: a local directory or a pyarrow filesystem URI"
 LEVEL_HELP = "preset pass manager optimization level (0-3; default 1 or $QMU_HW_OPTIMIZATION_LEVEL)"
@@ -115,8 +115,8 @@ def estimate(
           f"{sum(p.state == 'ok' for p in plans)} cells stored, {sum(p.state == 'pending' for p in plans)} in flight")
 
 
-@app.command(epilog=examples("qmu hw submit grids/hardware.yaml --max-qpu-seconds 900",
-                             "qmu hw submit grids/hardware.yaml --max-qpu-seconds 900 --wait # and collect"))
+@app.command(epilog=examples("qmu hw submit grids/hardware.yaml --max-qpu-seconds 1200",
+                             "qmu hw submit grids/hardware.yaml --max-qpu-seconds 1200 --wait # and collect"))
 def submit(
     grid: Path = typer.Argument(..., metavar="GRID.yaml", help="grid spec YAML"),
     results: str = typer.Option("results", "--results", "-r", help=RESULTS_HELP),

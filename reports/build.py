@@ -389,6 +389,9 @@ def retrain_section(s: q.Store, grid: str, ref: dict[str, Any], prefix: str, fig
                 "not TOFU's truth-ratio test, see docs/metrics.md)."))
         _add_figure(sec, F.fig_closeness(agg[agg["forget"] == ref.get("forget")] if not agg.empty else agg, ""),
                     prefix, figdir, fig_meta)
+    # leakage against accuracy and cost, every forget set of the slice
+    no_forget = {k: v for k, v in filt.items() if k != "forget"}
+    _add_figure(sec, F.fig_pareto(q.pareto_cells(s, no_forget), ""), prefix, figdir, fig_meta)
     # collateral damage (class forget sets)
     if not str(ref.get("forget", "")).startswith("class:"):
         sec.bullets.append("Collateral damage is skipped: the reference forget set is not a class.")

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
 
 from . import queries as q  # noqa: E402
 
@@ -61,7 +61,8 @@ def setup() -> None:
 
 def method_colors(methods: Sequence[str]) -> dict[str, Any]:
     known = list(q.METHODS) + sorted(set(methods) - set(q.METHODS))
-    pal = sns.color_palette("colorblind", len(known))
+    # the colorblind palette has 10 colours and cycles after them; more methods than that take distinct hues
+    pal = sns.color_palette("colorblind", 10)[: len(known)] + sns.color_palette("husl", max(0, len(known) - 10))
     colors = dict(zip(known, pal))
     colors["retrain"] = (0.15, 0.15, 0.15)
     return colors
@@ -628,6 +629,84 @@ def _cost_takeaway(ratio: pd.DataFrame, what: str) -> str:
         return f"{mo}: {', '.join(vals)}" if vals else None
     unit = "device circuits" if "device" in what.split("(")[0] else "circuits"
     return _per_model(f"Unlearning cost as a share of retraining ({unit})", ratio["model"].unique(), clause)
+
+
+# ------------------------------------------------------------------------------------------------ Pareto
+def pareto_front(leak: np.ndarray, good: np.ndarray) -> np.ndarray:
+    """Mask of the points no other point dominates: lower leak and higher `good` are better (NaN: never on it)."""
+    ok = ~(np.isnan(leak) | np.isnan(good))
+    front = np.zeros(len(leak), bool)
+    for i in np.flatnonzero(ok):
+        better = ok & (leak <= leak[i]) & (good >= good[i]) & ((leak < leak[i]) | (good > good[i]))
+        front[i] = not better.any()
+    return front
+
+
+PARETO_PANELS = (("acc_test_retain", "retained-class test accuracy", False),
+                 ("circuit_ratio", "device circuits / retrain's (log)", True))
+
+
+def fig_pareto(df: pd.DataFrame, note: str) -> Figure | Skipped:
+    """df: per (model, forget, method) seed means with intervals of `best_tpr_at_1pct_fpr` (the strongest
+    attack's), `acc_test_retain`, `circuit_ratio` and, where U-LiRA ran, `ulira_accuracy`."""
+    name, title = "pareto", "Leakage against retained accuracy and cost: the Pareto front"
+    if df.empty or not _has(df, "best_tpr_at_1pct_fpr"):
+        return Skipped(name, title, "no cell has a TPR at 1% FPR for any attack")
+    leaks = [("best_tpr_at_1pct_fpr", "strongest attack's TPR@1%FPR")]
+    if _has(df, "ulira_accuracy"):
+        leaks.append(("ulira_accuracy", "U-LiRA accuracy (0.5 = chance)"))
+    panels = [(lk, ll, gx, gl, logx) for lk, ll in leaks for gx, gl, logx in PARETO_PANELS if _has(df, gx)]
+    slices = list(df[["model", "forget"]].drop_duplicates().itertuples(index=False, name=None))
+    methods = q.sort_axis("method", df["method"].unique())
+    colors = method_colors(methods)
+    fig, axes = _subplots(len(slices), len(panels), figsize=(3.6 * len(panels) + 0.4, 3.3 * len(slices)))
+    fronts: dict[tuple[str, str], list[str]] = {}
+    for j, (mo, fo) in enumerate(slices):
+        sub = df[(df["model"] == mo) & (df["forget"] == fo)]
+        for i, (lk, ll, gx, gl, logx) in enumerate(panels):
+            ax = axes[j][i]
+            d = sub.dropna(subset=[lk, gx])
+            if gx == "circuit_ratio":
+                d = d[d[gx] > 0]
+            if d.empty:
+                ax.text(0.5, 0.5, f"no {ll} at this slice\n(NULL: the data cannot resolve it)", ha="center",
+                        va="center", fontsize=8, transform=ax.transAxes, color="0.3")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title(f"{mo}, {fo}")
+                continue
+            leak, x = _col(d, lk), _col(d, gx)
+            front = pareto_front(leak, -x if gx == "circuit_ratio" else x)
+            if lk == "best_tpr_at_1pct_fpr" and gx == "acc_test_retain":
+                fronts[(mo, fo)] = list(d["method"][front])
+            for k, r in enumerate(d.itertuples()):
+                ax.errorbar([x[k]], [leak[k]], yerr=_err(leak[k:k + 1], _col(d, f"{lk}_lo")[k:k + 1],
+                                                         _col(d, f"{lk}_hi")[k:k + 1]),
+                            fmt="o", color=colors[r.method], markersize=7 if front[k] else 5,
+                            markeredgecolor="black" if front[k] else "none", capsize=2, zorder=3)
+                ax.annotate(str(r.method), (x[k], leak[k]), fontsize=6.5, xytext=(3, 3), textcoords="offset points")
+            if front.sum() > 1:
+                order = np.argsort(x[front])
+                ax.plot(x[front][order], leak[front][order], color="0.3", lw=0.9, ls="--", zorder=1)
+            if logx:
+                ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(gl)
+            ax.set_ylabel(ll)
+            ax.set_title(f"{mo}, {fo}")
+    _legend(fig, colors, methods)
+    cap = ("Each method's mean over seeds (95% intervals on the leakage): leakage (up: worse) against retained-class "
+           "test accuracy (right: better) and against device cost as a share of retraining (left: cheaper). Methods "
+           "with a black edge are on the Pareto front (no other method leaks less and is at least as good on the x "
+           f"axis), joined by the dashed line. {note}")
+    return Figure(name, title, fig, cap, _pareto_takeaway(fronts))
+
+
+def _pareto_takeaway(fronts: dict[tuple[str, str], list[str]]) -> str:
+    parts = [f"{mo} {fo}: {_join(sorted(ms))}" for (mo, fo), ms in fronts.items() if ms]
+    return ("On the front of leakage (strongest attack's TPR@1%FPR) against retained accuracy: " + "; ".join(parts)
+            + ".") if parts else ""
 
 
 # ------------------------------------------------------------------------------------------------ vs retrain

@@ -184,6 +184,8 @@ def learn_catalog(catalogs: Iterable[dict[str, Any] | None]) -> None:
         for name, a in sorted(cat.get("attacks", {}).items(), key=lambda kv: kv[1].get("order", 1e9)):
             for col, (label, kind, count) in a.get("columns", {}).items():
                 METRICS.setdefault(col, (label, kind, count))
+                if METRICS[col][1] != "none":  # a rate or an AUC: its interval stays inside [0, 1]
+                    BOUNDED.add(col)
                 if col.endswith("_auc") and col not in GAP_METRICS:
                     GAP_METRICS = (*GAP_METRICS, col)
             prefix = a.get("roc_prefix")
@@ -726,6 +728,27 @@ def cost_ratio_cells(s: Store, filters: dict[str, Any]) -> tuple[pd.DataFrame, s
         AND c.method NOT IN ('none', 'retrain')""")
     return df, ("device circuits (`unlearn_circuits_device`)" if device else
                 "simulator circuit executions (`unlearn_circuits`; this store has no `unlearn_circuits_device`)")
+
+
+def pareto_cells(s: Store, filters: dict[str, Any]) -> pd.DataFrame:
+    """Per (model, forget, method): seed means with intervals of the strongest attack's TPR@1%FPR, retained-class
+    test accuracy, U-LiRA's accuracy where it ran, and the device-cost ratio to retrain (seed mean)."""
+    by = ["model", "forget", "method"]
+    tprs = [f"{p}_tpr_at_1pct_fpr" for p in ROC_ATTACKS if f"{p}_tpr_at_1pct_fpr" in METRICS]
+    extra = [m for m in ("ulira_accuracy",) if m in METRICS and s.has(m)]
+    agg = aggregate(s, by, filters, metrics=[m for m in (*tprs, f"{next(iter(ROC_ATTACKS))}_auc") if s.has(m)]
+                    + ["acc_test_retain", *extra])
+    if agg.empty:
+        return agg
+    best = strongest(agg)
+    keep = [f"{m}{x}" for m in ("acc_test_retain", *extra) for x in ("", "_lo", "_hi") if f"{m}{x}" in agg]
+    out = pd.concat([best.reset_index(drop=True), agg[keep].reset_index(drop=True)], axis=1)
+    ratio, _ = cost_ratio_cells(s, filters)
+    if not ratio.empty:
+        r = ratio.groupby(by, dropna=False, sort=False)["circuit_ratio"].mean().reset_index()
+        out = out.merge(r, on=by, how="left")
+        out.loc[out["method"] == "retrain", "circuit_ratio"] = 1.0  # the yardstick itself
+    return out
 
 
 def trajectories(s: Store, filters: dict[str, Any]) -> pd.DataFrame:

@@ -165,7 +165,7 @@ def test_report_files_self_contained_and_complete(report: Path, store_root: Path
     s = q.connect(str(store_root))
     optional = (("closeness_to_retrain", s.has(*q.PROB_COLUMNS)), ("unlearning_trajectory", s.has("unlearn_trajectory")))
     s.close()
-    names = ("leakage_vs_accuracy", "shot_shield", "forget_set_size", "roc", "cost", "collateral_damage", "compare",
+    names = ("leakage_vs_accuracy", "shot_shield", "forget_set_size", "roc", "cost", "pareto", "collateral_damage", "compare",
              *(n for n, present in optional if present))
     for name in names:
         assert (out / "figures" / f"{name}.png").stat().st_size > 5000, name
@@ -432,6 +432,15 @@ def test_leakage_takeaway_without_retrain_claims_no_failure() -> None:
     assert "no retrain cell" in _leak_takeaway(rows(["none", "ga"]), "mia_advantage", [])
     with_retrain = _leak_takeaway(rows(["none", "retrain", "ga"]), "mia_advantage", [])
     assert "ga reaches retrain's" in with_retrain and "no retrain cell" not in with_retrain
+
+
+def test_pareto_front_marks_only_the_undominated_methods() -> None:
+    from reports.figures import pareto_front
+
+    leak = np.array([0.10, 0.20, 0.05, 0.30, np.nan, 0.10])
+    good = np.array([0.90, 0.95, 0.50, 0.60, 1.00, 0.90])
+    # 3 is dominated by 0; NaN is never on the front; equal points (0 and 5) do not dominate each other
+    assert pareto_front(leak, good).tolist() == [True, True, True, False, False, True]
 
 
 def test_cost_figure_without_retrain_speaks_of_no_ratio() -> None:

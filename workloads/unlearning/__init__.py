@@ -18,13 +18,15 @@ from typing import Any
 from torch import nn
 
 from ..registry import members
-from . import finetune, ga, graddiff, none, retrain, rga, ssd
+from . import (cf_k, eu_k, finetune, fisher, ga, graddiff, l1_sparse, neggrad_plus, none, random_label, retrain, rga,
+               salun, scrub, ssd)
 from .ascent import describe_stop
 from .base import Fresh, Outcome, UnlearnData, Workload
 from .relearn import relearn_steps
 
 REQUIRED = ("NAME", "LABEL", "ORDER", "SUMMARY", "TOUCHES", "PARAMS", "passes", "run")
-METHODS: dict[str, ModuleType] = members(REQUIRED, none, retrain, finetune, ga, ssd, rga, graddiff)
+METHODS: dict[str, ModuleType] = members(REQUIRED, none, retrain, finetune, ga, ssd, rga, graddiff, random_label,
+                                      neggrad_plus, scrub, salun, l1_sparse, fisher, cf_k, eu_k)
 
 __all__ = ["METHODS", "Outcome", "UnlearnData", "Workload", "describe_stop", "relearn_steps", "stops", "unlearn"]
 

@@ -1,0 +1,30 @@
+"""`cf_k` (catastrophic forgetting of the last k layers, Goel et al. 2022): fine-tune only the last `k`
+layers on the retain set; the rest stays frozen. Layers on these models: workloads/unlearning/layers.py
+(k = 1 is the classical head; k = 2 adds the circuit's last variational layer)."""
+
+from __future__ import annotations
+
+from torch.nn import functional as F
+
+from ..params import Param, positive_int, rate
+from .base import Outcome, Workload
+from .descent import descend
+from .layers import last_k
+
+NAME = "cf_k"
+LABEL = "CF-k"
+ORDER = 13
+SUMMARY = "fine-tune the last k layers on the retain set (CF-k)"
+TOUCHES = ("angles", "head")  # with k >= 3 on hqnn, the front end too
+# TUNED: see benchmarks/tune.py and docs/methods.md.
+PARAMS = {"k": positive_int(2, 100), "epochs": positive_int(5, 1000), "lr": rate(0.01),
+          "momentum": Param(0.9, 0.0, 1.0, open_high=True), "batch_size": positive_int(16, 4096)}
+
+
+def passes(w: Workload) -> float:
+    return w.n_retain * w.params["epochs"]  # an upper bound: frozen layers need no weight gradient
+
+
+def run(model, data, recipe, params, shots, seed, fresh) -> Outcome:
+    loss = lambda m, idx, gen, epoch: F.cross_entropy(m(data.x_retain[idx]), data.y_retain[idx])  # noqa: E731
+    return Outcome(model, descend(model, len(data.y_retain), params, shots, seed, loss, weights=last_k(model, params["k"])))

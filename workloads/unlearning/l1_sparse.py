@@ -1,0 +1,38 @@
+"""`l1_sparse` (Jia et al., NeurIPS 2023, "Model sparsity can simplify machine unlearning"): fine-tune on
+the retain set with an l1 penalty gamma_t * sum |w| whose weight decays linearly to 0 over the epochs.
+The penalty applies to the classical weights (front end and head); a rotation angle is periodic, so
+its magnitude means nothing and "sparse" has no meaning for it: the angles are fine-tuned unpenalised."""
+
+from __future__ import annotations
+
+from torch.nn import functional as F
+
+from ..params import Param, positive_int, rate
+from .base import Outcome, Workload
+from .descent import descend
+from .importance import is_quantum
+
+NAME = "l1_sparse"
+LABEL = "l1-sparse"
+ORDER = 11
+SUMMARY = "fine-tune on the retain set with a decaying l1 penalty on the classical weights (l1-sparse)"
+TOUCHES = ("front end", "angles", "head")
+# TUNED: see benchmarks/tune.py and docs/methods.md.
+PARAMS = {"gamma": Param(5e-4, 0.0, 1.0, open_low=True), "epochs": positive_int(5, 1000), "lr": rate(0.01),
+          "momentum": Param(0.9, 0.0, 1.0, open_high=True), "batch_size": positive_int(16, 4096)}
+
+
+def passes(w: Workload) -> float:
+    return w.n_retain * w.params["epochs"]
+
+
+def run(model, data, recipe, params, shots, seed, fresh) -> Outcome:
+    weights = [p for n, p in model.named_parameters() if not is_quantum(n)]
+    epochs = params["epochs"]
+
+    def loss(m, idx, gen, epoch):
+        gamma = params["gamma"] * (1 - epoch / epochs)
+        penalty = sum(w.abs().sum() for w in weights)
+        return F.cross_entropy(m(data.x_retain[idx]), data.y_retain[idx]) + gamma * penalty
+
+    return Outcome(model, descend(model, len(data.y_retain), params, shots, seed, loss))
