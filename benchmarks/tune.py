@@ -35,11 +35,11 @@ SEARCH: dict[str, dict[str, list[Any]]] = {
     "finetune": {"epochs": [3, 10, 30], "lr": [0.01, 0.05]},
     "random_label": {"epochs": [5, 10, 20], "lr": [0.01, 0.05]},
     "neggrad_plus": {"beta": [0.5, 0.9, 0.99], "lr": [0.05, 0.1]},
-    "scrub": {"epochs": [3, 6], "max_steps": [1, 3], "lr": [0.01, 0.05]},
+    "scrub": {"epochs": [3, 6], "max_steps": [1, 3, 6], "lr": [0.05, 0.2, 0.5]},
     "salun": {"sparsity": [0.1, 0.5], "epochs": [5, 10, 20], "lr": [0.01, 0.05]},
     "l1_sparse": {"gamma": [1e-4, 5e-4, 2e-3], "epochs": [3, 10], "lr": [0.01, 0.05]},
     "fisher": {"alpha": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3]},
-    "cf_k": {"k": [1, 2, 3], "epochs": [5, 10], "lr": [0.01, 0.05]},
+    "cf_k": {"k": [1, 2, 3], "epochs": [5, 25], "lr": [0.05, 0.2]},
     "eu_k": {"k": [1, 2, 3], "epochs": [10, 25], "lr": [0.01, 0.05]},
 }
 

@@ -16,8 +16,11 @@ LABEL = "CF-k"
 ORDER = 13
 SUMMARY = "fine-tune the last k layers on the retain set (CF-k)"
 TOUCHES = ("angles", "head")  # with k >= 3 on hqnn, the front end too
-# TUNED: see benchmarks/tune.py and docs/methods.md.
-PARAMS = {"k": positive_int(2, 100), "epochs": positive_int(5, 1000), "lr": rate(0.01),
+# Tuned (benchmarks/tune.py, hqnn-l1 class:4, seeds 100-102; benchmarks/tuning/hqnn-l1-class4.json): no setting
+# forgets. k 1-3, 5 or 25 epochs, lr 0.05 or 0.2 all kept forget accuracy at 1.000 (validation 0.923-0.934):
+# the retain set alone gives no gradient that moves a class-4 image away from class 4. The cheapest (k 1,
+# 5 epochs, lr 0.05) is the default, a baseline of what fine-tuning the last layers does not remove.
+PARAMS = {"k": positive_int(1, 100), "epochs": positive_int(5, 1000), "lr": rate(0.05),
           "momentum": Param(0.9, 0.0, 1.0, open_high=True), "batch_size": positive_int(16, 4096)}
 
 

@@ -17,8 +17,11 @@ LABEL = "EU-k"
 ORDER = 14
 SUMMARY = "re-initialise the last k layers and train them on the retain set (EU-k)"
 TOUCHES = ("angles", "head")  # with k >= 3 on hqnn, the front end too
-# TUNED: see benchmarks/tune.py and docs/methods.md.
-PARAMS = {"k": positive_int(2, 100), "epochs": positive_int(10, 1000), "lr": rate(0.05),
+# Tuned (benchmarks/tune.py, hqnn-l1 class:4, seeds 100-102; benchmarks/tuning/hqnn-l1-class4.json): k 1 (the
+# head), 10 epochs, lr 0.01: forget accuracy 0.000 as retrain's, validation 0.927 against 0.923 (gap 0.000);
+# every k in 1-3 with 10 or 25 epochs scored 0.000-0.004, so the cheapest wins. Re-initialising the head
+# forgets a class outright; the front end, untouched, still holds what it memorised (a random forget set).
+PARAMS = {"k": positive_int(1, 100), "epochs": positive_int(10, 1000), "lr": rate(0.01),
           "momentum": Param(0.9, 0.0, 1.0, open_high=True), "batch_size": positive_int(16, 4096)}
 
 

@@ -17,8 +17,11 @@ LABEL = "l1-sparse"
 ORDER = 11
 SUMMARY = "fine-tune on the retain set with a decaying l1 penalty on the classical weights (l1-sparse)"
 TOUCHES = ("front end", "angles", "head")
-# TUNED: see benchmarks/tune.py and docs/methods.md.
-PARAMS = {"gamma": Param(5e-4, 0.0, 1.0, open_low=True), "epochs": positive_int(5, 1000), "lr": rate(0.01),
+# Tuned (benchmarks/tune.py, hqnn-l1 class:4, seeds 100-102; benchmarks/tuning/hqnn-l1-class4.json): gamma 2e-3,
+# 10 epochs, lr 0.05: forget accuracy 0.069, validation 0.909 against 0.923 (gap 0.083). Every candidate with
+# gamma <= 5e-4 (Jia et al.'s 5e-4 included) or lr 0.01 kept forget accuracy at 0.967-1.000: without the
+# penalty, fine-tuning on the retain set does not forget a class on these models (see `finetune`).
+PARAMS = {"gamma": Param(2e-3, 0.0, 1.0, open_low=True), "epochs": positive_int(10, 1000), "lr": rate(0.05),
           "momentum": Param(0.9, 0.0, 1.0, open_high=True), "batch_size": positive_int(16, 4096)}
 
 

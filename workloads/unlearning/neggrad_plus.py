@@ -16,8 +16,11 @@ ORDER = 8
 SUMMARY = "beta * retain loss - (1 - beta) * forget loss, to the stop rule (NegGrad+)"
 TOUCHES = ("front end", "angles", "head")
 STOPS = True
-# TUNED: see benchmarks/tune.py and docs/methods.md (tuning seeds 100-102, validation split).
-PARAMS = {"beta": Param(0.9, 0.0, 1.0, open_high=True), "lr": rate(0.1),
+# Tuned (benchmarks/tune.py, hqnn-l1 class:4, seeds 100-102; benchmarks/tuning/hqnn-l1-class4.json): beta 0.5
+# at lr 0.1, forget accuracy 0.015, validation 0.880 against 0.923 (gap 0.059; lr 0.05: 0.110). With beta 0.9 or
+# 0.99 the ascent never reached the stop within 300 epochs (forget accuracy 0.68-1.00): Kurmanji et al.'s
+# retain-heavy mixing is too weak an ascent for these models, so NegGrad+ here is GradDiff at half the rate.
+PARAMS = {"beta": Param(0.5, 0.0, 1.0, open_high=True), "lr": rate(0.1),
           "momentum": Param(0.0, 0.0, 1.0, open_high=True), "batch_size": positive_int(16, 4096),
           "max_epochs": positive_int(300, 10_000), **STOP_PARAMS}
 # Steps to the stop rule (tuning seeds 100-102, MNIST class:4): see docs/methods.md.

@@ -20,9 +20,12 @@ LABEL = "SCRUB"
 ORDER = 9
 SUMMARY = "teacher-student: push away from the original on the forget set, stay close on the retain set (SCRUB)"
 TOUCHES = ("front end", "angles", "head")
-# TUNED: see benchmarks/tune.py and docs/methods.md (tuning seeds 100-102, validation split). alpha, gamma
-# and T as in Kurmanji et al.'s code (0.001, 0.99, 4).
-PARAMS = {"epochs": positive_int(5, 1000), "max_steps": Param(3, 0, 1000), "lr": rate(0.01),
+# Tuned (benchmarks/tune.py, hqnn-l1 class:4, seeds 100-102; benchmarks/tuning/hqnn-l1-class4.json): 6 epochs,
+# max steps in the first 3, lr 0.2: forget accuracy 0.000, validation 0.872 against 0.923 (gap 0.051). The
+# max steps start at zero gradient (the student equals the teacher), so lr 0.05 moved nothing within 3 epochs
+# (forget 0.944); 3 epochs at lr 0.2 forgot but left validation at 0.577, and the 3 min-only epochs after
+# them repair it. alpha, gamma and T as in Kurmanji et al.'s code (0.001, 0.99, 4).
+PARAMS = {"epochs": positive_int(6, 1000), "max_steps": Param(3, 0, 1000), "lr": rate(0.2),
           "momentum": Param(0.9, 0.0, 1.0, open_high=True), "batch_size": positive_int(16, 4096),
           "alpha": Param(0.001, 0.0, 1e3), "gamma": Param(0.99, 0.0, 1e3), "T": Param(4.0, 0.0, 100.0, open_low=True)}
 
