@@ -4,11 +4,9 @@ layers on the retain set; the rest stays frozen. Layers on these models: workloa
 
 from __future__ import annotations
 
-from torch.nn import functional as F
-
 from ..params import Param, positive_int, rate
 from .base import Outcome, Workload
-from .descent import descend
+from .descent import descend, retain_ce
 from .layers import last_k
 
 NAME = "cf_k"
@@ -29,5 +27,4 @@ def passes(w: Workload) -> float:
 
 
 def run(model, data, recipe, params, shots, seed, fresh) -> Outcome:
-    loss = lambda m, idx, gen, epoch: F.cross_entropy(m(data.x_retain[idx]), data.y_retain[idx])  # noqa: E731
-    return Outcome(model, descend(model, len(data.y_retain), params, shots, seed, loss, weights=last_k(model, params["k"])))
+    return Outcome(model, descend(model, len(data.y_retain), params, shots, seed, retain_ce(data), weights=last_k(model, params["k"])))

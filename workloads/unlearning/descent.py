@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..models import shots_mode
 from ..models.training import Cost, batches, sgd
@@ -52,6 +53,11 @@ def descend(model: nn.Module, n: int, params: dict[str, Any], shots: int | None,
                             p.grad.mul_(w)
                 opt.step()
     return Cost.of(time.perf_counter() - start, log)
+
+
+def retain_ce(data) -> BatchLoss:
+    """Plain cross-entropy on retain batches (fine-tuning on the retain set)."""
+    return lambda m, idx, gen, epoch: F.cross_entropy(m(data.x_retain[idx]), data.y_retain[idx])
 
 
 def random_labels(y: torch.Tensor, n_classes: int, seed: int) -> torch.Tensor:

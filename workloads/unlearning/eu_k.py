@@ -5,11 +5,9 @@ rest stays frozen. Layers: workloads/unlearning/layers.py."""
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
-
 from ..params import Param, positive_int, rate
 from .base import Outcome, Workload
-from .descent import descend
+from .descent import descend, retain_ce
 from .layers import last_k
 
 NAME = "eu_k"
@@ -34,5 +32,4 @@ def run(model, data, recipe, params, shots, seed, fresh) -> Outcome:
     with torch.no_grad():
         for p, q, w in zip(model.parameters(), fresh().parameters(), weights):
             p.copy_(torch.where(w.bool(), q, p))
-    loss = lambda m, idx, gen, epoch: F.cross_entropy(m(data.x_retain[idx]), data.y_retain[idx])  # noqa: E731
-    return Outcome(model, descend(model, len(data.y_retain), params, shots, seed, loss, weights=weights))
+    return Outcome(model, descend(model, len(data.y_retain), params, shots, seed, retain_ce(data), weights=weights))
