@@ -104,7 +104,7 @@ def test_fisher_noise_has_variance_alpha_over_the_retain_fisher():
     params = hparams.merged("fisher", {"alpha": 1e-6})
     fisher = fisher_diagonal(original, data.x_retain, data.y_retain, params["batch_size"], 0)  # before: no side effects
     out = unlearn("fisher", original, data, {}, params, None, 0, fresh=None)
-    z = torch.cat([((q - p) / (params["alpha"] * (1 / f.clamp_min(1e-30)).clamp(max=params["max_inverse"])).sqrt()).flatten()
+    z = torch.cat([((q - p).detach() / (params["alpha"] * (1 / f.clamp_min(1e-30)).clamp(max=params["max_inverse"])).sqrt()).flatten()
                    for p, q, f in zip(original.parameters(), out.model.parameters(), fisher)])
     assert abs(float(z.mean())) < 0.2 and 0.85 < float(z.std()) < 1.15  # 250 parameters
     assert out.cost.device_circuits > 0  # the retain set's gradients are paid for
