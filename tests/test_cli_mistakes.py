@@ -164,6 +164,7 @@ def test_mistake_exits_2_with_one_clear_line(tmp_path: Path, monkeypatch: pytest
     assert _tree(tmp_path) == before, "a mistake wrote a file"
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it near 10 min on 2 cores (2026-12-02 durations)
 def test_mistakes_in_a_real_process_print_no_traceback(tmp_path: Path) -> None:
     """The same exit 2 from a real `python -m harness.cli` process: stderr has the one line, no traceback."""
     bad = tmp_path / "g.yaml"

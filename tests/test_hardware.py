@@ -325,6 +325,7 @@ def test_estimate_submit_kill_collect_resubmit(tmp_path: Path, monkeypatch) -> N
     assert TOKEN not in everything
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it near 10 min on 2 cores (2026-12-02 durations)
 @pytest.mark.timeout(600)
 def test_budget_admits_the_cells_that_fit_and_stores_the_rest_as_budget_skipped(tmp_path: Path) -> None:
     from harness.grid_spec import load_grid

@@ -180,6 +180,7 @@ def test_help_examples_align_their_comments() -> None:
     assert len(cols) == 1 and "..." not in commands  # one comment column; no command summary cut short
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it near 10 min on 2 cores (2026-12-02 durations)
 @pytest.mark.timeout(120)
 def test_local_ray_start_prints_no_token_notice(tmp_path: Path) -> None:
     """Ray 2.60 announces on every local start that token authentication is on; `qmu run` keeps stderr for

@@ -59,6 +59,7 @@ def test_runs_resumes_and_never_duplicates(tmp_path: Path) -> None:
     assert sorted(df2.finished_at) == sorted(df.finished_at)  # untouched, not rewritten
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it near 10 min on 2 cores (2026-12-02 durations)
 @pytest.mark.timeout(120)
 def test_extending_an_axis_runs_only_new_stages(tmp_path: Path) -> None:
     store = ResultStore(str(tmp_path))

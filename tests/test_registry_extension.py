@@ -196,6 +196,7 @@ def test_new_method_and_attack_need_no_other_edit(extended: Path, tmp_path: Path
     assert "noise_head" in md and "confidence-attack AUC" in md
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it near 10 min on 2 cores (2026-12-02 durations)
 @pytest.mark.timeout(600)
 def test_new_backend_needs_no_other_edit(extended: Path, tmp_path: Path) -> None:
     grid = tmp_path / "mps.yaml"

@@ -131,6 +131,7 @@ def test_report_md_has_no_huge_line_and_its_sql_is_a_file(built) -> None:
     assert "```sql" not in md
 
 
+@pytest.mark.slow  # kept out of the default suite to hold it near 10 min on 2 cores (2026-12-02 durations)
 def test_the_grids_margins_reach_the_report(tmp_path: Path) -> None:
     """A grid's `verdicts:` margins, as its manifest records them, are the ones the report states and tests."""
     from reports.build import build_report
