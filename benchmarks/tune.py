@@ -53,7 +53,7 @@ def tuning_cell(model: str, forget: str, seed: int, val_fraction: float, n_train
     """(original, retrained, UnlearnData without val, val x, val y, recipe, fresh) for one tuning seed."""
     from workloads import hparams
     from workloads.models import build_model
-    from workloads.models.training import fit
+    from workloads.models.training import accuracy, fit
     from workloads.stages import CellConfig, cell_data
     from workloads.unlearning import UnlearnData
 
@@ -75,16 +75,11 @@ def tuning_cell(model: str, forget: str, seed: int, val_fraction: float, n_train
     return original, retrained, udata, x[val], y[val], recipe, fresh
 
 
-def accuracy(model, x, y) -> float:
-    from workloads.models.training import accuracy as acc
-
-    return acc(model, x, y)
-
-
 def score(method: str, params: dict[str, Any], cell, seed: int) -> dict[str, float]:
     import copy
 
     from workloads import hparams
+    from workloads.models.training import accuracy
     from workloads.unlearning import METHODS
 
     original, retrained, udata, xv, yv, recipe, fresh = cell
