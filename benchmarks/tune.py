@@ -32,6 +32,10 @@ import torch
 
 # The search spaces. Each covers the method's literature default and the rates that train these models.
 SEARCH: dict[str, dict[str, list[Any]]] = {
+    "ga": {"lr": [0.01, 0.05, 0.1], "momentum": [0.0, 0.9]},
+    "ssd": {"alpha": [1.0, 10.0, 30.0], "lam": [0.5, 1.0, 2.0]},
+    "rga": {"lr": [0.05, 0.1, 0.2], "alpha": [10.0, 30.0]},
+    "graddiff": {"lr": [0.05, 0.1, 0.2], "momentum": [0.0, 0.9]},
     "finetune": {"epochs": [3, 10, 30], "lr": [0.01, 0.05]},
     "random_label": {"epochs": [5, 10, 20], "lr": [0.01, 0.05]},
     "neggrad_plus": {"beta": [0.5, 0.9, 0.99], "lr": [0.05, 0.1]},
@@ -75,7 +79,7 @@ def tuning_cell(model: str, forget: str, seed: int, val_fraction: float, n_train
     return original, retrained, udata, x[val], y[val], recipe, fresh
 
 
-def score(method: str, params: dict[str, Any], cell, seed: int) -> dict[str, float]:
+def score(method: str, params: dict[str, Any], cell, seed: int, family: str) -> dict[str, float]:
     import copy
 
     from workloads import hparams
@@ -83,7 +87,7 @@ def score(method: str, params: dict[str, Any], cell, seed: int) -> dict[str, flo
     from workloads.unlearning import METHODS
 
     original, retrained, udata, xv, yv, recipe, fresh = cell
-    full = hparams.merged(method, params)
+    full = hparams.merged(method, params, family)
     start = time.perf_counter()
     out = METHODS[method].run(copy.deepcopy(original), udata, recipe, full, None, seed, fresh)
     seconds = time.perf_counter() - start
@@ -113,11 +117,11 @@ def tune(model: str, forget: str, methods: list[str], seeds: list[int], val_frac
     for method in methods:
         rows = []
         for params in candidates(method):
-            per_seed = [score(method, params, cells[s], s) for s in seeds]
+            per_seed = [score(method, params, cells[s], s, model_spec(model).family) for s in seeds]
             mean = {k: _mean([r[k] for r in per_seed]) for k in per_seed[0]}
             udata = cells[seeds[0]][2]
             work = Workload(model_spec(model).family, len(udata.y_retain) + len(udata.y_forget), len(udata.y_forget),
-                            cells[seeds[0]][5], hparams.merged(method, params))
+                            cells[seeds[0]][5], hparams.merged(method, params, model_spec(model).family))
             rows.append({"params": params, **mean, "gap_sd": float(np.std([r["gap"] for r in per_seed])),
                          "passes": float(METHODS[method].passes(work))})
             print(f"{method:13s} {json.dumps(params):55s} gap {mean['gap']:.3f}  forget {mean['forget_acc']:.3f} "

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from . import queries as q
@@ -387,8 +388,9 @@ def retrain_section(s: q.Store, grid: str, ref: dict[str, Any], prefix: str, fig
                 "loss KS = two-sample KS test of the per-example forget-set losses against retrain's, per seed: the "
                 "statistic's mean over seeds, and the seeds' p-values combined by Fisher's method (never averaged; "
                 "not TOFU's truth-ratio test, see docs/metrics.md)."))
-        _add_figure(sec, F.fig_closeness(agg[agg["forget"] == ref.get("forget")] if not agg.empty else agg, ""),
-                    prefix, figdir, fig_meta)
+        floor = floor_section(sec, s, filt)
+        at_ref = lambda df: df[df["forget"] == ref.get("forget")] if not df.empty else df  # noqa: E731
+        _add_figure(sec, F.fig_closeness(at_ref(agg), "", at_ref(floor)), prefix, figdir, fig_meta)
     # leakage against accuracy and cost, every forget set of the slice
     no_forget = {k: v for k, v in filt.items() if k != "forget"}
     _add_figure(sec, F.fig_pareto(q.pareto_cells(s, no_forget), ""), prefix, figdir, fig_meta)
@@ -420,6 +422,32 @@ def retrain_section(s: q.Store, grid: str, ref: dict[str, Any], prefix: str, fig
         no_eval = {k: v for k, v in filt.items() if k not in ("eval_shots", "backend")}
         _add_figure(sec, F.fig_trajectory(q.trajectories(s, no_eval), ""), prefix, figdir, fig_meta)
     return sec
+
+
+FLOOR_BOUNDS = {"kl_forget": (0.0, np.inf), "kl_test": (0.0, np.inf), "js_forget": (0.0, 1.0), "js_test": (0.0, 1.0),
+                "loss_ks": (0.0, 1.0), "loss_auc_change": (-1.0, 1.0)}
+
+
+def floor_section(sec: Section, s: q.Store, filt: dict[str, Any]) -> pd.DataFrame:
+    """The retrain-to-retrain noise floor table (means over seeds by model and forget set), or a line saying
+    how to get one; returns the means for the closeness figure."""
+    fc = q.floor_cells(s, filt)
+    if fc.empty:
+        sec.bullets.append("No noise floor at this slice: no `retrain` cell ran a replica. "
+                           "`params: {retrain: {replicas: 2}}` retrains each cell once more from another "
+                           "initialisation and stores how far the two retrained models lie apart.")
+        return fc
+    floor = q.seed_mean(fc, ["model", "forget"], list(FLOOR_BOUNDS), FLOOR_BOUNDS)
+    sec.tables.append(Table(
+        "Noise floor: one retrained model against another (other initialisation and data order)",
+        ["model", "forget", "seeds", "KL forget", "KL test", "JS forget", "JS test", "loss KS statistic",
+         "loss-attack AUC change"],
+        [[str(r["model"]), str(r["forget"]), str(int(r["n_seeds"]))] + [fmt_ci(r, m) for m in FLOOR_BOUNDS]
+         for _, r in floor.iterrows()],
+        "How far two equally valid retrained models lie apart on the closeness metrics above. A method is "
+        "close to retrain on a metric when its mean lies within this floor (at most its upper 95% bound); "
+        "a distance above it is more than retraining itself varies."))
+    return floor
 
 
 def with_loss_ks(agg: pd.DataFrame, s: q.Store, grid: str, ref: dict[str, Any]) -> pd.DataFrame:

@@ -718,8 +718,9 @@ CLOSE_METRICS = (("js_forget", "JS distance to retrain, forget set", "distance (
                  ("privleak", "privleak: AUC gap to retrain", "relative change (0 = retrain)"))
 
 
-def fig_closeness(df: pd.DataFrame, note: str) -> Figure | Skipped:
-    """df: seed_mean of closeness_cells by (model, method) at the reference slice."""
+def fig_closeness(df: pd.DataFrame, note: str, floor: pd.DataFrame | None = None) -> Figure | Skipped:
+    """df: seed_mean of closeness_cells by (model, method) at the reference slice; floor: seed_mean of
+    floor_cells by model there (drawn as a band on the distance panels)."""
     name, title = "closeness_to_retrain", "Closeness to retrain"
     if df.empty:
         return Skipped(name, title, "no method has a matching `retrain` cell with per-example output probabilities")
@@ -753,7 +754,8 @@ def fig_closeness(df: pd.DataFrame, note: str) -> Figure | Skipped:
             elif m == "privleak":
                 ax.axhline(0.0, color="0.3", lw=0.9, ls="--")
             else:
-                ax.set_ylim(0, max(1e-3, np.nanmax(np.r_[hi, y])) * 1.15)
+                top = _draw_floor(ax, floor, mo, m)
+                ax.set_ylim(0, max(1e-3, np.nanmax(np.r_[hi, y, top])) * 1.15)
             ax.set_xticks(range(len(ms)))
             ax.set_xticklabels(ms, rotation=35, ha="right")
             ax.set_xlim(-0.6, len(ms) - 0.4)
@@ -764,11 +766,34 @@ def fig_closeness(df: pd.DataFrame, note: str) -> Figure | Skipped:
            "KS test between the two models' per-example forget-set losses, its p-values of the seeds combined by "
            "Fisher's method (above the dashed 0.05: no difference detected); privleak of the held-out attack AUC "
            "(0 = retrain's leakage; below 0 = over-unlearned). Means over seeds with 95% t intervals (the combined "
-           f"p has none); a p-value of exactly 0 is drawn at the axis floor as a triangle. {note}")
-    return Figure(name, title, fig, cap, _close_takeaway(df))
+           f"p has none); a p-value of exactly 0 is drawn at the axis floor as a triangle. "
+           + ("The grey band is the noise floor: one retrained model against another with a different "
+              "initialisation, its mean (dotted) up to its upper 95% bound; a method inside it is as close to "
+              "retrain as retraining is to itself. " if floor is not None and not floor.empty else "") + note)
+    return Figure(name, title, fig, cap, _close_takeaway(df, floor))
 
 
-def _close_takeaway(df: pd.DataFrame) -> str:
+def _draw_floor(ax: Any, floor: pd.DataFrame | None, model: str, metric: str) -> float:
+    """The retrain-to-retrain band of `metric` for `model`; returns its top (NaN when there is none)."""
+    row = floor[floor["model"] == model] if floor is not None and not floor.empty and metric in floor else None
+    if row is None or row.empty or _isnull(row[metric].iloc[0]):
+        return float("nan")
+    mean, top = float(row[metric].iloc[0]), float(row[f"{metric}_hi"].fillna(row[metric]).iloc[0])
+    ax.axhspan(0, top, color="0.85", zorder=0, label="retrain-to-retrain floor")
+    ax.axhline(mean, color="0.45", lw=0.9, ls=":", zorder=1)
+    return top
+
+
+def _close_takeaway(df: pd.DataFrame, floor: pd.DataFrame | None = None) -> str:
+    def within(mo: str, sub: pd.DataFrame) -> str:
+        row = floor[floor["model"] == mo] if floor is not None and not floor.empty else None
+        if row is None or row.empty or _isnull(row["js_forget"].iloc[0]):
+            return ""
+        top = float(row["js_forget_hi"].fillna(row["js_forget"]).iloc[0])
+        inside = [r.method for r in sub.itertuples() if r.js_forget <= top]
+        return (f"; within the retrain-to-retrain floor (JS ≤ {top:.2f}): {_join(inside)}" if inside
+                else f"; no method lies within the retrain-to-retrain floor (JS ≤ {top:.2f})")
+
     def clause(mo: str) -> str | None:
         sub = df[(df["model"] == mo) & (df["method"] != "none")].dropna(subset=["js_forget"])
         if sub.empty:
@@ -777,6 +802,7 @@ def _close_takeaway(df: pd.DataFrame) -> str:
         s = f"on {mo} the outputs closest to retrain's on the forget set are {best['method']}'s (JS {best['js_forget']:.2f})"
         if worst["method"] != best["method"]:
             s += f", the farthest {worst['method']}'s ({worst['js_forget']:.2f})"
+        s += within(mo, sub)
         if _has(sub, "forget_quality"):
             ok = [r.method for r in sub.itertuples() if not _isnull(r.forget_quality) and r.forget_quality >= 0.05]
             s += (f"; loss KS detects no difference from retrain for {_join(ok)} (Fisher p ≥ 0.05)" if ok

@@ -669,6 +669,22 @@ def closeness_cells(s: Store, filters: dict[str, Any]) -> pd.DataFrame:
     return out
 
 
+FLOOR_COLUMNS = ("floor_kl_forget", "floor_kl_test", "floor_js_forget", "floor_js_test", "floor_loss_ks",
+                 "floor_loss_auc")
+
+
+def floor_cells(s: Store, filters: dict[str, Any]) -> pd.DataFrame:
+    """Per `retrain` cell that ran replicas (`retrain.replicas` > 1): its noise-floor columns, renamed to the
+    closeness columns they bound (kl_forget, ..., loss_ks, loss_auc_change); empty when the store has none."""
+    if not s.has(*FLOOR_COLUMNS):
+        return pd.DataFrame()
+    keys = ", ".join(f"c.{a}" for a in AXES)
+    cols = ", ".join(f"c.{c} AS {c.removeprefix('floor_')}" for c in FLOOR_COLUMNS)
+    df = s.df(f"""SELECT {keys}, c.cell_id, {cols} FROM cell_all c
+                  WHERE {where_clause({**filters, 'method': 'retrain'}, 'c')} AND c.floor_js_forget IS NOT NULL""")
+    return df.rename(columns={"loss_auc": "loss_auc_change"})
+
+
 CLOSENESS_BOUNDS = {"kl_forget": (0.0, np.inf), "kl_test": (0.0, np.inf), "js_forget": (0.0, 1.0),
                     "js_test": (0.0, 1.0), "forget_quality": (0.0, 1.0), "privleak": (-1.0, np.inf)}
 

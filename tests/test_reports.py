@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-PARAMS = {"qnn-angle-l2": {"epochs": 1}, "ga": {"max_epochs": 1}, "attack": {"epochs": 20}}
+PARAMS = {"qnn-angle-l2": {"epochs": 1}, "ga": {"max_epochs": 1}, "attack": {"epochs": 20}, "retrain": {"replicas": 2}}
 METHODS = ("none", "retrain", "ga")
 FORGETS = ("class:4", "random:20")
 EVAL = (None, 64)
@@ -23,7 +23,8 @@ SEEDS = (0, 1)
 
 def _cells(store, grid: str, seeds=SEEDS, forgets=FORGETS, methods=METHODS, evals=EVAL) -> list[str]:
     """Run real stages (the train and attack stages shared as the harness shares them) and store the cells."""
-    from workloads.stages import CellConfig, attack_stage, evaluate_stage, train_stage, unlearn_stage
+    from workloads.stages import (CellConfig, attack_stage, evaluate_stage, replica_config, replica_stage, train_stage,
+                                  unlearn_stage)
 
     ids = []
     for seed in seeds:
@@ -35,9 +36,10 @@ def _cells(store, grid: str, seeds=SEEDS, forgets=FORGETS, methods=METHODS, eval
             for method in methods:
                 cfg = _with(base, forget=forget, method=method)
                 un = unlearn_stage(cfg, train.state)
+                floor = [replica_stage(replica_config(cfg, 0)).state] if method == "retrain" else []
                 for ev in evals:
                     c = _with(cfg, eval_shots=ev)
-                    row, ex = evaluate_stage(c, train.state, un.state, attacks[ev].state,
+                    row, ex = evaluate_stage(c, train.state, un.state, attacks[ev].state, *floor,
                                              costs={"train": train.cost, "unlearn": un.cost, "attack": attacks[ev].cost})
                     cid = f"{grid}-{seed}-{forget.replace(':', '')}-{method}-{ev or 'exact'}"
                     axes = {"model": c.model, "forget": forget, "method": method, "train_shots": None,
@@ -501,3 +503,21 @@ def test_study_mia_stands_beside_its_flag_rate_on_unseen_non_members(report: Pat
     header = next(line for line in md.splitlines() if "| MIA success, study [95% CI] |" in line)
     cols = [c.strip() for c in header.strip("|").split("|")]
     assert cols[cols.index("MIA success, study [95% CI]") + 1] == "its flag rate, unseen non-members"
+
+
+def test_noise_floor_table_is_the_retrain_cells_floor_columns(report: Path, store_root: Path) -> None:
+    """The floor table's JS on the forget set is the mean of the `retrain` cells' `floor_js_forget` over seeds,
+    and the closeness figure says it draws the band."""
+    from reports import queries as q
+
+    md = (report.parent / "report.md").read_text()
+    assert "Noise floor: one retrained model against another" in md and "The grey band is the noise floor" in md
+    direct = _direct(store_root, "SELECT avg(floor_js_forget) FROM c WHERE grid = 't' AND method = 'retrain' "
+                                 "AND forget = 'class:4' AND eval_shots IS NULL")[0][0]
+    assert 0 < direct < 1
+    s = q.connect(str(store_root))
+    fc = q.floor_cells(s, {"grid": "t", "forget": "class:4", "eval_shots": None})
+    s.close()
+    assert len(fc) == len(SEEDS) and fc["js_forget"].mean() == pytest.approx(direct)
+    row = next(line for line in md.splitlines() if line.startswith("| qnn-angle-l2 | class:4 | 2 |"))
+    assert f"{direct:.3f}" in row

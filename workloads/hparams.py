@@ -29,6 +29,12 @@ METHOD_DEFAULTS = {m: defaults(mod.PARAMS) for m, mod in METHODS.items()}
 EXTRA_DEFAULTS = {s: defaults(p) for s, p in EXTRA_PARAMS.items()}
 
 
+def family_defaults(method: str, family: str | None) -> dict[str, Any]:
+    """The defaults a method module declares for one model family (`FAMILY_DEFAULTS`, each tuned by
+    benchmarks/tune.py on that family), over its module defaults."""
+    return {**METHOD_DEFAULTS[method], **getattr(METHODS[method], "FAMILY_DEFAULTS", {}).get(family, {})}
+
+
 def model_defaults(model: str) -> dict[str, Any]:
     return dict(FAMILY_DEFAULTS[model_spec(model).family])
 
@@ -46,15 +52,11 @@ def section_params(section: str) -> dict[str, Param]:
     )
 
 
-def section_defaults(section: str) -> dict[str, Any]:
-    return defaults(section_params(section))
-
-
-def merged(section: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults of `section` with `overrides` applied; an unknown key, a wrong type or a value out of its
-    range raises ValueError naming params.SECTION.KEY and what it takes."""
+def merged(section: str, overrides: dict[str, Any] | None, family: str | None = None) -> dict[str, Any]:
+    """Defaults of `section` (a method's for model `family`, where it declares them) with `overrides` applied;
+    an unknown key, a wrong type or a value out of its range raises ValueError naming params.SECTION.KEY."""
     declared = section_params(section)
-    out = defaults(declared)
+    out = family_defaults(section, family) if section in METHODS else defaults(declared)
     for key, value in (overrides or {}).items():
         if key not in declared:
             raise ValueError(f"params.{section}: unknown key {key!r}; valid keys: {', '.join(sorted(out)) or 'none'}")
@@ -75,7 +77,7 @@ def resolve_params(model: str, method: str, overrides: dict[str, dict[str, Any]]
     validate_overrides(overrides)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return merged(model, overrides.get(model)), merged(method, overrides.get(method))
+    return merged(model, overrides.get(model)), merged(method, overrides.get(method), model_spec(model).family)
 
 
 def attack_params(overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:

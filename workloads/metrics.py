@@ -72,3 +72,13 @@ def roc_columns(prefix: str, members: np.ndarray, nonmembers: np.ndarray) -> dic
     return {f"{prefix}_auc": auc(members, nonmembers),
             f"{prefix}_tpr_at_1pct_fpr": tpr_at_fpr(members, nonmembers, 0.01),
             f"{prefix}_tpr_at_01pct_fpr": tpr_at_fpr(members, nonmembers, 0.001)}
+
+
+def output_distances(p: np.ndarray, q: np.ndarray, eps: float = 1e-12) -> tuple[float, float]:
+    """(mean KL(p || q) in nats, mean Jensen-Shannon distance in base 2) of two models' output probabilities
+    on the same samples, rows aligned; probabilities are floored at `eps` as the report's SQL does."""
+    p, q = np.maximum(p, eps), np.maximum(q, eps)
+    m = (p + q) / 2
+    kl = lambda a, b: (a * np.log(a / b)).sum(1)  # noqa: E731
+    js = np.sqrt(np.maximum(0.0, 0.5 * kl(p, m) + 0.5 * kl(q, m)) / math.log(2))
+    return float(kl(p, q).mean()), float(js.mean())

@@ -246,6 +246,8 @@ def stage_specs(cfg: CellConfig) -> dict[str, dict[str, Any]]:
         stages["ulira"] = {"shadow": shadow, "method": cfg.method, "unlearn_shots": cfg.unlearn_shots,
                            "params": method_params if cfg.method not in ("none", "retrain") else {}}
         stages["replica.0"] = replica_config(cfg, 0).spec()
+    for i in range(method_params["replicas"] - 1 if cfg.method == "retrain" else 0):  # the noise floor
+        stages[f"replica.{i}"] = replica_config(cfg, i).spec()
     evaluate = {"unlearn": unlearn_spec, **{n: v for n, v in stages.items() if n != "shadow"},
                 "forget": cfg.forget, "eval_shots": cfg.eval_shots, "backend": cfg.backend}
     if cfg.n_eval is not None:  # only when set, so existing stage keys stay valid
@@ -367,9 +369,11 @@ _STAGE_COST = ("seconds", "circuits", "shots", "circuits_device", "qpu_seconds")
 
 
 def _stop_acc(params: dict[str, Any], data: CellData, model: nn.Module) -> float:
+    """`stop_acc: auto`: 0.1 for a class, else the original's accuracy on P_attack, the unseen data the model
+    owner may read (never test or P_eval, which report the result)."""
     stop = params.get("stop_acc", "auto")
     if stop == "auto":
-        stop = 0.1 if data.forget_class is not None else accuracy(model, data.x_test, data.y_test)
+        stop = 0.1 if data.forget_class is not None else accuracy(model, data.x["attack"], data.y["attack"])
     return float(stop)
 
 
@@ -402,7 +406,7 @@ def unlearn_columns(cfg: CellConfig, costs: dict[str, dict[str, float]], traject
     _, params = resolve_params(cfg.model, cfg.method, cfg.params_dict())
     target = params.get("stop_acc")
     if target == "auto":
-        target = 0.1 if parse_forget(cfg.forget, n_train=cfg.n_train).forget_class is not None else "test_acc(original)"
+        target = 0.1 if parse_forget(cfg.forget, n_train=cfg.n_train).forget_class is not None else "P_attack_acc(original)"
     row["unlearn_stop_rule"] = describe_stop(params, target) if stops(cfg.method) else None
     row["unlearn_trajectory"] = None if trajectory is None else json.dumps(
         [{k: (None if math.isnan(v) else (int(v) if k == "step" else v)) for k, v in zip(TRAJECTORY_FIELDS, r.tolist())}
@@ -682,6 +686,8 @@ def evaluate_stage(
     row.update({"mia_fpr_floor": metrics.fpr_floor(n_scored), "n_nonmembers_scored": n_scored,
                 "n_forget": len(data.forget), "n_forget_evaluated": len(f)})
     row.update(_utility(cfg, data, out, f))
+    if cfg.method == "retrain" and replicas:
+        row.update(_floor_columns(cfg, data, replicas, out, f))
     row.update(_cost_columns(costs, _sum_costs(qcosts), time.perf_counter() - start))
     row.update(unlearn_columns(cfg, costs, trajectory))
     row.update(_provenance(*qcosts))
@@ -697,6 +703,36 @@ def _retrained_outputs(cfg: CellConfig, data: CellData, replicas: list[dict[str,
     rep, _ = _query(_model(cfg, data, weights), data, {"train": out.rows["train"]}, cfg.eval_shots, "torch",
                     derive_seed(cfg.seed, "replica-query", cfg.eval_shots))
     return rep
+
+
+FLOOR_COLUMNS = ("floor_kl_forget", "floor_kl_test", "floor_js_forget", "floor_js_test", "floor_loss_ks",
+                 "floor_loss_auc")
+
+
+def _floor_columns(cfg: CellConfig, data: CellData, replicas: list[dict[str, torch.Tensor]], out: Outputs,
+                   f: np.ndarray) -> dict[str, float]:
+    """The retrain-to-retrain noise floor: each replica against this retrained model on the same samples (KL
+    and JS distance of the outputs on the forget and test sets, the loss KS statistic on the forget set, and
+    the change of the loss attack's AUC), averaged over the replicas. Replicas are queried on the torch
+    simulator at the cell's eval shots, as U-LiRA's is."""
+    from scipy.stats import ks_2samp
+
+    rows = {"train": out.rows["train"][f], "test": out.rows["test"], "eval": _scored_nonmembers(cfg, data)}
+    mine = {r: out.at(r, rows[r])[0] for r in rows}
+    probs = lambda lg: F.softmax(lg, 1).numpy()  # noqa: E731
+    loss = lambda lg, r: F.cross_entropy(lg, data.y[r][rows[r]], reduction="none").numpy()  # noqa: E731
+    per = []
+    for i, st in enumerate(replicas):
+        weights = {k: v for k, v in st.items() if k != REPLICA_KEY}
+        rep, _ = _query(_model(cfg, data, weights), data, rows, cfg.eval_shots, "torch",
+                        derive_seed(cfg.seed, "floor-query", cfg.eval_shots, i))
+        kl_f, js_f = metrics.output_distances(probs(mine["train"]), probs(rep.logits["train"]))
+        kl_t, js_t = metrics.output_distances(probs(mine["test"]), probs(rep.logits["test"]))
+        auc = lambda lg: metrics.auc(-loss(lg["train"], "train"), -loss(lg["eval"], "eval"))  # noqa: E731
+        per.append((kl_f, kl_t, js_f, js_t,
+                    float(ks_2samp(loss(mine["train"], "train"), loss(rep.logits["train"], "train")).statistic),
+                    auc(rep.logits) - auc(mine)))
+    return {**dict(zip(FLOOR_COLUMNS, np.mean(per, axis=0).tolist())), "retrain_replicas": len(replicas) + 1}
 
 
 def _know(cfg: CellConfig, data: CellData, params: dict[str, dict[str, Any]]) -> Knowledge:
@@ -841,10 +877,10 @@ def run_cell(cfg: CellConfig) -> tuple[dict[str, Any], pd.DataFrame]:
     refs = reference_group_stage([reference_config(cfg, i) for i in range(k)]) if k else []
     un = unlearn_stage(cfg, train.state)
     att = attack_stage(cfg, train.state, *(r.state for r in refs))
-    extra = []
+    extra = [replica_stage(replica_config(cfg, int(n.split(".")[1]))).state
+             for n in stage_specs(cfg) if n.startswith("replica.")]
     if attack_params(cfg.params_dict())["ulira"]["k"]:
-        extra = [replica_stage(replica_config(cfg, 0)).state,
-                 ulira_stage(cfg, shadow_stage(shadow_config(cfg)).state).state]
+        extra.append(ulira_stage(cfg, shadow_stage(shadow_config(cfg)).state).state)
     return evaluate_stage(cfg, train.state, un.state, att.state, *extra,
                           costs={"train": train.cost, "unlearn": un.cost, "attack": att.cost})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..models.training import fit
+from ..params import Param
 from .base import Outcome, Workload
 
 NAME = "retrain"
@@ -10,7 +11,10 @@ LABEL = "retrain"
 ORDER = 1
 SUMMARY = "train from scratch on the retain set with the original recipe"
 TOUCHES = ("front end", "angles", "head")
-PARAMS = {}
+# `replicas`: retrained models per cell. Beyond the first, each is another initialisation and data order of
+# the same retraining, and the cell stores how far it lies from the first (`floor_*` columns): the
+# retrain-to-retrain noise floor that "close to retrain" is read against. 1 = no floor (no extra cost).
+PARAMS = {"replicas": Param(1, 1, 16)}
 
 
 def passes(w: Workload) -> float:
