@@ -163,9 +163,8 @@ def main() -> int:
         sizes.append(args.cells)
     cluster = _cluster(args.cpus_per_node) if args.nodes else None
     if cluster is not None:
-        # Cluster advertises itself as the machine's default Ray (/tmp/ray/ray_current_cluster), so that any
-        # other process's plain ray.init() would join it; the drivers here get its address explicitly instead.
-        ray._common.utils.reset_ray_address()
+        # The drivers here get the cluster's address explicitly; `qmu run` without --address starts its own
+        # local Ray (address "local"), so it never joins this one.
         for _ in range(args.nodes - 1):
             cluster.add_node(num_cpus=args.cpus_per_node)
         cluster.wait_for_nodes()

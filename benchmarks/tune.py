@@ -33,7 +33,7 @@ import torch
 # The search spaces. Each covers the method's literature default and the rates that train these models.
 SEARCH: dict[str, dict[str, list[Any]]] = {
     "ga": {"lr": [0.01, 0.05, 0.1], "momentum": [0.0, 0.9]},
-    "ssd": {"alpha": [1.0, 10.0, 30.0], "lam": [0.5, 1.0, 2.0]},
+    "ssd": {"alpha": [1.0, 10.0, 30.0], "lam": [1.0, 0.5, 2.0]},
     "rga": {"lr": [0.05, 0.1, 0.2], "alpha": [10.0, 30.0]},
     "graddiff": {"lr": [0.05, 0.1, 0.2], "momentum": [0.0, 0.9]},
     "finetune": {"epochs": [3, 10, 30], "lr": [0.01, 0.05]},

@@ -62,7 +62,10 @@ class _SecureDefaultNotice(logging.Filter):
         return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
 
 
-logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(_SecureDefaultNotice())
+# On every Ray logger that `import ray` created (the notice's module is one of them), so that no module path
+# of Ray's is named here.
+for _name in [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]:
+    logging.getLogger(_name).addFilter(_SecureDefaultNotice())
 
 
 def connect(address: str | None = None, workers: int | None = None) -> None:
@@ -74,8 +77,9 @@ def connect(address: str | None = None, workers: int | None = None) -> None:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     else:
         # A local Ray sized to the pool: the actors each take one CPU, and nothing else runs here.
-        ray.init(num_cpus=workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        # address "local": always a new instance, never a cluster another process started on this machine
+        ray.init(address="local", num_cpus=workers or os.cpu_count() or 1, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
         _REAPERS.append(subprocess.Popen([sys.executable, "-m", "harness.reaper", str(os.getpid())],
                                          stdin=subprocess.PIPE, start_new_session=True))
 

@@ -110,14 +110,28 @@ def test_fisher_noise_has_variance_alpha_over_the_retain_fisher():
     assert out.cost.device_circuits > 0  # the retain set's gradients are paid for
 
 
-def test_defaults_are_what_the_recorded_tune_run_chose():
-    """A default changed without a new tune run (benchmarks/tune.py) fails here."""
+def test_defaults_are_what_the_recorded_tune_runs_chose():
+    """A default changed without a new tune run (benchmarks/tune.py) fails here, for each family tuned."""
     import json
     from pathlib import Path
 
-    run = json.loads((Path(__file__).parents[1] / "benchmarks" / "tuning" / "hqnn-l1-class4.json").read_text())
-    assert min(run["seeds"]) >= 100 and run["val_fraction"] > 0
-    assert set(run["methods"]) >= {"finetune", *FIELD}
-    for method, entry in run["methods"].items():
-        defaults = hparams.merged(method, None)
-        assert {k: defaults[k] for k in entry["chosen"]} == entry["chosen"], method
+    from workloads.models import model_spec
+
+    runs = sorted((Path(__file__).parents[1] / "benchmarks" / "tuning").glob("*.json"))
+    assert {json.loads(p.read_text())["model"] for p in runs} >= {"hqnn-l1", "qnn-l10"}
+    for path in runs:
+        run = json.loads(path.read_text())
+        assert min(run["seeds"]) >= 100 and run["val_fraction"] > 0
+        assert set(run["methods"]) >= {"finetune", "ga", "ssd", "rga", "graddiff", *FIELD}
+        family = model_spec(run["model"]).family
+        for method, entry in run["methods"].items():
+            defaults = hparams.merged(method, None, family)
+            assert {k: defaults[k] for k in entry["chosen"]} == entry["chosen"], (path.name, method)
+
+
+def test_family_defaults_are_declared_keys_within_their_ranges():
+    for name, mod in METHODS.items():
+        for family, values in getattr(mod, "FAMILY_DEFAULTS", {}).items():
+            assert family in hparams.FAMILY_PARAMS, (name, family)
+            for key, value in values.items():
+                assert mod.PARAMS[key].check(f"{name}.{key}", value) == value
