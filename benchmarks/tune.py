@@ -11,8 +11,9 @@ rule fixed in advance:
     gap = |forget accuracy - retrain's forget accuracy| + max(0, original's validation accuracy - validation accuracy)
 
 (exact outputs), averaged over the tuning seeds. The candidate with the smallest mean gap wins; ties go to
-the cheaper one (sample passes). The whole table, the winner and the code version go to
-benchmarks/tuning/<model>-<forget>.json, which each method's module cites beside its default.
+the cheaper one (sample passes), then to the first listed (SSD's lam lists Foster et al.'s 1 first). The
+whole table, the winner and the code version go to benchmarks/tuning/<model>-<forget>.json, which each method's module cites beside its default: the module's
+PARAMS for hqnn-l1, its FAMILY_DEFAULTS for another family (qnn-l10 tunes the qnn family).
 
 Run: python benchmarks/tune.py --model hqnn-l1 --forget class:4 [--methods scrub,salun] [--seeds 100,101,102]
 """
