@@ -179,7 +179,7 @@ GAP_COST_COLS = [
 
 
 def metric_table(df: pd.DataFrame, keys: Sequence[str], title: str, note: str = "", collapsed: bool = False,
-                 columns: Sequence[tuple[str, Any]] | None = None) -> Table:
+                 columns: Sequence[tuple[str, Any]] | None = None, labels: dict[str, str] | None = None) -> Table:
     columns = list(columns) if columns is not None else metric_cols() + GAP_COST_COLS
     cells = [[f(r) for _, f in columns] for _, r in df.iterrows()]
     # a metric this store never recorded (older code) is left out rather than shown as a column of dashes
@@ -187,7 +187,8 @@ def metric_table(df: pd.DataFrame, keys: Sequence[str], title: str, note: str = 
     cols = [k.replace("_", " ") for k in keys] + ["seeds"] + [columns[j][0] for j in keep]
     rows = []
     for (_, r), vals in zip(df.iterrows(), cells):
-        kv = [shots(r[k]) if k in q.SHOT_AXES else str(r[k]) for k in keys]
+        kv = [shots(r[k]) if k in q.SHOT_AXES else (labels or {}).get(r[k], str(r[k])) if k == "model" else str(r[k])
+              for k in keys]
         rows.append(kv + [str(int(r["n_seeds"]))] + [vals[j] for j in keep])
     return Table(title, cols, rows, note, collapsed)
 
@@ -253,6 +254,18 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
         miss.append("Single-valued axes (no figure against them): " + ", ".join(
             f"{a} = {shots(vals[a][0]) if a in q.SHOT_AXES else vals[a][0]}" if vals[a] else a for a in single) + ".")
     st.bullets = miss or ["Nothing missing: every cell of the latest run is stored and ok."]
+    circuits = q.circuit_models(s, grid)
+    if not circuits.empty:
+        st.tables.append(Table("Circuit models", ["model", "circuit hash", "qubits", "parameters", "depth",
+                                                  "two-qubit gates"],
+                               [[str(r.model), str(r.circuit_hash) + (" (and others: the circuit changed between runs)"
+                                                                      if r.n_hashes > 1 else ""),
+                                 *(str(int(v)) for v in (r.circuit_qubits, r.circuit_parameters, r.circuit_depth,
+                                                         r.circuit_two_qubit_gates))]
+                                for r in circuits.itertuples()],
+                               "A user's circuit (models: in the grid), named in the tables below with the first 8 hex "
+                               "digits of the hash of its QPY bytes."))
+    labels = q.model_labels(circuits)
     fails = q.failures(s, grid)
     if not fails.empty:
         st.tables.append(Table("Failed / skipped cells by error", ["status", "error (first line)", "cells", "methods",
@@ -272,15 +285,15 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
     if touched is not None:
         ts.tables.append(touched)
     ts.tables.append(metric_table(head, ["model", "method"], "Leakage and utility per method × model",
-                                  columns=metric_cols()))
+                                  columns=metric_cols(), labels=labels))
     ts.tables.append(metric_table(q.strongest(head), ["model", "method"], "Strongest attack per method × model",
                                   "The leakage headline: of every membership attack this grid ran, the one with "
                                   "the highest AUC and the one with the highest TPR at 1% FPR (NULL where the "
                                   "scored non-members cannot resolve 1%); every attack stays in the table above.",
-                                  columns=STRONGEST_COLS))
+                                  columns=STRONGEST_COLS, labels=labels))
     ts.tables.append(metric_table(head, ["model", "method"], "Closeness to retrain and cost per method × model",
                                   _note_seeds(head) + " Costs are per cell (unlearn s of retrain = its training "
-                                  "from scratch).", columns=GAP_COST_COLS))
+                                  "from scratch).", columns=GAP_COST_COLS, labels=labels))
     allg = q.aggregate(s, list(q.GROUP_AXES), g)
     if len(allg) > len(head):
         ts.tables.append(metric_table(allg, list(q.GROUP_AXES), "Every combination of axes (all slices)",

@@ -669,6 +669,24 @@ def closeness_cells(s: Store, filters: dict[str, Any]) -> pd.DataFrame:
     return out
 
 
+CIRCUIT_COLUMNS = ("circuit_hash", "circuit_qubits", "circuit_parameters", "circuit_depth", "circuit_two_qubit_gates")
+
+
+def circuit_models(s: Store, grid: str) -> pd.DataFrame:
+    """One row per model of the grid that is a user's circuit: its provenance columns (the hash of its QPY
+    bytes, qubits, parameters, depth, two-qubit gates); empty when the grid has none."""
+    if not s.has(*CIRCUIT_COLUMNS):
+        return pd.DataFrame(columns=["model", *CIRCUIT_COLUMNS])
+    cols = ", ".join(f"any_value({c}) AS {c}" for c in CIRCUIT_COLUMNS)
+    return s.df(f"""SELECT model, {cols}, count(DISTINCT circuit_hash) AS n_hashes FROM cell_ci
+                    WHERE {where_clause({'grid': grid})} AND circuit_hash IS NOT NULL GROUP BY model ORDER BY model""")
+
+
+def model_labels(circuits: pd.DataFrame) -> dict[str, str]:
+    """Display names: a circuit model's name with the first 8 hex digits of its hash."""
+    return {r.model: f"{r.model} ({r.circuit_hash[:8]})" for r in circuits.itertuples()}
+
+
 FLOOR_COLUMNS = ("floor_kl_forget", "floor_kl_test", "floor_js_forget", "floor_js_test", "floor_loss_ks",
                  "floor_loss_auc")
 

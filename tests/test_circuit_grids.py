@@ -43,9 +43,11 @@ def _scaled(example: str, tmp: Path, **top) -> Path:
     return path
 
 
-def _run_in_process(grid: Path) -> list[dict]:
+def _run_in_process(grid: Path, store_at: Path | None = None) -> list[dict]:
     """Every cell of the grid through the workload's stages in this process, the original model and the
-    attack shared as the runner shares them."""
+    attack shared as the runner shares them; with `store_at`, the cells are also written to a store there."""
+    from harness.store import ResultStore
+
     from workloads import stages as wc
 
     cells = load_grid(grid).cells()
@@ -58,6 +60,12 @@ def _run_in_process(grid: Path) -> list[dict]:
                                           costs={"train": train.cost, "unlearn": un.cost, "attack": attack.cost})
         assert len(examples) > 0
         rows.append({**row, "method": cfg.method})
+        if store_at is not None:
+            axes = {"model": cfg.model, "forget": cfg.forget, "method": cfg.method, "train_shots": cfg.train_shots,
+                    "unlearn_shots": cfg.unlearn_shots, "eval_shots": cfg.eval_shots, "seed": cfg.seed,
+                    "backend": cfg.backend}
+            ResultStore(str(store_at)).write_cell("ex", f"ex-{cfg.method}", {**axes, **row, "status": "ok",
+                                                                            "code_version": "test", "host": "h"}, examples)
     return rows
 
 
@@ -67,7 +75,8 @@ def _run_in_process(grid: Path) -> list[dict]:
 def test_example_grid_runs_end_to_end(example: str, tmp_path: Path) -> None:
     """Train, unlearn with none, ga and ssd, attack and evaluate, on torch (exact) or aer (1024 shots)."""
     aer = example.endswith("_aer.yaml")
-    rows = _run_in_process(_scaled(example, tmp_path, **({"n_eval": 10} if aer else {})))  # aer: fewer samples
+    store = None if aer else tmp_path / "store"
+    rows = _run_in_process(_scaled(example, tmp_path, **({"n_eval": 10} if aer else {})), store)  # aer: fewer samples
     assert [r["method"] for r in rows] == ["none", "ga", "ssd"]
     module = example.removesuffix(".yaml").removesuffix("_aer")
     from workloads.quantum.circuit_model import provenance
@@ -79,6 +88,13 @@ def test_example_grid_runs_end_to_end(example: str, tmp_path: Path) -> None:
         if aer:
             assert r["transpiled_depth"] > 0 and r["shots_total"] > 0 and r["job_ids"]
     assert rows[1]["unlearn_steps"] >= 0 and not math.isnan(rows[2]["ssd_dampened_fraction"])
+    if store is not None:  # the report names the model with its circuit's hash
+        from reports.build import build_report
+
+        md = build_report(str(store), str(tmp_path / "report"), grid="ex").parent.joinpath("report.md").read_text()
+        label = f"{load_grid(tmp_path / example).cells()[0].model} ({expected['circuit_hash'][:8]})"
+        assert "Circuit models" in md and expected["circuit_hash"] in md
+        assert f"| {label} | ga |" in md, label
 
 
 def test_circuit_model_on_aer_matches_the_torch_executor() -> None:

@@ -117,9 +117,10 @@ def score(state: dict[str, torch.Tensor], target: Outputs, params: dict[str, Any
 
 def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any],
             state: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Recall, flag rate and advantage at the calibrated cuts (expected flags), AUC and TPRs: means over the attack
-    seeds, with the seeds' standard deviation of AUC and advantage beside them; the advantage's interval
-    widens Newcombe's by that spread."""
+    """Recall, flag rate and advantage at the calibrated cuts (expected flags): means over the attack seeds.
+    AUC and TPRs: of the bagged score (the seeds' mean per sample, the examples' `mia_score`), so that the
+    report's ROC, read from the examples, gives the stored values. Beside them the seeds' standard deviation
+    of AUC and advantage; the advantage's interval widens Newcombe's by that spread."""
     thr, tie = state["thresholds"].numpy(), state["tie_flag"].numpy()
     per = []
     for i, (t, q) in enumerate(zip(thr, tie)):
@@ -127,8 +128,9 @@ def columns(members: np.ndarray, nonmembers: np.ndarray, params: dict[str, Any],
         adv, lo, hi = metrics.rate_difference(m, n)
         per.append({"mia_recall_heldout": metrics.rate(m)[0], "mia_nonmember_flag_rate": metrics.rate(n)[0],
                     "mia_advantage": adv, "_lo": adv - lo, "_hi": hi - adv,
-                    **metrics.roc_columns("mia", members[:, i], nonmembers[:, i])})
-    out = {k: _mean([r[k] for r in per]) for k in per[0] if not k.startswith("_")}
+                    "mia_auc": metrics.auc(members[:, i], nonmembers[:, i])})
+    out = {k: _mean([r[k] for r in per]) for k in per[0] if not k.startswith("_") and k != "mia_auc"}
+    out.update(metrics.roc_columns("mia", members.mean(axis=1), nonmembers.mean(axis=1)))
     sd = {k: _sd([r[k] for r in per]) for k in ("mia_auc", "mia_advantage")}
     z = 1.959963984540054
     lo = math.hypot(_mean([r["_lo"] for r in per]), z * sd["mia_advantage"])
