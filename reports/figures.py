@@ -791,8 +791,12 @@ def _close_takeaway(df: pd.DataFrame, floor: pd.DataFrame | None = None) -> str:
             return ""
         top = float(row["js_forget_hi"].fillna(row["js_forget"]).iloc[0])
         inside = [r.method for r in sub.itertuples() if r.js_forget <= top]
-        return (f"; within the retrain-to-retrain floor (JS ≤ {top:.2f}): {_join(inside)}" if inside
-                else f"; no method lies within the retrain-to-retrain floor (JS ≤ {top:.2f})")
+        out = (f"; within the retrain-to-retrain floor (JS ≤ {top:.2f}): {_join(inside)}" if inside
+               else f"; no method lies within the retrain-to-retrain floor (JS ≤ {top:.2f})")
+        ks = row["loss_ks"].iloc[0] if "loss_ks" in row else float("nan")
+        if not _isnull(ks):  # a KS test against one retrain also separates two retrains when this is large
+            out += f"; two retrained models already lie a loss KS statistic of {ks:.2f} apart"
+        return out
 
     def clause(mo: str) -> str | None:
         sub = df[(df["model"] == mo) & (df["method"] != "none")].dropna(subset=["js_forget"])

@@ -164,6 +164,10 @@ def margin_line(df: pd.DataFrame, margins: dict[str, tuple[v.Margins, bool]]) ->
             + (f" On every row, {note}." if note else ""))
 
 
+def _p_cell(x: Any) -> str:
+    return "—" if x is None or pd.isna(x) else ("1" if x >= 0.9995 else f"{x:.3f}" if x >= 0.001 else f"{x:.0e}")
+
+
 def table_columns(df: pd.DataFrame) -> list[tuple[str, Any]]:
     """Columns of the verdict table; grid and backend only where the report has more than one."""
     cols: list[tuple[str, Any]] = []
@@ -181,6 +185,7 @@ def table_columns(df: pd.DataFrame) -> list[tuple[str, Any]]:
              ("Δ vs retrain [95% CI]", _interval),
              ("margin", lambda r: f"±{r['margin']:g}" if not pd.isna(r.get("margin")) else "—"),
              ("MDE", lambda r: _num(r.get("mde"), ".3f")),
+             ("p differs (Holm)", lambda r: _p_cell(r.get("p_differs"))),
              ("verdict", lambda r: str(r["verdict"]))]
     if (df["verdict"] == STOPPED).any() or not shared_note(df) and df["note"].fillna("").astype(bool).any():
         cols.append(("note", lambda r: _stopped_text(r) if r["verdict"] == STOPPED else str(r.get("note") or "")))
@@ -191,7 +196,9 @@ def rules_note() -> str:
     """How to read the table (docs/results.md says more)."""
     return (f"Each row is one metric's verdict. Equivalent to retrain: two one-sided tests (TOST) put the difference "
             "inside its margin, and the same metric tells the original model (`none`) from `retrain` at this slice. "
-            "Differs: the difference excludes 0. Not discriminating: `none` is itself equivalent to `retrain` on "
+            "Differs: the difference excludes 0 after Holm's correction (its adjusted p, in the table, is at most "
+            f"α = {v.ALPHA:g}); the printed interval is the comparison's own 95% interval, so with a large family an "
+            "interval that excludes 0 can still be underpowered. Not discriminating: `none` is itself equivalent to `retrain` on "
             "this metric here, so the metric says nothing about a method. Underpowered: none of these; MDE is the "
             f"smallest true difference a two-sided test at α = {v.ALPHA:g} detects with {v.POWER:.0%} power at this "
             "number of seeds and samples. " + v.rules()[2] + " Strongest attack: per slice and metric, the attack "
