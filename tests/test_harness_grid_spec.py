@@ -99,7 +99,7 @@ def test_backend_as_axis(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["smoke", "paper", "shots"])
 def test_shipped_grids(name: str) -> None:
     spec = load_grid(GRIDS / f"{name}.yaml")
-    expected = {"smoke": 18, "paper": 2 * 3 * 7 * 5 * 3, "shots": 5 * 2 * 4 * 3 * 3}[name]
+    expected = {"smoke": 18, "paper": 2 * 3 * 7 * 5 * 5, "shots": 5 * 2 * 4 * 3 * 3}[name]
     assert spec.name == name and spec.n_cells == expected
 
 

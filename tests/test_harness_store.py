@@ -139,10 +139,13 @@ def test_stage_identity_shares_work_and_tracks_code() -> None:
     # paper.yaml: originals are per (model, seed); retrain depends on the forget set
     paper = build_plan("paper", load_grid(GRIDS / "paper.yaml").cells(), stage_specs, "v1")
     # a shared attack per (original, eval shots) (the held-out attack is fit in evaluate, on the evaluated
-    # model); 4 reference models per original, shared by all its cells
-    assert paper.count("train") == 6 and paper.count("attack") == 6 * 5 and paper.count("reference") == 6 * 4
+    # model); 4 reference models per original, shared by all its cells; one retrain replica per retrain
+    # (model, forget set, seed), shared by its eval shots
+    originals = 2 * 5  # models x seeds
+    assert paper.count("train") == originals and paper.count("attack") == originals * 5
+    assert paper.count("reference") == originals * 4 and paper.count("replica") == originals * 3
     shared = [s for s in paper.stages.values() if s.kind == "attack" and s.cfg.attack_scope == "shared"]
-    assert len(shared) == 6 * 5 and all(len(s.cells) == 3 * 7 for s in shared)  # every forget set and method
+    assert len(shared) == originals * 5 and all(len(s.cells) == 3 * 7 for s in shared)  # every forget set and method
 
 
 def _batch(store: ResultStore, grid: str, ids: list[str], status: str = "ok", seed: int = 0) -> None:
