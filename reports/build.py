@@ -426,7 +426,9 @@ def retrain_section(s: q.Store, grid: str, ref: dict[str, Any], prefix: str, fig
                                 ["model", "forget", "method", "seeds", "relearn steps [95% CI]"],
                                 [[str(r["model"]), str(r["forget"]), str(r["method"]), str(int(r["n_seeds"])),
                                   fmt_ci(r, "relearn_steps", 1)] for _, r in rl.iterrows()],
-                                "— = did not recover within the bound (NULL) in every seed. A method that truly "
+                                "— = NULL in every seed: the forget set did not recover within the bound, or relearning "
+                                "did not apply (`relearn_applicable` false: the original model never learned the "
+                                "forget set better than unseen data, so there is nothing to relearn). A method that truly "
                                 "forgot relearns about as slowly as `retrain`."))
     # trajectories
     if not s.has("unlearn_trajectory"):

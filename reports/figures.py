@@ -557,8 +557,8 @@ def _roc_takeaway(df: pd.DataFrame) -> str:
             return None
         lo = at.loc[at["method"] == "none", "tpr_lo"].iloc[0]
         if _isnull(lo) or lo <= f0:  # a TPR no better than its FPR is chance, not leakage
-            return (f"on {mo} the attack is at chance on the original model's forget set (TPR {vals['none']:.2f} at "
-                    f"FPR {f0:g})")
+            return (f"on {mo} at FPR {f0:g} the held-out attack is at chance on the original model's forget set "
+                    f"(TPR {vals['none']:.2f}; its AUC and the other attacks are in the tables)")
         s = f"on {mo} at FPR {f0:g} (floor {floor:.3f}) the attack finds {vals['none']:.2f} of the original model's forget set"
         return s + (f" and {vals['retrain']:.2f} after retrain" if "retrain" in vals else "")
     return _per_model("ROC", df["model"].unique(), clause)

@@ -243,7 +243,8 @@ def _leak_sentence(df: pd.DataFrame) -> str | None:
                 f"{_where(top)}).")
     nd = none[none["verdict"] == v.NOT_DISCRIMINATING]
     mde = none.loc[none["signal"] == "auc", "mde"].dropna()
-    s = ("At no slice does the strongest attack tell the original model from retrain at this number of seeds"
+    s = ("At no slice does the strongest attack tell the original model from retrain at this number of seeds, "
+         "after Holm's correction over the report"
          + (f" (minimum detectable ΔAUC {mde.min():.3f} to {mde.max():.3f})" if len(mde) else ""))
     if not nd.empty:
         s += f"; it is equivalent to retrain on {_some([_where(r) for _, r in nd.iterrows()])}"
@@ -254,6 +255,7 @@ def _method_sentence(df: pd.DataFrame) -> str | None:
     m = df[(df["method"] != "none") & df["verdict"].isin(v.VERDICTS)]
     if m.empty:
         return None
+    n_all = int(df["verdict"].isin(v.VERDICTS).sum())
     n = counts(m)
     eq = [f"{r['method']} on {_where(r)} by {v.SIGNAL_LABELS[r['signal']]}" for _, r in
           m[m["verdict"] == v.EQUIVALENT].iterrows()]
@@ -267,7 +269,10 @@ def _method_sentence(df: pd.DataFrame) -> str | None:
         parts.append(f"{len(under)} underpowered" + (f" (median minimum detectable ΔAUC {mde.median():.3f})"
                                                      if len(mde) else ""))
     parts.append(f"{n[v.NOT_DISCRIMINATING]} not discriminating")
-    return f"Of the {len(m)} verdicts on unlearning methods, " + ", ".join(parts) + "."
+    rest = n_all - len(m)
+    own = f" (the other {rest} are the original model's)" if rest else ""
+    return (f"Of the {len(m)} verdict{'s' if len(m) != 1 else ''} on unlearning methods{own}, " + ", ".join(parts)
+            + ".")
 
 
 def _p(p: float) -> str:

@@ -170,8 +170,9 @@ def test_a_roc_at_chance_says_so() -> None:
                               "tpr_hi": tpr + 0.05, "min_nonmembers": 1000}
                              for k in ("none", "retrain") for f in (0.001, 0.01, 0.1)])
 
-    assert F._roc_takeaway(roc(0.01, 0.0)) == ("ROC: on m the attack is at chance on the original model's forget set "
-                                               "(TPR 0.01 at FPR 0.01).")
+    assert F._roc_takeaway(roc(0.01, 0.0)) == ("ROC: on m at FPR 0.01 the held-out attack is at chance on the original "
+                                               "model's forget set (TPR 0.01; its AUC and the other attacks are in the "
+                                               "tables).")
     assert "the attack finds 0.30 of the original model's forget set" in F._roc_takeaway(roc(0.3, 0.2))
 
 
