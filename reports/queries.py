@@ -770,8 +770,8 @@ def pareto_cells(s: Store, filters: dict[str, Any]) -> pd.DataFrame:
     by = ["model", "forget", "method"]
     tprs = [f"{p}_tpr_at_1pct_fpr" for p in ROC_ATTACKS if f"{p}_tpr_at_1pct_fpr" in METRICS]
     extra = [m for m in ("ulira_accuracy",) if m in METRICS and s.has(m)]
-    agg = aggregate(s, by, filters, metrics=[m for m in (*tprs, f"{next(iter(ROC_ATTACKS))}_auc") if s.has(m)]
-                    + ["acc_test_retain", *extra])
+    aucs = [f"{p}_auc" for p in ROC_ATTACKS if f"{p}_auc" in METRICS]  # `strongest` reads an attack only with its AUC
+    agg = aggregate(s, by, filters, metrics=[m for m in (*tprs, *aucs) if s.has(m)] + ["acc_test_retain", *extra])
     if agg.empty:
         return agg
     best = strongest(agg)

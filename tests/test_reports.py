@@ -521,3 +521,26 @@ def test_noise_floor_table_is_the_retrain_cells_floor_columns(report: Path, stor
     assert len(fc) == len(SEEDS) and fc["js_forget"].mean() == pytest.approx(direct)
     row = next(line for line in md.splitlines() if line.startswith("| qnn-angle-l2 | class:4 | 2 |"))
     assert f"{direct:.3f}" in row
+
+
+def test_pareto_reads_the_strongest_of_every_attack(store_root: Path, tmp_path: Path) -> None:
+    """The Pareto figure's leakage is the highest TPR@1%FPR over all attacks, not only the first attack's: a copy
+    of grid t's exact random:20 cells where the loss attack finds more than the held-out MLP."""
+    from harness.store import ResultStore
+    from reports import queries as q
+
+    con = duckdb.connect()
+    rows = con.execute(f"SELECT * FROM read_parquet('{store_root}/cells/grid=t/*.parquet', union_by_name = true) "
+                       "WHERE forget = 'random:20' AND eval_shots IS NULL").df()
+    assert len(rows) == len(SEEDS) * len(METHODS)
+    store = ResultStore(str(tmp_path))
+    rows = rows.astype(object).where(rows.notna(), None)
+    for i, r in rows.iterrows():
+        row = {k: v for k, v in r.items() if k not in ("grid", "cell_id") and v is not None}
+        row.update(mia_tpr_at_1pct_fpr=0.1, loss_tpr_at_1pct_fpr=0.5)
+        store.write_cell("tp", f"tp-{i}", row, None)
+    s = q.connect(str(tmp_path))
+    pc = q.pareto_cells(s, {"grid": "tp"})
+    s.close()
+    assert len(pc) == len(METHODS)
+    assert (pc["best_tpr_at_1pct_fpr"] == 0.5).all() and (pc["best_tpr_at_1pct_fpr_attack"] == "loss attack").all()
