@@ -544,3 +544,15 @@ def test_pareto_reads_the_strongest_of_every_attack(store_root: Path, tmp_path: 
     s.close()
     assert len(pc) == len(METHODS)
     assert (pc["best_tpr_at_1pct_fpr"] == 0.5).all() and (pc["best_tpr_at_1pct_fpr_attack"] == "loss attack").all()
+
+
+def test_pareto_front_reads_ulira_as_distance_from_chance() -> None:
+    """U-LiRA accuracy 0.40 is as far from indistinguishable as 0.60: it must not win the front for being low."""
+    from reports import figures as F
+
+    df = pd.DataFrame([{"model": "m", "forget": "class:1", "method": m, "best_tpr_at_1pct_fpr": 0.01,
+                        "ulira_accuracy": u, "acc_test_retain": 0.9} for m, u in (("ga", 0.40), ("ssd", 0.52))])
+    fig = F.fig_pareto(df, "")
+    ulira_ax = next(ax for ax in fig.fig.axes if ax.get_ylabel().startswith("U-LiRA"))
+    on_front = [ln for ln in ulira_ax.lines if ln.get_markersize() == 7]  # front members are drawn larger
+    assert len(on_front) == 1 and np.isclose(on_front[0].get_ydata()[0], 0.52)
