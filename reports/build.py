@@ -48,9 +48,7 @@ def fmt_ci(r: pd.Series | dict, m: str, digits: int = 3) -> str:
     if _isnull(v):
         return "—"
     s = f"{v:+.{digits}f}" if m.startswith("gap_") else f"{v:.{digits}f}"
-    if not _isnull(lo) and not _isnull(hi):
-        s += f" [{lo:.{digits - 1}f}, {hi:.{digits - 1}f}]"
-    return s
+    return s + q.interval_text(None if _isnull(lo) else lo, None if _isnull(hi) else hi, digits - 1)
 
 
 def fmt_p(r: pd.Series | dict, m: str) -> str:
@@ -279,7 +277,8 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
     head = q.headline_table(s, grid, ref)
     ts = Section(f"Grid `{grid}`: results per method × model")
     ts.paragraphs.append(f"Reference slice: {describe_slice(ref)}. Means over seeds with 95% intervals "
-                         "(t over seeds with 2 or more, else the cell's own Wilson / Hanley-McNeil interval). Δ = "
+                         "(t over seeds with 2 or more, never narrower than the cells' own Wilson / Hanley-McNeil intervals; "
+                         "one seed: the cell's own). Δ = "
                          "difference to `retrain` with the same model, forget set, shots, seed and backend.")
     touched = methods_table(s.root, grid, vals["method"])
     if touched is not None:

@@ -452,6 +452,17 @@ def reference_slice(s: Store, grid: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ aggregates
+def interval_text(lo: float | None, hi: float | None, digits: int = 2) -> str:
+    """' [lo, hi]' with as many decimals (up to 4) as it takes to keep a non-zero width visible; '' when the
+    interval is unknown or has no width (nothing varied and no cell carries an interval of its own)."""
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi) or hi <= lo:
+        return ""
+    d = digits
+    while d < 4 and f"{lo:.{d}f}" == f"{hi:.{d}f}":
+        d += 1
+    return f" [{lo:.{d}f}, {hi:.{d}f}]"
+
+
 def aggregate_sql(by: Iterable[str], where: str = "TRUE", metrics: Iterable[str] | None = None) -> str:
     """Mean and 95% interval of each metric (and gap to retrain) over the cells of each `by` group."""
     by = list(by)
@@ -465,8 +476,11 @@ def aggregate_sql(by: Iterable[str], where: str = "TRUE", metrics: Iterable[str]
         half = f"t975(count({m}) - 1) * stddev_samp({m}) / sqrt(count({m}))"
         has_cell_ci = m.startswith("gap_") or METRICS[base][1] != "none"
         one_lo, one_hi = (f"min({m}_lo)", f"max({m}_hi)") if has_cell_ci else ("NULL", "NULL")
-        lo = f"CASE WHEN count({m}) >= 2 THEN avg({m}) - {half} ELSE {one_lo} END"
-        hi = f"CASE WHEN count({m}) >= 2 THEN avg({m}) + {half} ELSE {one_hi} END"
+        t_lo, t_hi = f"avg({m}) - {half}", f"avg({m}) + {half}"
+        if has_cell_ci:  # never narrower than the seeds' own intervals: all-zero rates keep their Wilson width
+            t_lo, t_hi = f"least({t_lo}, coalesce(avg({m}_lo), {t_lo}))", f"greatest({t_hi}, coalesce(avg({m}_hi), {t_hi}))"
+        lo = f"CASE WHEN count({m}) >= 2 THEN {t_lo} ELSE {one_lo} END"
+        hi = f"CASE WHEN count({m}) >= 2 THEN {t_hi} ELSE {one_hi} END"
         if lo_clip is not None:
             lo, hi = f"clip_lo({lo}, {lo_clip})", f"clip_hi({hi}, {hi_clip})"
         elif not m.startswith("gap_"):

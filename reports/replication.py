@@ -100,7 +100,7 @@ def _ci(r: pd.Series, m: str) -> str:
     v, lo, hi = _v(r.get(m)), _v(r.get(f"{m}_lo")), _v(r.get(f"{m}_hi"))
     if v is None:
         return "—"
-    return f"{v:.3f}" + (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else "")
+    return f"{v:.3f}" + q.interval_text(lo, hi)
 
 
 def _study(r: pd.Series) -> str:

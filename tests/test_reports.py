@@ -100,8 +100,9 @@ def test_headline_table_matches_direct_duckdb(store_root: Path) -> None:
     head = q.headline_table(s, "t", ref).set_index("method")
     assert list(head.index) == ["none", "retrain", "ga"]
     for method in METHODS:
-        (mia, auc, acc, n, sd) = _direct(store_root, f"""
-            SELECT avg(mia_success), avg(mia_auc), avg(acc_test_retain), count(*), stddev_samp(mia_success)
+        (mia, auc, acc, n, sd, cell_lo, cell_hi) = _direct(store_root, f"""
+            SELECT avg(mia_success), avg(mia_auc), avg(acc_test_retain), count(*), stddev_samp(mia_success),
+                   avg(mia_success_lo), avg(mia_success_hi)
             FROM c WHERE grid = 't' AND status = 'ok' AND method = '{method}' AND forget = 'class:4'
               AND eval_shots IS NULL""")[0]
         r = head.loc[method]
@@ -109,9 +110,10 @@ def test_headline_table_matches_direct_duckdb(store_root: Path) -> None:
         assert r["mia_success"] == pytest.approx(mia, abs=1e-12)
         assert r["mia_auc"] == pytest.approx(auc, abs=1e-12)
         assert r["acc_test_retain"] == pytest.approx(acc, abs=1e-12)
-        half = stats.t.ppf(0.975, 1) * sd / math.sqrt(2)  # t over two seeds, clipped to [0, 1]
-        assert r["mia_success_lo"] == pytest.approx(max(0.0, mia - half), abs=1e-9)
-        assert r["mia_success_hi"] == pytest.approx(min(1.0, mia + half), abs=1e-9)
+        # t over two seeds, widened to the cells' mean Wilson interval where that is wider, clipped to [0, 1]
+        half = stats.t.ppf(0.975, 1) * sd / math.sqrt(2)
+        assert r["mia_success_lo"] == pytest.approx(max(0.0, min(mia - half, cell_lo)), abs=1e-9)
+        assert r["mia_success_hi"] == pytest.approx(min(1.0, max(mia + half, cell_hi)), abs=1e-9)
     # gap to retrain: same model, forget, shots, seed
     (gap,) = _direct(store_root, """
         SELECT avg(g.mia_success - r.mia_success) FROM c g JOIN c r ON r.method = 'retrain' AND r.seed = g.seed
@@ -556,3 +558,23 @@ def test_pareto_front_reads_ulira_as_distance_from_chance() -> None:
     ulira_ax = next(ax for ax in fig.fig.axes if ax.get_ylabel().startswith("U-LiRA"))
     on_front = [ln for ln in ulira_ax.lines if ln.get_markersize() == 7]  # front members are drawn larger
     assert len(on_front) == 1 and np.isclose(on_front[0].get_ydata()[0], 0.52)
+
+
+def test_an_interval_over_seeds_is_never_narrower_than_its_cells(store_root: Path) -> None:
+    """Seeds that all give the same rate (say 0) still carry each cell's own Wilson uncertainty: the interval
+    over seeds spans at least the cells' mean interval, and no printed interval has zero width."""
+    from reports import queries as q
+
+    s = q.connect(str(store_root))
+    cells = s.df("SELECT method, forget, acc_train_forget_lo lo, acc_train_forget_hi hi FROM cell_ci "
+                 "WHERE grid = 't' AND eval_shots IS NULL")
+    agg = q.aggregate(s, ["method", "forget"], {"grid": "t", "eval_shots": None}, metrics=["acc_train_forget"])
+    s.close()
+    mean_cells = cells.groupby(["method", "forget"])[["lo", "hi"]].mean()
+    assert len(agg) == len(METHODS) * len(FORGETS)
+    for _, r in agg.iterrows():
+        lo, hi = mean_cells.loc[(r["method"], r["forget"])]
+        assert r["acc_train_forget_lo"] <= lo + 1e-12 and r["acc_train_forget_hi"] >= hi - 1e-12
+        assert r["acc_train_forget_hi"] > r["acc_train_forget_lo"]
+    assert q.interval_text(0.0, 0.0) == "" and q.interval_text(0.9996, 1.0) == " [0.9996, 1.0000]"
+    assert q.interval_text(0.0, 0.037) == " [0.00, 0.04]"
