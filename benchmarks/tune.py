@@ -12,8 +12,9 @@ rule fixed in advance:
 
 (exact outputs), averaged over the tuning seeds. The candidate with the smallest mean gap wins; ties go to
 the cheaper one (sample passes), then to the first listed (SSD's lam lists Foster et al.'s 1 first). The
-whole table, the winner and the code version go to benchmarks/tuning/<model>-<forget>.json, which each method's module cites beside its default: the module's
-PARAMS for hqnn-l1, its FAMILY_DEFAULTS for another family (qnn-l10 tunes the qnn family).
+whole table, the winner and the code version go to benchmarks/tuning/<model>-<forget>.json, which each
+method's module cites beside its default: the module's PARAMS for hqnn-l1, its FAMILY_DEFAULTS for another
+family (qnn-l10 tunes the qnn family).
 
 Run: python benchmarks/tune.py --model hqnn-l1 --forget class:4 [--methods scrub,salun] [--seeds 100,101,102]
 """
@@ -109,6 +110,7 @@ def tune(model: str, forget: str, methods: list[str], seeds: list[int], val_frac
     from workloads.unlearning import METHODS, Workload
     from workloads import hparams
 
+    family = model_spec(model).family
     cells = {}
     for s in seeds:
         t = time.perf_counter()
@@ -118,11 +120,11 @@ def tune(model: str, forget: str, methods: list[str], seeds: list[int], val_frac
     for method in methods:
         rows = []
         for params in candidates(method):
-            per_seed = [score(method, params, cells[s], s, model_spec(model).family) for s in seeds]
+            per_seed = [score(method, params, cells[s], s, family) for s in seeds]
             mean = {k: _mean([r[k] for r in per_seed]) for k in per_seed[0]}
             udata = cells[seeds[0]][2]
-            work = Workload(model_spec(model).family, len(udata.y_retain) + len(udata.y_forget), len(udata.y_forget),
-                            cells[seeds[0]][5], hparams.merged(method, params, model_spec(model).family))
+            work = Workload(family, len(udata.y_retain) + len(udata.y_forget), len(udata.y_forget),
+                            cells[seeds[0]][5], hparams.merged(method, params, family))
             rows.append({"params": params, **mean, "gap_sd": float(np.std([r["gap"] for r in per_seed])),
                          "passes": float(METHODS[method].passes(work))})
             print(f"{method:13s} {json.dumps(params):55s} gap {mean['gap']:.3f}  forget {mean['forget_acc']:.3f} "
