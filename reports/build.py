@@ -290,6 +290,9 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
                                   "the highest AUC and the one with the highest TPR at 1% FPR (NULL where the "
                                   "scored non-members cannot resolve 1%); every attack stays in the table above.",
                                   columns=STRONGEST_COLS, labels=labels))
+    ulira = ulira_table(s, grid, ref, labels)
+    if ulira is not None:
+        ts.tables.append(ulira)
     ts.tables.append(metric_table(head, ["model", "method"], "Closeness to retrain and cost per method × model",
                                   _note_seeds(head) + " Costs are per cell (unlearn s of retrain = its training "
                                   "from scratch).", columns=GAP_COST_COLS, labels=labels))
@@ -334,6 +337,34 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
     secs.append(fs)
     secs.append(retrain_section(s, grid, ref, prefix, figdir, fig_meta))
     return GridReport(grid, secs, head, counts)
+
+
+def ulira_table(s: q.Store, grid: str, ref: dict[str, Any], labels: dict[str, str]) -> Table | None:
+    """U-LiRA per model x forget set x method: accuracy and AUC over seeds, and the TPR at 1% FPR per seed
+    and pooled over seeds (a seed's forget set alone rarely has the 100 retrained scores 1% needs)."""
+    filt = {"grid": grid, **{k: v for k, v in ref.items() if k != "forget"}}
+    pooled = q.ulira_pooled(s, filt)
+    if pooled.empty:
+        return None
+    agg = q.aggregate(s, ["model", "forget", "method"], filt).merge(
+        pooled.drop(columns="n_seeds"), on=["model", "forget", "method"])
+    def per_seed(r: pd.Series) -> str:
+        if r.n_resolved == r.n_seeds:
+            return fmt_ci(r, "ulira_tpr_at_1pct_fpr")
+        return f"NULL in {int(r.n_seeds - r.n_resolved)} of {int(r.n_seeds)} seeds"
+    rows = [[labels.get(r.model, str(r.model)), str(r.forget), str(r.method), str(int(r.n_seeds)),
+             fmt_ci(r, "ulira_accuracy"), fmt_ci(r, "ulira_auc"), per_seed(r),
+             fmt_ci(r, "ulira_pooled_tpr") if not _isnull(r.ulira_pooled_tpr) else "NULL",
+             f"{int(r.n_pooled)} / {fmt(r.pooled_fpr_floor, 4)}"] for _, r in agg.iterrows()]
+    return Table("U-LiRA: unlearned, or retrained? per model × forget set × method",
+                 ["model", "forget", "method", "seeds", "accuracy [95% CI]", "AUC [95% CI]",
+                  "TPR@1%FPR per seed", "TPR@1%FPR, seeds pooled [95% CI]", "pooled forget samples / FPR floor"],
+                 rows, "Accuracy 0.5: the attacker cannot tell the unlearned model from one retrained without the "
+                 "forget set (`retrain` should sit there, `none` above it). A seed's TPR at 1% FPR is NULL where its "
+                 "retrained scores (one per forget sample) number under 100. Pooled: every seed's forget samples "
+                 "scored together, as U-LiRA pools target models; its interval is a hierarchical bootstrap (seeds, "
+                 f"then samples within them, 2,000 resamples), never narrower than the pooled Wilson interval. "
+                 f"Slice: {describe_slice({k: v for k, v in ref.items() if k != 'forget'})}.")
 
 
 def methods_table(root: str, grid: str, methods: Sequence[str]) -> Table | None:

@@ -88,6 +88,9 @@ ATTACK_NAMES = {"paper-mlp": "paper MLP attack", "loss": "loss attack", "rmia": 
 # strongest attack of a slice; U-LiRA asks another question (unlearned or retrained?) and stands apart
 ROC_ATTACKS = {"mia": "paper MLP (held-out)", "loss": "loss attack", "rmia": "RMIA", "lira": "LiRA"}
 
+# U-LiRA's per-example scores on the unlearned model and on the retrained replica (same forget samples)
+ULIRA_PAIR = ("ulira_score", "ulira_score_retrained")
+
 # types of the columns reports rely on, so older or partial stores (and an empty one) still give every column
 _COLUMN_TYPES = {
     "cell_id": "VARCHAR", "grid": "VARCHAR", "model": "VARCHAR", "forget": "VARCHAR", "method": "VARCHAR",
@@ -251,7 +254,7 @@ def connect(root: str) -> Store:
         con.execute(f"CREATE VIEW cells AS {empty({**_COLUMN_TYPES, **_metric_types()})}")
     if has_examples and n_cells:
         ex_have = {r[0] for r in con.execute("DESCRIBE SELECT * FROM store_examples").fetchall()}
-        probs = [c for c in (*PROB_COLUMNS, *SCORE_COLUMNS.values()) if c in ex_have]
+        probs = [c for c in (*PROB_COLUMNS, *SCORE_COLUMNS.values(), *ULIRA_PAIR) if c in ex_have]
         # store_examples holds exactly the examples of the rows in store_cells (register_views)
         con.execute(f"CREATE TEMP TABLE examples AS SELECT {', '.join([*_EXAMPLE_TYPES, *probs])} FROM store_examples")
     else:
@@ -841,3 +844,57 @@ def strongest(df: pd.DataFrame) -> pd.DataFrame:
                 row[f"best_{kind}{x}"] = r.get(f"{col}{x}") if col else None
         out.append(row)
     return pd.DataFrame(out)
+
+
+# ------------------------------------------------------------------------------------------------ U-LiRA pooled
+def tpr_at_fpr(pos: np.ndarray, neg: np.ndarray, fpr: float) -> float:
+    """The empirical ROC's largest TPR at a threshold whose FPR is at most `fpr` (flag: score above it)."""
+    neg = np.sort(neg)[::-1]
+    k = int(np.floor(fpr * len(neg) + 1e-9))  # false positives allowed
+    return 1.0 if k >= len(neg) else float(np.mean(pos > neg[k]))
+
+
+def ulira_pooled(s: Store, filters: dict[str, Any], fpr: float = 0.01, n_boot: int = 2000) -> pd.DataFrame:
+    """Per model x forget x method: U-LiRA's TPR at `fpr` with the forget samples of every seed pooled (each
+    seed's 50 retrained scores cannot resolve 1%; three seeds' 150 can), as Hayes et al. pool target models.
+    95% interval: hierarchical bootstrap (seeds with replacement, then forget samples within each, score
+    pairs kept together), never narrower than the Wilson interval of the pooled positives. NULL where the
+    pooled negatives cannot resolve `fpr` (fewer than 1/fpr)."""
+    if not s.has(*ULIRA_PAIR):
+        return pd.DataFrame()
+    df = s.df(f"""
+      SELECT c.model, c.forget, c.method, c.seed, e.ulira_score AS pos, e.ulira_score_retrained AS neg
+      FROM examples e JOIN cell_ci c ON c.cell_id = e.cell_id
+      WHERE {where_clause(filters, "c")} AND e.split = 'train_forget'
+        AND e.ulira_score IS NOT NULL AND NOT isnan(e.ulira_score)
+        AND e.ulira_score_retrained IS NOT NULL AND NOT isnan(e.ulira_score_retrained)""")
+    resolved = s.df(f"""SELECT model, forget, method, count(ulira_tpr_at_1pct_fpr) AS n_resolved FROM cell_ci c
+                         WHERE {where_clause(filters, "c")} GROUP BY ALL""")
+    df = df.merge(resolved, on=["model", "forget", "method"])
+    rows = []
+    for (model, forget, method, n_res), g in df.groupby(["model", "forget", "method", "n_resolved"], sort=False):
+        seeds = [(x.pos.to_numpy(), x.neg.to_numpy()) for _, x in g.groupby("seed")]
+        pos, neg = g.pos.to_numpy(), g.neg.to_numpy()
+        row = {"model": model, "forget": forget, "method": method, "n_seeds": len(seeds), "n_pooled": len(pos),
+               "n_resolved": int(n_res),
+               "pooled_fpr_floor": 1 / len(neg), "ulira_pooled_tpr": None, "ulira_pooled_tpr_lo": None,
+               "ulira_pooled_tpr_hi": None}
+        if 1 / len(neg) <= fpr + 1e-12:
+            tpr = tpr_at_fpr(pos, neg, fpr)
+            boot = _bootstrap_tpr(seeds, fpr, n_boot)
+            w_lo, w_hi = s.con.execute("SELECT wilson_lo($1, $2), wilson_hi($1, $2)", [tpr, len(pos)]).fetchone()
+            row.update(ulira_pooled_tpr=tpr, ulira_pooled_tpr_lo=min(w_lo, np.percentile(boot, 2.5)),
+                       ulira_pooled_tpr_hi=max(w_hi, np.percentile(boot, 97.5)))
+        rows.append(row)
+    return _order(pd.DataFrame(rows), ["model", "forget", "method"]) if rows else pd.DataFrame()
+
+
+def _bootstrap_tpr(seeds: list[tuple[np.ndarray, np.ndarray]], fpr: float, n_boot: int) -> np.ndarray:
+    rng = np.random.default_rng(0)  # a report rebuilt from the same store prints the same interval
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        picked = [seeds[i] for i in rng.integers(len(seeds), size=len(seeds))]
+        idx = [rng.integers(len(p), size=len(p)) for p, _ in picked]
+        out[b] = tpr_at_fpr(np.concatenate([p[i] for (p, _), i in zip(picked, idx)]),
+                            np.concatenate([n[i] for (_, n), i in zip(picked, idx)]), fpr)
+    return out
