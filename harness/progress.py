@@ -33,7 +33,8 @@ class Progress:
 
     def start(self, grid: str, total_cells: int, skipped: int, plan: Any) -> None: ...
     def stage_started(self, node: Any, worker: dict[str, Any]) -> None: ...
-    def stage_finished(self, node: Any, state: str) -> None: ...  # done | failed | reused
+    # state: done | failed | reused; meta: the worker's record of a done stage (its wall, its group size)
+    def stage_finished(self, node: Any, state: str, meta: dict[str, Any] | None = None) -> None: ...
     def cell_finished(self, cell_id: str, status: str, row: dict[str, Any] | None = None) -> None: ...
     def tick(self) -> None: ...
     def close(self, summary: Any) -> None: ...
@@ -125,7 +126,7 @@ class _Counts(Progress):
         self.running[node.key] = (time.time(), wid)
         self.seen_workers.add(wid)
 
-    def stage_finished(self, node: Any, state: str) -> None:
+    def stage_finished(self, node: Any, state: str, meta: dict[str, Any] | None = None) -> None:
         if node.key in self.running:
             began = self._began(node.key)
             _, wid = self.running.pop(node.key)
@@ -247,12 +248,17 @@ class PlainProgress(_Counts):
         if node.kind != "evaluate":
             self._print(f"{'queued' if waits else 'start':<6} {stage_label(node.kind, node.cfg)}")
 
-    def stage_finished(self, node: Any, state: str) -> None:
+    def stage_finished(self, node: Any, state: str, meta: dict[str, Any] | None = None) -> None:
         began = self._began(node.key) if node.key in self.running else None
         wid = self.running.get(node.key, (0.0, None))[1]
-        super().stage_finished(node, state)
+        super().stage_finished(node, state, meta)
         if node.kind != "evaluate" and state != "reused" and began is not None:
-            self._print(f"{state:<6} {stage_label(node.kind, node.cfg)} in {fmt_duration(time.time() - began)} "
+            took = fmt_duration(time.time() - began)
+            group = int((meta or {}).get("group", 1))
+            if group > 1:  # members of a group finish together: each is charged its share of the group's wall
+                took = (f"{fmt_duration(meta['wall'])} (its share: {group} trained together in "
+                        f"{fmt_duration(meta['wall'] * group)})")
+            self._print(f"{state:<6} {stage_label(node.kind, node.cfg)} in {took} "
                         f"(cost model {fmt_duration(self.est.get(node.key, 0.0))}) | {self.line()}")
         nxt = self.heads().get(wid)  # a queued stage starts when the one before it on its worker ends
         if nxt is not None and self.nodes[nxt].kind != "evaluate":
@@ -296,8 +302,8 @@ class RichProgress(_Counts):
         super().stage_started(node, worker)
         self._refresh()
 
-    def stage_finished(self, node: Any, state: str) -> None:
-        super().stage_finished(node, state)
+    def stage_finished(self, node: Any, state: str, meta: dict[str, Any] | None = None) -> None:
+        super().stage_finished(node, state, meta)
         self._refresh()
 
     def cell_finished(self, cell_id: str, status: str, row: dict[str, Any] | None = None) -> None:

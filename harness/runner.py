@@ -533,7 +533,7 @@ class _Driver:
         self.done[node.key] = meta
         for d in node.deps:
             self._release(d)
-        self.progress.stage_finished(node, "done")
+        self.progress.stage_finished(node, "done", meta)
         if node.kind == "evaluate":
             row, examples = data
             for cid in node.cells:

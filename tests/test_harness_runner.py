@@ -284,3 +284,29 @@ def test_eta_scales_each_stage_kind_by_its_own_measured_ratio(monkeypatch: pytes
     # left on one worker: t1 (10 s * 0.5), a1 and a2 (1 s * 4 each), g1 (1 s * 3): 16 s, and s0, a method not
     # yet timed, at the overall ratio (12.5 s / 13 s), not at the other methods' (3.5 s / 2 s, which gives 18 s)
     assert c.eta() == f"eta {16 + 12.5 / 13:.0f} s" == "eta 17 s"
+
+
+def test_a_group_member_prints_its_share_of_the_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four references trained together finish at once: each line gives its share and the group's wall, where
+    before the first member showed the whole group's time and the others 0.0 s."""
+    import io
+    from types import SimpleNamespace
+
+    from harness import progress as pg
+
+    monkeypatch.setattr(pg, "stage_estimate", lambda kind, cfg: SimpleNamespace(seconds=1.0))
+    clock = [0.0]
+    monkeypatch.setattr(pg.time, "time", lambda: clock[0])
+    nodes = {f"r{i}": SimpleNamespace(key=f"r{i}", kind="reference",
+                                      cfg=SimpleNamespace(model="hqnn-l1", index=i, seed=0, train_shots=None))
+             for i in range(4)}
+    out = io.StringIO()
+    p = pg.PlainProgress(out)
+    p.start("g", 0, 0, SimpleNamespace(stages=nodes, cells=[], dependents=lambda: {k: [] for k in nodes}))
+    for n in nodes.values():
+        p.stage_started(n, {"pid": 1})
+    clock[0] += 80.0
+    for n in nodes.values():
+        p.stage_finished(n, "done", {"wall": 20.0, "group": 4})
+    done = [ln for ln in out.getvalue().splitlines() if "] done" in ln]
+    assert len(done) == 4 and all("in 20 s (its share: 4 trained together in 1m20s)" in ln for ln in done), done
