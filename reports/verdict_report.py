@@ -57,11 +57,13 @@ def attack_label(name: str) -> str:
 
 def stopped_early(s: q.Store, grid: str) -> pd.DataFrame:
     """Per slice and unlearning method: the seeds whose unlearning stopped after 0 or 1 steps (the model is then
-    the original one: not a result), with the fewest steps taken."""
+    the original one: not a result), with the fewest steps taken, and those that stopped before any step
+    because the rule's target was already met (the original looks unlearned to the rule: nothing to forget)."""
     axes = ", ".join(v.SLICE_AXES)
+    met = "unlearn_steps = 0 AND unlearn_reached_target" if s.has("unlearn_reached_target") else "FALSE"
     return s.df(f"""
       SELECT {axes}, method, count(*) FILTER (WHERE unlearn_steps <= 1) AS n_stopped, count(*) AS n_seeds,
-             min(unlearn_steps)::BIGINT AS min_steps
+             min(unlearn_steps)::BIGINT AS min_steps, count(*) FILTER (WHERE {met}) AS n_met_at_start
       FROM cell_ci WHERE grid = {q.lit(grid)} AND method NOT IN ('none', 'retrain') AND unlearn_steps IS NOT NULL
       GROUP BY ALL HAVING count(*) FILTER (WHERE unlearn_steps <= 1) > 0""")
 
@@ -82,7 +84,8 @@ def verdict_rows(s: q.Store, results: str, grids: Sequence[str], n_boot: int = v
                                                skip=lambda key, m, keys=keys: (key, m) in keys)
         stopped += [{"grid": g, **dict(zip(v.SLICE_AXES, _slice_key(r))), "method": r["method"],
                      "verdict": STOPPED, "min_steps": int(r["min_steps"]), "n_stopped": int(r["n_stopped"]),
-                     "n_seeds": int(r["n_seeds"])} for _, r in early.iterrows()]
+                     "n_seeds": int(r["n_seeds"]), "n_met_at_start": int(r["n_met_at_start"])}
+                    for _, r in early.iterrows()]
     rows = []
     for x in v.judge(comparisons):
         c = x.comparison
@@ -134,7 +137,10 @@ def _interval(r: Any) -> str:
 
 def _stopped_text(r: Any) -> str:
     steps = f"{int(r['min_steps'])} step{'s' if int(r['min_steps']) != 1 else ''}"
-    return f"stopped after {steps} in {int(r['n_stopped'])} of {int(r['n_seeds'])} seed(s): not judged"
+    met = int(r.get("n_met_at_start") or 0)
+    why = (f" ({met} before any step: the stop target was already met, so the rule found nothing to forget)"
+           if met else "")
+    return f"stopped after {steps} in {int(r['n_stopped'])} of {int(r['n_seeds'])} seed(s){why}: not judged"
 
 
 def counts(df: pd.DataFrame) -> dict[str, int]:
@@ -329,8 +335,12 @@ def _stopped_sentence(df: pd.DataFrame) -> str | None:
         return None
     items = [f"{r['method']} on {_where(r)} (after {int(r['min_steps'])} step{'s' if r['min_steps'] != 1 else ''} "
              f"in {int(r['n_stopped'])} of {int(r['n_seeds'])} seeds)" for _, r in st.iterrows()]
+    met = int(st.get("n_met_at_start", pd.Series(dtype=float)).fillna(0).sum())
+    why = (f" In {met} of these seeds the stop target was met before any step: the original model's forget-set "
+           "accuracy was already no higher than the rule's target, so by that rule there was nothing to forget."
+           if met else "")
     return (f"Stopped before unlearning anything: {_some(items)}; such a model is the original one at a fraction "
-            "of retrain's cost, so it is flagged and not reported as a result.")
+            f"of retrain's cost, so it is flagged and not reported as a result.{why}")
 
 
 def findings(df: pd.DataFrame, ks: pd.DataFrame, relearn: pd.DataFrame, privleak: pd.DataFrame) -> list[str]:

@@ -4,7 +4,8 @@ read back through `qmu report`. Three slices (models) give the four categories:
 
 - `leaky`: the original model leaks (AUC 0.9 against retrain's 0.6), `ga` draws from retrain's distribution
   (equivalent), `ssd` sits at 0.75 (differs), `graddiff` stopped after 1 step (flagged, no verdict);
-- `blind`: the original model equals retrain (not discriminating, and so is `ga` there);
+- `blind`: the original model equals retrain (not discriminating, and so is `ga` there); `rga`'s stop target
+  was met before any step (0 steps: flagged, with the reason);
 - `small`: two seeds of 20 samples (underpowered).
 """
 
@@ -20,7 +21,7 @@ import pytest
 from scipy import stats
 
 AUC = {"leaky": {"none": 0.9, "retrain": 0.6, "ga": 0.6, "ssd": 0.75, "graddiff": 0.9},
-       "blind": {"none": 0.6, "retrain": 0.6, "ga": 0.6},
+       "blind": {"none": 0.6, "retrain": 0.6, "ga": 0.6, "rga": 0.6},
        "small": {"none": 0.95, "retrain": 0.6, "ga": 0.6}}
 SIZES = {"leaky": (8, 1000, 1000), "blind": (8, 1000, 1000), "small": (2, 20, 20)}  # seeds, members, non-members
 MAX_MD_LINE = 2000  # characters: the old report.md ended in a 22 KB line of SQL
@@ -48,8 +49,9 @@ def write_store(root: Path, grid: str = "v", verdicts: dict | None = None, catal
                                    "loss": -score, "attack_score": score, "dataset_index": rows})
                 row = {"model": model, "forget": "class:4", "method": method, "train_shots": None,
                        "unlearn_shots": None, "eval_shots": None, "seed": s, "backend": "torch", "status": "ok",
-                       "code_version": "test", "unlearn_steps": 1.0 if method == "graddiff" else
-                       (50.0 if method in ("ga", "ssd") else None)}
+                       "code_version": "test", "unlearn_steps": {"graddiff": 1.0, "rga": 0.0, "ga": 50.0,
+                                                                 "ssd": 50.0}.get(method),
+                       "unlearn_reached_target": True if method in ("rga", "ga") else None}
                 cid = f"{model}-{method}-{s}"
                 rs.write_cell(grid, cid, row, ex)
                 ids.append(cid)
@@ -117,8 +119,19 @@ def test_a_method_that_stopped_after_one_step_is_flagged_not_judged(built) -> No
     findings = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
     bullets = [x for x in findings.splitlines() if x.startswith("- ")]
     assert 1 <= len(bullets) <= 5
-    assert any("Stopped before unlearning anything: graddiff on leaky class:4" in b for b in bullets), bullets
+    assert any("Stopped before unlearning anything:" in b and "graddiff on leaky class:4 (after 1 step in 8 of 8 seeds)"
+               in b for b in bullets), bullets
     assert "none of them" not in findings and "against none" not in findings  # `none` is the original model in prose
+
+
+def test_a_method_whose_stop_target_was_met_before_any_step_says_so(built) -> None:
+    _, md = built
+    (row,) = [r for r in _verdict_rows(md) if r["method"] == "rga"]
+    assert row["verdict"] == "stopped early: no result"
+    assert ("stopped after 0 steps in 8 of 8 seed(s) (8 before any step: the stop target was already met, so the "
+            "rule found nothing to forget): not judged") == row["note"]
+    findings = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    assert "In 8 of these seeds the stop target was met before any step" in findings
 
 
 def test_report_md_has_no_huge_line_and_its_sql_is_a_file(built) -> None:
