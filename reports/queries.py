@@ -191,11 +191,13 @@ def learn_catalog(catalogs: Iterable[dict[str, Any] | None]) -> None:
                     BOUNDED.add(col)
                 if col.endswith("_auc") and col not in GAP_METRICS:
                     GAP_METRICS = (*GAP_METRICS, col)
-            prefix = a.get("roc_prefix")
-            if prefix and name != "ulira":
+            # a membership attack scores members against unseen non-members; U-LiRA scores the forget set on two
+            # models (ULIRA_PAIR) and has its own table, not a ROC against P_eval
+            prefix = a.get("roc_prefix") if name != "ulira" else None
+            if prefix:
                 ROC_ATTACKS.setdefault(prefix, a.get("label", name))
             score = a.get("score_column")
-            if a.get("roc_prefix") and score and score not in ("attack_score", "study_score"):
+            if prefix and score and score not in ("attack_score", "study_score"):
                 SCORE_COLUMNS.setdefault(name, score)
                 ATTACK_NAMES.setdefault(name, a.get("label", name))
     new = sorted((o, n) for n, o in methods.items() if n not in METHODS)

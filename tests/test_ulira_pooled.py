@@ -110,3 +110,16 @@ def test_report_prints_the_pooled_table(store, tmp_path) -> None:
     assert "NULL in 3 of 3 seeds" in rows["none"] and "150 / 0.0067" in rows["none"]
     df = _pooled(store)
     assert f"{df.loc['none'].ulira_pooled_tpr:.3f} [" in rows["none"]
+
+
+def test_ulira_stays_out_of_the_membership_roc(store) -> None:
+    """U-LiRA's scores exist on the forget set only (its negatives are a retrained model's); a ROC against
+    P_eval non-members drew it as a flat line at TPR 0."""
+    from reports import queries as q
+
+    s = q.connect(str(store))
+    try:
+        attacks = set(q.roc(s, ["method"], {"grid": "u"}).attack)
+    finally:
+        s.close()
+    assert attacks and "ulira" not in attacks and "ulira" not in q.SCORE_COLUMNS
