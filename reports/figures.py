@@ -61,8 +61,10 @@ def setup() -> None:
 
 def method_colors(methods: Sequence[str]) -> dict[str, Any]:
     known = list(q.METHODS) + sorted(set(methods) - set(q.METHODS))
-    # the colorblind palette has 10 colours and cycles after them; more methods than that take distinct hues
-    pal = sns.color_palette("colorblind", 10)[: len(known)] + sns.color_palette("husl", max(0, len(known) - 10))
+    # the colorblind palette has 10 colours and cycles after them; more methods than that take dark hues, told
+    # apart from the first ten by lightness (bright hues of the same angle read as the same colour)
+    pal = sns.color_palette("colorblind", 10)[: len(known)] + sns.hls_palette(max(0, len(known) - 10), h=0.08,
+                                                                                l=0.28, s=0.9)
     colors = dict(zip(known, pal))
     colors["retrain"] = (0.15, 0.15, 0.15)
     return colors
