@@ -329,7 +329,7 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
     out.append(F.fig_roc(r, f"Slice: {describe_slice(ref)}.", s.has("population")))
     c = q.aggregate(s, ["model", "method"], {**g, **ref})
     ratio_cells, ratio_what = q.cost_ratio_cells(s, {**g, **ref})
-    ratio = q.seed_mean(ratio_cells, ["model", "method"], ["circuit_ratio", "seconds_ratio"]) \
+    ratio = q.seed_mean(ratio_cells, ["model", "method"], list(q.RATIO_BOUNDS), q.RATIO_BOUNDS) \
         if not ratio_cells.empty else ratio_cells
     out.append(F.fig_cost(c, ratio, ratio_what, _note_seeds(c)))
     for f in out:

@@ -722,6 +722,7 @@ def floor_cells(s: Store, filters: dict[str, Any]) -> pd.DataFrame:
     return df.rename(columns={"loss_auc": "loss_auc_change"})
 
 
+RATIO_BOUNDS = {"circuit_ratio": (0.0, np.inf), "seconds_ratio": (0.0, np.inf)}  # a cost is never negative
 CLOSENESS_BOUNDS = {"kl_forget": (0.0, np.inf), "kl_test": (0.0, np.inf), "js_forget": (0.0, 1.0),
                     "js_test": (0.0, 1.0), "forget_quality": (0.0, 1.0), "privleak": (-1.0, np.inf)}
 

@@ -578,3 +578,14 @@ def test_an_interval_over_seeds_is_never_narrower_than_its_cells(store_root: Pat
         assert r["acc_train_forget_hi"] > r["acc_train_forget_lo"]
     assert q.interval_text(0.0, 0.0) == "" and q.interval_text(0.9996, 1.0) == " [0.9996, 1.0000]"
     assert q.interval_text(0.0, 0.037) == " [0.00, 0.04]"
+
+
+def test_cost_ratio_interval_stays_non_negative() -> None:
+    """graddiff's device-cost ratio to retrain over three seeds (0.1, 2.5, 0.05) gave a t interval down to
+    -0.04 on the methods grid: a cost is never negative, and the cost figure draws it on a log axis."""
+    from reports import queries as q
+
+    cells = pd.DataFrame({"method": "graddiff", "seed": [0, 1, 2], "circuit_ratio": [0.1, 2.5, 0.05],
+                          "seconds_ratio": [0.2, 3.0, 0.1]})
+    out = q.seed_mean(cells, ["method"], list(q.RATIO_BOUNDS), q.RATIO_BOUNDS).iloc[0]
+    assert out.circuit_ratio_lo == 0.0 and out.seconds_ratio_lo == 0.0 and out.circuit_ratio_hi > 2.5 / 3
