@@ -872,7 +872,7 @@ def lead_sections(s: q.Store, results: str, grids: Sequence[str], df: pd.DataFra
     fnd = Section("Findings")
     side = [VR.side_tables(s, g, q.reference_slice(s, g)) for g in grids]
     frames = [pd.concat([x[i] for x in side if not x[i].empty]) if any(not x[i].empty for x in side)
-              else pd.DataFrame() for i in range(3)]
+              else pd.DataFrame() for i in range(4)]
     sentences = VR.findings(df, *frames)
     if sentences:
         fnd.bullets = sentences

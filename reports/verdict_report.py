@@ -343,10 +343,41 @@ def _stopped_sentence(df: pd.DataFrame) -> str | None:
             f"of retrain's cost, so it is flagged and not reported as a result.{why}")
 
 
-def findings(df: pd.DataFrame, ks: pd.DataFrame, relearn: pd.DataFrame, privleak: pd.DataFrame) -> list[str]:
-    """At most five sentences: the original model's leakage, the methods' verdicts, loss KS, relearning and
-    privleak, and the methods that stopped early."""
-    out = [] if df.empty else [_leak_sentence(df), _method_sentence(df)]
+def _ulira_sentence(ul: pd.DataFrame) -> str | None:
+    """Per slice, the models U-LiRA tells from a retrained one: accuracy interval clear of 0.5 (either side)."""
+    if ul.empty or "ulira_accuracy" not in ul:
+        return None
+    ul = ul.dropna(subset=["ulira_accuracy", "ulira_accuracy_lo", "ulira_accuracy_hi"])
+    ul = ul[ul["method"] != "retrain"]
+    if ul.empty:
+        return None
+    parts = []
+    for (mo, fo), g in ul.groupby(["model", "forget"], sort=False):
+        told = [prose(r["method"]) + (" (below 0.5)" if r["ulira_accuracy_hi"] < 0.5 else "")
+                for _, r in g.iterrows() if r["ulira_accuracy_lo"] > 0.5 or r["ulira_accuracy_hi"] < 0.5]
+        if told:
+            parts.append(f"{mo} {fo}: {_join(told)}")
+    n = int(ul["n_seeds"].max())
+    head = "U-LiRA (per forget sample: the unlearned model, or one retrained without it?) "
+    if not parts:
+        return head + (f"tells no model from a retrained one (every accuracy interval holds 0.5), which at {n} "
+                       "seeds does not show any method equivalent to retraining.")
+    return head + (f"tells these from a retrained one, their accuracy intervals clear of 0.5: {'; '.join(parts)}; "
+                   f"every other interval holds 0.5, which at {n} seeds does not show a method equivalent to "
+                   "retraining.")
+
+
+def _join(xs: Sequence[str]) -> str:
+    return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
+
+
+def findings(df: pd.DataFrame, ks: pd.DataFrame, relearn: pd.DataFrame, privleak: pd.DataFrame,
+             ulira: pd.DataFrame | None = None) -> list[str]:
+    """At most five bullets: the original model's leakage, the methods' verdicts (with U-LiRA's reading where
+    it ran), loss KS, relearning and privleak, and the methods that stopped early."""
+    method = " ".join(x for x in (_method_sentence(df) if not df.empty else None,
+                                  _ulira_sentence(ulira if ulira is not None else pd.DataFrame())) if x)
+    out = ([] if df.empty else [_leak_sentence(df)]) + [method or None]
     if not df.empty and not ks.empty:  # a method that stopped early is no result, here either
         st = df[df["verdict"] == STOPPED]
         gone = set(zip(st["grid"], st["model"], st["forget"], st["method"]))
@@ -368,8 +399,9 @@ def loss_ks_at(s: q.Store, grid: str, where: dict[str, Any]) -> pd.DataFrame:
     return ks[keep]
 
 
-def side_tables(s: q.Store, grid: str, ref: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Loss KS, relearning and privleak at the grid's reference shots and backend, every forget set."""
+def side_tables(s: q.Store, grid: str, ref: dict[str, Any]) -> tuple[pd.DataFrame, ...]:
+    """Loss KS, relearning, privleak and U-LiRA's accuracy at the grid's reference shots and backend, every
+    forget set."""
     shots = {k: x for k, x in ref.items() if k != "forget"}
     ks = loss_ks_at(s, grid, shots)
     filt = {"grid": grid, **shots}
@@ -377,4 +409,6 @@ def side_tables(s: q.Store, grid: str, ref: dict[str, Any]) -> tuple[pd.DataFram
         if s.has("relearn_steps") else pd.DataFrame()
     cc = q.closeness_cells(s, filt)
     pl = q.seed_mean(cc, ["model", "forget", "method"], ["privleak"]) if not cc.empty else cc
-    return ks, rl, pl
+    ul = q.aggregate(s, ["model", "forget", "method"], filt, metrics=["ulira_accuracy"]) \
+        if "ulira_accuracy" in q.METRICS and s.has("ulira_accuracy") else pd.DataFrame()
+    return ks, rl, pl, ul

@@ -110,6 +110,11 @@ def test_report_prints_the_pooled_table(store, tmp_path) -> None:
     assert "NULL in 3 of 3 seeds" in rows["none"] and "150 / 0.0067" in rows["none"]
     df = _pooled(store)
     assert f"{df.loc['none'].ulira_pooled_tpr:.3f} [" in rows["none"]
+    findings = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    (ulira,) = [b for b in findings.splitlines() if "U-LiRA (per forget sample" in b]
+    # the untouched model (accuracy about 0.74 in every seed) is told apart; ga, unlearned in two seeds of
+    # three, has an interval that holds 0.5 and is not named
+    assert f"qnn-l10 random:{N}: the original model;" in ulira and "ga" not in ulira.split("every other")[0]
 
 
 def test_ulira_stays_out_of_the_membership_roc(store) -> None:
