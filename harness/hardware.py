@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from .grid_spec import GridSpec
-from .identity import cell_id, config_dict, stage_keys
+from .identity import cell_id, config_dict, source_commit, stage_keys
 from .store import ResultStore
 
 ROOT = "hw"
@@ -434,7 +434,8 @@ def submit(spec: GridSpec, store: ResultStore, *, max_qpu_seconds: float = DEFAU
         _close_batches(ledger, batches, summary.submitted_jobs, echo)
     store.write_manifest(spec.name, {"grid": spec.name, "path": spec.path, "cells": [p.cell_id for p in plans],
                                      "code_version": cv, "written_at": _now(), "hardware": True,
-                                     "catalog": _catalog(), "verdicts": spec.verdicts})
+                                     "catalog": _catalog(), "verdicts": spec.verdicts,
+                                     "source_commit": source_commit()})
     return summary
 
 

@@ -137,3 +137,28 @@ def build_plan(grid: str, cfgs: list[Any], stage_specs: Callable[[Any], dict[str
                                                       tuple(keys[d] for d in _dep_names(name, names)))
             node.cells.append(cid)
     return Plan(cells, stages)
+
+
+def source_commit() -> str | None:
+    """The git commit of the checkout this code runs from ('1a2b3c4d5e6f', with '-dirty' when tracked files
+    differ from it), or None outside one. The code version hashes only the science (workloads/); this names
+    the whole tree a run or a report came from."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        # an installed copy inside some other repository (a venv in a checkout) is not that repository's code
+        if git("ls-files", "--error-unmatch", "harness/identity.py").returncode:
+            return None
+        sha = git("rev-parse", "--short=12", "HEAD")
+        if sha.returncode:
+            return None
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty else "")

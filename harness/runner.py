@@ -40,7 +40,7 @@ from ray.exceptions import RayError, RayTaskError
 
 from .estimate import stage_estimate
 from .grid_spec import GridSpec
-from .identity import DEPS, Plan, PlannedCell, StageNode, build_plan, config_dict
+from .identity import DEPS, Plan, PlannedCell, StageNode, build_plan, config_dict, source_commit
 from .progress import NullProgress, Progress
 from .store import ResultStore, examples_arrow
 
@@ -698,7 +698,7 @@ def run_grid(spec: GridSpec, store: ResultStore, *, workers: int | None = None, 
     store.write_manifest(spec.name, {"grid": spec.name, "path": spec.path, "cells": all_ids,
                                      "code_version": cv, "written_at": datetime.now(timezone.utc).isoformat(),
                                      "fingerprint": spec.fingerprint, "catalog": impl_catalog(impl),
-                                     "verdicts": spec.verdicts})
+                                     "verdicts": spec.verdicts, "source_commit": source_commit()})
     summary = RunSummary(grid=spec.name, cells_total=len(all_ids), cells_skipped=len(all_ids) - len(plan.cells))
     progress.start(spec.name, len(all_ids), summary.cells_skipped, plan)
     if plan.cells:

@@ -811,24 +811,35 @@ def _write_report(results: str, outp: Path, grid: str | None, compare: tuple[str
         s.close()
     title = title or ("qmu-bench report: " + ", ".join(names)
                       + (f" (compare {compare[0]} vs {compare[1]})" if compare else ""))
-    latest = latest_run_code(results, names)
     meta = [f"results: `{results}`", f"generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}",
-            f"code version of the results: {', '.join(f'`{v}`' for v in versions) or 'unknown'}; of the latest "
-            f"`qmu run`: {', '.join(f'`{v}`' for v in latest) or 'unknown'}",
+            *provenance_lines(results, names, versions),
             "figures: `figures/*.png` and `.svg`; tables: `tables/*.csv`; definitions: docs/metrics.md"]
-    warn = version_warning(versions, latest)
+    warn = version_warning(versions, latest_run_code(results, names))
     (outp / "report.md").write_text(render_md(title, meta, sections, outp, warn))
     meta.append(f"built in {time.perf_counter() - t0:.1f} s")
     (outp / "report.html").write_text(render_html(title, meta, sections, warn))
 
 
-def latest_run_code(results: str, grids: list[str]) -> list[str]:
-    """The code versions of the grids' latest `qmu run`, as their manifests record them (the store's metadata;
-    the report does not import the science code to ask it)."""
+def latest_run_code(results: str, grids: list[str], key: str = "code_version") -> list[str]:
+    """The code versions (or `source_commit`s) of the grids' latest `qmu run`, as their manifests record them
+    (the store's metadata; the report does not import the science code to ask it)."""
     from harness.store import ResultStore
 
     store = ResultStore(results)
-    return sorted({str(m["code_version"]) for g in grids if (m := store.manifest(g)) and m.get("code_version")})
+    return sorted({str(m[key]) for g in grids if (m := store.manifest(g)) and m.get(key)})
+
+
+def provenance_lines(results: str, names: list[str], versions: list[str]) -> list[str]:
+    """Which code the results and this report come from: the science's hash, and the git commits."""
+    from harness.identity import source_commit
+
+    latest = latest_run_code(results, names)
+    commits = latest_run_code(results, names, "source_commit")
+    return [f"code version of the results (a hash of the science code, `workloads/`): "
+            f"{', '.join(f'`{v}`' for v in versions) or 'unknown'}; of the latest `qmu run`: "
+            f"{', '.join(f'`{v}`' for v in latest) or 'unknown'}",
+            f"git commit of the latest `qmu run`: {', '.join(f'`{c}`' for c in commits) or 'not recorded'}; "
+            f"of this report's code: `{source_commit() or 'not a git checkout'}`"]
 
 
 def version_warning(versions: list[str], latest: list[str]) -> str:

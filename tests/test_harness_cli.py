@@ -127,6 +127,9 @@ def test_failed_cells_exit_1_rest_stored_and_query_formats(tmp_path: Path, trivi
     manifest = json.loads((results / "manifests" / "grid=fails.json").read_text())
     assert manifest["fingerprint"]
     assert manifest["verdicts"] == {"auc_margin": 0.07}  # the report's margins come from here
+    from harness.identity import source_commit
+
+    assert manifest["source_commit"] == source_commit()  # the whole tree's commit, beside the science's hash
 
     csv = qmu("query", "select method, status, eval_shots from cells order by method", "--results", str(results),
               "--format", "csv")

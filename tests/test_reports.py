@@ -327,7 +327,9 @@ def test_findings_takeaways_link_and_code_version(report: Path, store_root: Path
     takes = re.findall(r"^\*\*(.+\.)\*\*$", md, re.M)  # each figure's takeaway, in bold above it
     assert len(takes) >= 6
     assert any(t.startswith("On qnn-angle-l2 (class:4)") for t in takes)  # the leakage takeaway names the slice
-    assert "code version of the results: `test`" in md
+    assert "code version of the results (a hash of the science code, `workloads/`): `test`" in md
+    assert re.search(r"git commit of the latest `qmu run`: not recorded; of this report's code: "
+                     r"`([0-9a-f]{12}(-dirty)?|not a git checkout)`", md)
     assert "not by the code of the latest `qmu run` (0.1.0+latest)" in md
     assert "Warning:" in report.read_text()
     assert main(["--results", str(store_root), "--out", str(tmp_path / "o"), "--grid", "t2"]) == 0
@@ -589,3 +591,15 @@ def test_cost_ratio_interval_stays_non_negative() -> None:
                           "seconds_ratio": [0.2, 3.0, 0.1]})
     out = q.seed_mean(cells, ["method"], list(q.RATIO_BOUNDS), q.RATIO_BOUNDS).iloc[0]
     assert out.circuit_ratio_lo == 0.0 and out.seconds_ratio_lo == 0.0 and out.circuit_ratio_hi > 2.5 / 3
+
+
+def test_source_commit_names_this_checkout() -> None:
+    import subprocess
+
+    from harness.identity import source_commit
+
+    root = Path(__file__).resolve().parent.parent
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    if head.returncode:
+        pytest.skip("not a git checkout")
+    assert source_commit().removesuffix("-dirty") == head.stdout.strip()
