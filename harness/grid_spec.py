@@ -230,6 +230,11 @@ def _check_semantics(path: Path, f: _GridFile, mod: Any) -> GridSpec:
     def bad(key: str, problem: str) -> GridError:
         return GridError(path, key, problem)
 
+    def params_error(msg: str) -> GridError:
+        """The workload names the section and key ("params.ga: unknown key 'lrr' ..."): the error's key."""
+        m = re.match(r"^(params\.[\w-]+(?:\.[\w-]+)?):\s*(.*)$", msg, re.S)
+        return bad(m.group(1), m.group(2)) if m else bad("params", msg)
+
     if not _NAME.match(f.name):
         raise bad("name", f"{f.name!r} must match [a-z0-9_-]+")
     if f.dataset not in DATASETS:
@@ -284,10 +289,7 @@ def _check_semantics(path: Path, f: _GridFile, mod: Any) -> GridSpec:
         for model, method in itertools.product(axes["model"], axes["method"]):
             resolve_params(model, method, params)
     except ValueError as e:
-        # resolve_params names the section and key ("params.ga: unknown key 'lrr' ...")
-        msg = str(e)
-        m = re.match(r"^(params\.[\w-]+(?:\.[\w-]+)?):\s*(.*)$", msg, re.S)
-        raise (bad(m.group(1), m.group(2)) if m else bad("params", msg)) from None
+        raise params_error(str(e)) from None
 
     if f.n_eval is not None and f.n_eval < 10:
         raise bad("n_eval", f"must be at least 10, got {f.n_eval}")
@@ -305,7 +307,9 @@ def _check_semantics(path: Path, f: _GridFile, mod: Any) -> GridSpec:
                 cfg.validate()
             except ValueError as e:
                 axis, sep, problem = str(e).partition(": ")
-                raise (bad(f"grid.{axis}", problem) if sep and axis in AXES else bad("grid", str(e))) from None
+                if sep and axis in AXES:
+                    raise bad(f"grid.{axis}", problem) from None
+                raise (params_error(str(e)) if str(e).startswith("params.") else bad("grid", str(e))) from None
     return spec
 
 

@@ -244,6 +244,7 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
         miss.append(f"Methods with no ok cell: {', '.join(absent)}.")
     if "retrain" not in vals["method"]:
         miss.append("No ok `retrain` cell: gaps to retrain are not available.")
+    miss += untrained_models(s, grid, ref)
     holes = q.missing_combinations(s, grid)
     if holes and counts["ok"]:
         miss.append(f"{holes} combination(s) of the axis values above have no ok cell.")
@@ -337,6 +338,22 @@ def grid_report(s: q.Store, grid: str, figdir: Path, prefix: str, fig_meta: list
     secs.append(fs)
     secs.append(retrain_section(s, grid, ref, prefix, figdir, fig_meta))
     return GridReport(grid, secs, head, counts)
+
+
+CHANCE_MARGIN = 0.1  # above 1/classes: an original model this close to chance has learned nothing to leak
+
+
+def untrained_models(s: q.Store, grid: str, ref: dict[str, Any]) -> list[str]:
+    """A warning per model whose original model (`none`) is at chance on the retained classes' test set: its
+    leakage and unlearning numbers then say nothing about either."""
+    if not s.has("acc_test_retain"):
+        return []
+    df = q.aggregate(s, ["model"], {"grid": grid, **ref, "method": "none"}, metrics=["acc_test_retain"])
+    chance = 1 / 10  # the ten digits of both datasets
+    return [f"The original {r.model} is at chance (retained-class test accuracy {r.acc_test_retain:.3f}, chance "
+            f"{chance:.2f}): it learned nothing to leak or to unlearn, so its numbers below say nothing; train it "
+            f"longer (`params: {{{r.model}: {{epochs: N}}}}`)."
+            for r in df.itertuples() if not _isnull(r.acc_test_retain) and r.acc_test_retain < chance + CHANCE_MARGIN]
 
 
 def ulira_table(s: q.Store, grid: str, ref: dict[str, Any], labels: dict[str, str]) -> Table | None:
@@ -433,7 +450,10 @@ def retrain_section(s: q.Store, grid: str, ref: dict[str, Any], prefix: str, fig
                 "not TOFU's truth-ratio test, see docs/metrics.md)."))
         floor = floor_section(sec, s, filt)
         at_ref = lambda df: df[df["forget"] == ref.get("forget")] if not df.empty else df  # noqa: E731
-        _add_figure(sec, F.fig_closeness(at_ref(agg), "", at_ref(floor)), prefix, figdir, fig_meta)
+        from . import verdict_report as VR
+
+        stopped = VR.stopped_at(s, grid, ref)
+        _add_figure(sec, F.fig_closeness(at_ref(agg), "", at_ref(floor), stopped), prefix, figdir, fig_meta)
     # leakage against accuracy and cost, every forget set of the slice
     no_forget = {k: v for k, v in filt.items() if k != "forget"}
     _add_figure(sec, F.fig_pareto(q.pareto_cells(s, no_forget), ""), prefix, figdir, fig_meta)

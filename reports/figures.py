@@ -559,8 +559,9 @@ def _roc_takeaway(df: pd.DataFrame) -> str:
             return None
         lo = at.loc[at["method"] == "none", "tpr_lo"].iloc[0]
         if _isnull(lo) or lo <= f0:  # a TPR no better than its FPR is chance, not leakage
-            return (f"on {mo} at FPR {f0:g} the held-out attack is at chance on the original model's forget set "
-                    f"(TPR {vals['none']:.2f}; its AUC and the other attacks are in the tables)")
+            return (f"on {mo} at FPR {f0:g} the held-out attack is no better than chance on the original model's "
+                    f"forget set (TPR {vals['none']:.2f}, its interval reaching down to the chance level {f0:g}; its "
+                    "AUC and the other attacks are in the tables)")
         s = f"on {mo} at FPR {f0:g} (floor {floor:.3f}) the attack finds {vals['none']:.2f} of the original model's forget set"
         return s + (f" and {vals['retrain']:.2f} after retrain" if "retrain" in vals else "")
     return _per_model("ROC", df["model"].unique(), clause)
@@ -705,8 +706,9 @@ def fig_pareto(df: pd.DataFrame, note: str) -> Figure | Skipped:
            "test accuracy (right: better) and against device cost as a share of retraining (left: cheaper). Methods "
            "with a black edge are on the Pareto front (no other method leaks less and is at least as good on the x "
            "axis), joined by the dashed line; the original model (`none`) is drawn for reference and never on the "
-           "front. U-LiRA's leakage is its accuracy's distance from 0.5, either way: an accuracy of 0.4 tells the "
-           f"unlearned model from a retrained one as well as 0.6 does. {note}")
+           "front." + (" U-LiRA's leakage is its accuracy's distance from 0.5, either way: an accuracy of 0.4 tells "
+                       "the unlearned model from a retrained one as well as 0.6 does." if len(leaks) > 1 else "")
+           + f" {note}")
     return Figure(name, title, fig, cap, _pareto_takeaway(fronts))
 
 
@@ -723,7 +725,8 @@ CLOSE_METRICS = (("js_forget", "JS distance to retrain, forget set", "distance (
                  ("privleak", "privleak: AUC gap to retrain", "relative change (0 = retrain)"))
 
 
-def fig_closeness(df: pd.DataFrame, note: str, floor: pd.DataFrame | None = None) -> Figure | Skipped:
+def fig_closeness(df: pd.DataFrame, note: str, floor: pd.DataFrame | None = None,
+                  stopped: set[tuple[str, str]] | None = None) -> Figure | Skipped:
     """df: seed_mean of closeness_cells by (model, method) at the reference slice; floor: seed_mean of
     floor_cells by model there (drawn as a band on the distance panels)."""
     name, title = "closeness_to_retrain", "Closeness to retrain"
@@ -775,7 +778,7 @@ def fig_closeness(df: pd.DataFrame, note: str, floor: pd.DataFrame | None = None
            + ("The grey band is the noise floor: one retrained model against another with a different "
               "initialisation, its mean (dotted) up to its upper 95% bound; a method inside it is as close to "
               "retrain as retraining is to itself. " if floor is not None and not floor.empty else "") + note)
-    return Figure(name, title, fig, cap, _close_takeaway(df, floor))
+    return Figure(name, title, fig, cap, _close_takeaway(df, floor, stopped or set()))
 
 
 def _draw_floor(ax: Any, floor: pd.DataFrame | None, model: str, metric: str) -> float:
@@ -789,13 +792,18 @@ def _draw_floor(ax: Any, floor: pd.DataFrame | None, model: str, metric: str) ->
     return top
 
 
-def _close_takeaway(df: pd.DataFrame, floor: pd.DataFrame | None = None) -> str:
+def _close_takeaway(df: pd.DataFrame, floor: pd.DataFrame | None = None,
+                    stopped: set[tuple[str, str]] = frozenset()) -> str:
+    """stopped: (model, method) flagged as stopped early (the verdict table's "no result"), named as such."""
+    def name(mo: str, m: str) -> str:
+        return f"{m} (stopped early: no result)" if (mo, m) in stopped else m
+
     def within(mo: str, sub: pd.DataFrame) -> str:
         row = floor[floor["model"] == mo] if floor is not None and not floor.empty else None
         if row is None or row.empty or _isnull(row["js_forget"].iloc[0]):
             return ""
         top = float(row["js_forget_hi"].fillna(row["js_forget"]).iloc[0])
-        inside = [r.method for r in sub.itertuples() if r.js_forget <= top]
+        inside = [name(mo, r.method) for r in sub.itertuples() if r.js_forget <= top]
         out = (f"; within the retrain-to-retrain floor (JS ≤ {top:.2f}): {_join(inside)}" if inside
                else f"; no method lies within the retrain-to-retrain floor (JS ≤ {top:.2f})")
         ks = row["loss_ks"].iloc[0] if "loss_ks" in row else float("nan")
@@ -808,12 +816,14 @@ def _close_takeaway(df: pd.DataFrame, floor: pd.DataFrame | None = None) -> str:
         if sub.empty:
             return None
         best, worst = sub.loc[sub["js_forget"].idxmin()], sub.loc[sub["js_forget"].idxmax()]
-        s = f"on {mo} the outputs closest to retrain's on the forget set are {best['method']}'s (JS {best['js_forget']:.2f})"
+        s = (f"on {mo} the outputs closest to retrain's on the forget set are {name(mo, best['method'])}'s "
+             f"(JS {best['js_forget']:.2f})")
         if worst["method"] != best["method"]:
-            s += f", the farthest {worst['method']}'s ({worst['js_forget']:.2f})"
+            s += f", the farthest {name(mo, worst['method'])}'s ({worst['js_forget']:.2f})"
         s += within(mo, sub)
         if _has(sub, "forget_quality"):
-            ok = [r.method for r in sub.itertuples() if not _isnull(r.forget_quality) and r.forget_quality >= 0.05]
+            ok = [name(mo, r.method) for r in sub.itertuples()
+                  if not _isnull(r.forget_quality) and r.forget_quality >= 0.05]
             s += (f"; loss KS detects no difference from retrain for {_join(ok)} (Fisher p ≥ 0.05)" if ok
                   else "; loss KS tells every method's forget losses from retrain's (Fisher p < 0.05)")
         return s

@@ -622,6 +622,15 @@ def compare(s: Store, a: str, b: str, grid: str | None = None) -> tuple[pd.DataF
 
 
 # ------------------------------------------------------------------------------------------------ vs retrain
+def at_axes(df: pd.DataFrame, where: dict[str, Any]) -> pd.Series:
+    """Rows of a frame at the axis values of `where` (None = exact shots, matching NULL/NaN), as a mask."""
+    keep = pd.Series(True, index=df.index)
+    for k, x in where.items():
+        if k in df:
+            keep &= df[k].map(lambda y, x=x: (y is None or pd.isna(y)) if x is None else y == x)
+    return keep
+
+
 def seed_mean(df: pd.DataFrame, by: list[str], cols: Iterable[str],
               bounds: dict[str, tuple[float, float]] | None = None) -> pd.DataFrame:
     """Mean of each column over the rows (seeds) of each `by` group, with a 95% t interval (scipy.stats.t),

@@ -62,10 +62,7 @@ def _verdict_rows(verdicts: pd.DataFrame | None, grid: str, ref: dict[str, Any],
         return pd.DataFrame()
     keep = (verdicts["grid"] == grid) & (verdicts["model"] == model) & (verdicts["forget"] == forget) \
         & (verdicts["method"] == method)
-    for k, x in ref.items():
-        if k != "forget":
-            keep &= verdicts[k].map(lambda y, x=x: (y is None or pd.isna(y)) if x is None else y == x)
-    return verdicts[keep]
+    return verdicts[keep & q.at_axes(verdicts, {k: x for k, x in ref.items() if k != "forget"})]
 
 
 def _by_metric(rows: pd.DataFrame) -> str:

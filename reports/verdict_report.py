@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 from . import queries as q
@@ -316,8 +315,8 @@ def _relearn_privleak_sentence(rl: pd.DataFrame, pl: pd.DataFrame) -> str | None
                     f"every method {others[lo]:.0f}" if others[lo] == others[hi] else
                     f"the methods {others[lo]:.0f} ({lo}) to {others[hi]:.0f} ({hi})")
             parts.append(f"{mo} {fo}: retrain {by['retrain']:.0f}, {span}")
-    s = ("relearning steps on a tenth of the forget set (fewer than retrain's: the knowledge is still there) are "
-         + "; ".join(parts)) if parts else ""
+    s = ("relearning (fine-tuning steps on a tenth of the forget set until its accuracy recovers; fewer than "
+         "retrain's means the knowledge is still there): " + "; ".join(parts)) if parts else ""
     if not pl.empty:
         pl = pl.dropna(subset=["privleak"])
         if not pl.empty:
@@ -393,10 +392,14 @@ def loss_ks_at(s: q.Store, grid: str, where: dict[str, Any]) -> pd.DataFrame:
     if ks.empty:
         return ks
     ks["grid"] = grid
-    keep = np.ones(len(ks), bool)
-    for k, x in where.items():
-        keep &= ks[k].map(lambda y, x=x: (y is None or pd.isna(y)) if x is None else y == x).to_numpy()
-    return ks[keep]
+    return ks[q.at_axes(ks, where)]
+
+
+def stopped_at(s: q.Store, grid: str, where: dict[str, Any]) -> set[tuple[str, str]]:
+    """(model, method) of the methods flagged as stopped early at the axis values of `where`."""
+    st = stopped_early(s, grid)
+    st = st[q.at_axes(st, where)] if not st.empty else st
+    return set(zip(st["model"], st["method"])) if not st.empty else set()
 
 
 def side_tables(s: q.Store, grid: str, ref: dict[str, Any]) -> tuple[pd.DataFrame, ...]:

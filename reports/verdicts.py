@@ -396,7 +396,7 @@ def judge(comparisons: Sequence[Comparison], margins: Margins = Margins(), alpha
                 v, note = UNDERPOWERED, ("no `none` cells at this slice" if g is None else
                                          "equivalent, but the signal has not been shown to tell `none` from `retrain`")
         if min((e.n_seeds for e in c.estimates.values()), default=0) < 2:
-            note = note or "fewer than 2 seeds: the seed-to-seed spread is unknown"
+            note = note or "fewer than 2 seeds: the seed-to-seed spread is unknown, so no test runs (MDE and p are —)"
         mde = {s: e.mde(alpha, power) for s, e in c.estimates.items()}
         out.append(Verdict(c, v, float(p_eq[i]), float(p_diff[i]), mde, note))
     return out

@@ -60,6 +60,8 @@ MALFORMED = [
     ("bad_params_type", GOOD.replace("ga: {max_epochs: 2}", "ga: {lr: fast}"), "params.ga.lr", "expected float"),
     ("bad_params_section", GOOD.replace("ga: {max_epochs: 2}", "gaa: {lr: 0.1}"), "params",
      "unknown params section"),
+    # a rule checked per cell, not per (model, method): named by its params key like the others, not "grid"
+    ("odd_ulira_k", GOOD.replace("ga: {max_epochs: 2}", "ulira: {k: 3}"), "params.ulira.k", "even number"),
     ("missing_name", GOOD.replace("name: tiny\n", ""), "name", "required"),
     ("bad_name", GOOD.replace("name: tiny", "name: Tiny Grid"), "name", "must match"),
     ("unknown_dataset", GOOD.replace("dataset: digits", "dataset: cifar"), "dataset", "unknown dataset"),

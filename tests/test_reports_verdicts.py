@@ -183,8 +183,9 @@ def test_a_roc_at_chance_says_so() -> None:
                               "tpr_hi": tpr + 0.05, "min_nonmembers": 1000}
                              for k in ("none", "retrain") for f in (0.001, 0.01, 0.1)])
 
-    assert F._roc_takeaway(roc(0.01, 0.0)) == ("ROC: on m at FPR 0.01 the held-out attack is at chance on the original "
-                                               "model's forget set (TPR 0.01; its AUC and the other attacks are in the "
+    assert F._roc_takeaway(roc(0.01, 0.0)) == ("ROC: on m at FPR 0.01 the held-out attack is no better than chance on "
+                                               "the original model's forget set (TPR 0.01, its interval reaching down "
+                                               "to the chance level 0.01; its AUC and the other attacks are in the "
                                                "tables).")
     assert "the attack finds 0.30 of the original model's forget set" in F._roc_takeaway(roc(0.3, 0.2))
 
@@ -200,3 +201,16 @@ def test_the_report_says_which_parameter_groups_each_method_changed(tmp_path: Pa
     assert t.rows == [["none", "the original model", "nothing", "no"],
                       ["ga", "gradient ascent", "front end, angles, head", "yes"],
                       ["ssd", "selective synaptic dampening", "front end, head", "no"]]
+
+
+def test_closeness_takeaway_names_a_method_that_stopped_early() -> None:
+    """A flagged method is "not reported as a result" in the verdicts; the closeness takeaway listed it within the
+    retrain-to-retrain floor as if it had unlearned."""
+    from reports import figures as F
+
+    df = pd.DataFrame([{"model": "m", "method": k, "js_forget": js} for k, js in (("ga", 0.05), ("ssd", 0.3))])
+    floor = pd.DataFrame([{"model": "m", "js_forget": 0.1, "js_forget_hi": 0.12, "loss_ks": float("nan")}])
+    text = F._close_takeaway(df, floor, {("m", "ga")})
+    assert "within the retrain-to-retrain floor (JS ≤ 0.12): ga (stopped early: no result)" in text
+    assert "closest to retrain's on the forget set are ga (stopped early: no result)'s" in text
+    assert "ssd (stopped" not in text

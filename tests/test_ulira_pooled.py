@@ -31,7 +31,8 @@ def _write(root: Path, shifts: dict[str, list[float]]) -> None:
             acc = float(np.r_[pos > 0, neg <= 0].mean())
             row = {"model": "qnn-l10", "forget": f"random:{N}", "method": method, "train_shots": None,
                    "unlearn_shots": None, "eval_shots": None, "seed": seed, "backend": "torch", "status": "ok",
-                   "code_version": "test", "ulira_accuracy": acc, "ulira_accuracy_lo": acc - 0.1,
+                   "code_version": "test", "acc_test_retain": 0.107 if method == "none" else 0.9,
+                   "ulira_accuracy": acc, "ulira_accuracy_lo": acc - 0.1,
                    "ulira_accuracy_hi": acc + 0.1, "ulira_tpr_at_1pct_fpr": np.nan, "ulira_fpr_floor": 1 / N}
             cid = f"{method}-{seed}"
             rs.write_cell("u", cid, row, ex)
@@ -110,6 +111,8 @@ def test_report_prints_the_pooled_table(store, tmp_path) -> None:
     assert "NULL in 3 of 3 seeds" in rows["none"] and "150 / 0.0067" in rows["none"]
     df = _pooled(store)
     assert f"{df.loc['none'].ulira_pooled_tpr:.3f} [" in rows["none"]
+    # its original model is at chance: the status section says its numbers mean nothing
+    assert "The original qnn-l10 is at chance (retained-class test accuracy 0.107, chance 0.10)" in md
     findings = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
     (ulira,) = [b for b in findings.splitlines() if "U-LiRA (per forget sample" in b]
     # the untouched model (accuracy about 0.74 in every seed) is told apart; ga, unlearned in two seeds of
