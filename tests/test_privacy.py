@@ -349,3 +349,36 @@ def test_heldout_attack_flags_at_the_calibrated_fpr_with_every_seed(digits_cells
     assert row["mia_auc_attack_sd"] > 0  # five seeds, five different MLPs
     flagged = np.stack([heldout.flags(scores["eval"][:, i], thresholds[i], tie[i]) for i in range(5)], axis=1)
     assert row["mia_nonmember_flag_rate"] == pytest.approx(flagged.mean())
+
+
+def test_heldout_attack_with_one_and_two_threads(digits_cells, capsys):
+    """One cell's held-out attack fit with 1 and with 2 torch threads. The difference is printed; it must lie
+    within the spread of the attack's own seeds, which the row stores and the advantage's interval carries
+    (measured 2026-12-02 on the 2-core dev machine: identical to the last bit, AUC 0.828 both ways)."""
+    from workloads.attacks import AttackerView, heldout
+    from workloads.hparams import attack_params
+    from workloads.stages import _know, _model, _query, cell_data
+
+    base, train, _, _ = digits_cells
+    data = cell_data(base)
+    params = attack_params(base.params_dict())
+    know = _know(base, data, params)
+    rows = {**heldout.queries(know), "train": np.arange(len(data.y["train"])), "eval": np.arange(len(data.y["eval"]))}
+    before = torch.get_num_threads()
+    got = {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out, _ = _query(_model(base, data, train.state), data, rows, None, "torch", 0)
+            state, _ = heldout.fit(AttackerView(know, out))
+            scores = heldout.score(state, out, params)
+            got[n] = heldout.columns(scores["train"][np.isin(out.rows["train"], data.forget)], scores["eval"],
+                                     params, state)
+    finally:
+        torch.set_num_threads(before)
+    d_auc = abs(got[1]["mia_auc"] - got[2]["mia_auc"])
+    d_adv = abs(got[1]["mia_advantage"] - got[2]["mia_advantage"])
+    with capsys.disabled():
+        print(f"\nheld-out attack, 1 vs 2 threads: |dAUC| {d_auc:.2e} (seed sd {got[1]['mia_auc_attack_sd']:.3f}), "
+              f"|dadvantage| {d_adv:.2e} (seed sd {got[1]['mia_advantage_attack_sd']:.3f})")
+    assert d_auc <= got[1]["mia_auc_attack_sd"] and d_adv <= got[1]["mia_advantage_attack_sd"]
