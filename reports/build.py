@@ -380,7 +380,8 @@ def ulira_table(s: q.Store, grid: str, ref: dict[str, Any], labels: dict[str, st
                  "forget set (`retrain` should sit there, `none` above it). A seed's TPR at 1% FPR is NULL where its "
                  "retrained scores (one per forget sample) number under 100. Pooled: every seed's forget samples "
                  "scored together, as U-LiRA pools target models; its interval is a hierarchical bootstrap (seeds, "
-                 f"then samples within them, 2,000 resamples), never narrower than the pooled Wilson interval. "
+                 f"then samples within them, {q.POOLED_BOOT:,} resamples), never narrower than the pooled Wilson "
+                 "interval. "
                  f"Slice: {describe_slice({k: v for k, v in ref.items() if k != 'forget'})}.")
 
 

@@ -866,7 +866,10 @@ def tpr_at_fpr(pos: np.ndarray, neg: np.ndarray, fpr: float) -> float:
     return 1.0 if k >= len(neg) else float(np.mean(pos > neg[k]))
 
 
-def ulira_pooled(s: Store, filters: dict[str, Any], fpr: float = 0.01, n_boot: int = 2000) -> pd.DataFrame:
+POOLED_BOOT = 2000  # hierarchical bootstrap resamples of a pooled U-LiRA TPR
+
+
+def ulira_pooled(s: Store, filters: dict[str, Any], fpr: float = 0.01, n_boot: int = POOLED_BOOT) -> pd.DataFrame:
     """Per model x forget x method: U-LiRA's TPR at `fpr` with the forget samples of every seed pooled (each
     seed's 50 retrained scores cannot resolve 1%; three seeds' 150 can), as Hayes et al. pool target models.
     95% interval: hierarchical bootstrap (seeds with replacement, then forget samples within each, score
