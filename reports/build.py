@@ -827,7 +827,8 @@ def _write_report(results: str, outp: Path, grid: str | None, compare: tuple[str
             (outp / SQL_FILE).write_text(queries_sql(s, heads))
         sections.append(Section("Definitions and intervals", bullets=list(NOTES) + (
             [f"The SQL of each grid's headline tables: [{SQL_FILE}]({SQL_FILE})."] if heads else [])))
-        sections[0:0] = lead_sections(s, results, judged, verdicts, outp / "tables")
+        takeaways = [m["takeaway"] for m in fig_meta if m.get("takeaway")]
+        sections[0:0] = lead_sections(s, results, judged, verdicts, outp / "tables", takeaways)
     finally:
         s.close()
     title = title or ("qmu-bench report: " + ", ".join(names)
@@ -881,11 +882,14 @@ def queries_sql(s: q.Store, grids: Sequence[str]) -> str:
     return "\n".join(parts)
 
 
-def lead_sections(s: q.Store, results: str, grids: Sequence[str], df: pd.DataFrame, tables: Path) -> list[Section]:
+def lead_sections(s: q.Store, results: str, grids: Sequence[str], df: pd.DataFrame, tables: Path,
+                  takeaways: Sequence[str] = ()) -> list[Section]:
     """The report's opening: the verdict table (strongest attack per slice and metric, against `retrain`), then
     at most five Findings sentences drawn from the verdicts (`verdict_report.verdict_rows`), loss KS,
-    relearning and privleak. The verdict rows also go to `tables/verdict_table.csv`."""
+    relearning and privleak; without a verdict (no `retrain` cell), the figures' first five takeaways. The
+    verdict rows also go to `tables/verdict_table.csv`."""
     from . import verdict_report as VR
+    from .verdicts import VERDICTS
 
     sec = Section("Verdicts: which methods are equivalent to retrain?")
     if df.empty:
@@ -906,6 +910,11 @@ def lead_sections(s: q.Store, results: str, grids: Sequence[str], df: pd.DataFra
     frames = [pd.concat([x[i] for x in side if not x[i].empty]) if any(not x[i].empty for x in side)
               else pd.DataFrame() for i in range(4)]
     sentences = VR.findings(df, *frames)
+    judged = not df.empty and df["verdict"].isin(VERDICTS).any()
+    if not judged and takeaways:
+        fnd.paragraphs.append("No `retrain` cell to judge the methods against, so no verdict; what the figures "
+                              "below show:")
+        sentences = (sentences + list(takeaways))[:VR.MAX_FINDINGS]
     if sentences:
         fnd.bullets = sentences
     else:

@@ -603,3 +603,17 @@ def test_source_commit_names_this_checkout() -> None:
     if head.returncode:
         pytest.skip("not a git checkout")
     assert source_commit().removesuffix("-dirty") == head.stdout.strip()
+
+
+def test_findings_without_retrain_are_the_figures_takeaways(store_root: Path, tmp_path: Path) -> None:
+    """Grid t2 has no `retrain` cell (as grids/shots.yaml): no verdict, and the Findings said only "nothing to
+    conclude" although every figure carries a takeaway."""
+    from reports.build import build_report
+
+    md = (build_report(str(store_root), str(tmp_path / "r"), grid="t2").parent / "report.md").read_text()
+    findings = md.split("## Findings", 1)[1].split("\n## ", 1)[0]
+    bullets = [b[2:] for b in findings.splitlines() if b.startswith("- ")]
+    takes = re.findall(r"^\*\*(.+\.)\*\*$", md, re.M)
+    assert "no verdict; what the figures below show" in findings
+    # t2's ga stopped before any step: that flag first, then the figures' takeaways
+    assert bullets[0].startswith("Stopped before unlearning anything: ga") and bullets[1:] == takes[:4]
