@@ -113,7 +113,7 @@ def _pts(v: float) -> str:
     return f"{abs(v) * 100:.0f} point{'s' if round(abs(v) * 100) != 1 else ''}"
 
 
-def _join(xs: Sequence[str]) -> str:
+def join_words(xs: Sequence[str]) -> str:
     xs = list(xs)
     return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
 
@@ -288,7 +288,7 @@ def _leak_takeaway(df: pd.DataFrame, lm: str, same: list[list[str]]) -> str:
         m_used = next((m for m in dict.fromkeys([lm, "mia_auc"]) if "none" in sub.index and _has(df, f"gap_{m}")
                        and not near("none", m)), lm)
         reach = [m for m in un if near(m, m_used)]
-        s = f"on {mo} ({primary[0]}), " + (f"{_join(reach)} reach{'es' if len(reach) == 1 else ''} retrain's "
+        s = f"on {mo} ({primary[0]}), " + (f"{join_words(reach)} reach{'es' if len(reach) == 1 else ''} retrain's "
                                            f"{label(m_used)}" if reach else f"no method reaches retrain's {label(m_used)}")
         if "retrain" not in sub.index:  # without a target, "reaches nothing" would be a false finding
             s = f"on {mo} ({primary[0]}), the grid has no retrain cell to judge leakage against"
@@ -301,7 +301,7 @@ def _leak_takeaway(df: pd.DataFrame, lm: str, same: list[list[str]]) -> str:
             losses = [(m, base - float(sub.loc[m]["acc_test_retain"])) for m in un
                       if not _isnull(sub.loc[m].get("acc_test_retain"))]
             big = [f"{m} loses {_pts(d)}" for m, d in sorted(losses, key=lambda x: -x[1]) if d >= 0.02]
-            s += "; " + (_join(big) + " of retained accuracy against the original model" if big else
+            s += "; " + (join_words(big) + " of retained accuracy against the original model" if big else
                          "no method loses 2 points of retained accuracy against the original model")
         parts.append(s)
     if not parts:
@@ -461,7 +461,7 @@ def fig_forget(df: pd.DataFrame, metrics: Sequence[str], note: str) -> Figure | 
         r = df[(df["model"] == mo) & (df["method"] == "retrain")].set_index("forget")
         vals = [f"{float(r.loc[f][lm]):.2f} on {f}" for f in forgets if f in r.index and not _isnull(r.loc[f][lm])]
         if vals:
-            parts.append(f"{mo}: {_join(vals)}")
+            parts.append(f"{mo}: {join_words(vals)}")
     take = (f"Retrain's {label(lm)}, the level an unlearned model should reach, is " + "; ".join(parts) + ".") \
         if parts else ""
     return Figure(name, title, fig, cap, take)
@@ -713,7 +713,7 @@ def fig_pareto(df: pd.DataFrame, note: str) -> Figure | Skipped:
 
 
 def _pareto_takeaway(fronts: dict[tuple[str, str], list[str]]) -> str:
-    parts = [f"{mo} {fo}: {_join(sorted(ms))}" for (mo, fo), ms in fronts.items() if ms]
+    parts = [f"{mo} {fo}: {join_words(sorted(ms))}" for (mo, fo), ms in fronts.items() if ms]
     return ("On the front of leakage (strongest attack's TPR@1%FPR) against retained accuracy: " + "; ".join(parts)
             + ".") if parts else ""
 
@@ -804,7 +804,7 @@ def _close_takeaway(df: pd.DataFrame, floor: pd.DataFrame | None = None,
             return ""
         top = float(row["js_forget_hi"].fillna(row["js_forget"]).iloc[0])
         inside = [name(mo, r.method) for r in sub.itertuples() if r.js_forget <= top]
-        out = (f"; within the retrain-to-retrain floor (JS ≤ {top:.2f}): {_join(inside)}" if inside
+        out = (f"; within the retrain-to-retrain floor (JS ≤ {top:.2f}): {join_words(inside)}" if inside
                else f"; no method lies within the retrain-to-retrain floor (JS ≤ {top:.2f})")
         ks = row["loss_ks"].iloc[0] if "loss_ks" in row else float("nan")
         if not _isnull(ks):  # a KS test against one retrain also separates two retrains when this is large
@@ -824,7 +824,7 @@ def _close_takeaway(df: pd.DataFrame, floor: pd.DataFrame | None = None,
         if _has(sub, "forget_quality"):
             ok = [name(mo, r.method) for r in sub.itertuples()
                   if not _isnull(r.forget_quality) and r.forget_quality >= 0.05]
-            s += (f"; loss KS detects no difference from retrain for {_join(ok)} (Fisher p ≥ 0.05)" if ok
+            s += (f"; loss KS detects no difference from retrain for {join_words(ok)} (Fisher p ≥ 0.05)" if ok
                   else "; loss KS tells every method's forget losses from retrain's (Fisher p < 0.05)")
         return s
     return _per_model("Closeness", df["model"].unique(), clause)

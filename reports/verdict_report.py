@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from . import queries as q
+from .figures import join_words
 from . import verdicts as v
 
 # CSS class of each category's cell in the HTML table (colours in build.CSS)
@@ -355,7 +356,7 @@ def _ulira_sentence(ul: pd.DataFrame) -> str | None:
         told = [prose(r["method"]) + (" (below 0.5)" if r["ulira_accuracy_hi"] < 0.5 else "")
                 for _, r in g.iterrows() if r["ulira_accuracy_lo"] > 0.5 or r["ulira_accuracy_hi"] < 0.5]
         if told:
-            parts.append(f"{mo} {fo}: {_join(told)}")
+            parts.append(f"{mo} {fo}: {join_words(told)}")
     n = int(ul["n_seeds"].max())
     head = "U-LiRA (per forget sample: the unlearned model, or one retrained without it?) "
     if not parts:
@@ -364,10 +365,6 @@ def _ulira_sentence(ul: pd.DataFrame) -> str | None:
     return head + (f"tells these from a retrained one, their accuracy intervals clear of 0.5: {'; '.join(parts)}; "
                    f"every other interval holds 0.5, which at {n} seeds does not show a method equivalent to "
                    "retraining.")
-
-
-def _join(xs: Sequence[str]) -> str:
-    return xs[0] if len(xs) == 1 else ", ".join(xs[:-1]) + " and " + xs[-1]
 
 
 def findings(df: pd.DataFrame, ks: pd.DataFrame, relearn: pd.DataFrame, privleak: pd.DataFrame,
