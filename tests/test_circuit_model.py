@@ -114,10 +114,11 @@ def test_builtin_circuit_as_a_circuit_model_trains_like_the_builtin() -> None:
     from workloads.hparams import model_defaults
     from workloads.models import build_model
     from workloads.models.training import fit
-    from workloads.quantum.circuit_model import CircuitQNN
+    from workloads.models.modules import QNN
+    from workloads.quantum.circuit_model import CircuitLayer
 
     ref = build_model("qnn-angle-l2", 3)
-    twin = CircuitQNN(build("angle", {"circuit": f"{B}:builtin_angle", "inputs": "enc"}, n_features=8))
+    twin = QNN(lambda: CircuitLayer(build("angle", {"circuit": f"{B}:builtin_angle", "inputs": "enc"}, n_features=8)))
     with torch.no_grad():
         twin.quantum.weight.copy_(ref.quantum.weight.reshape(-1))
         twin.head.load_state_dict(ref.head.state_dict())
@@ -134,10 +135,11 @@ def test_finite_shot_training_logs_the_shift_circuits() -> None:
     parameter-shift circuits, every one with S shots."""
     from workloads.hparams import model_defaults
     from workloads.models.training import fit
-    from workloads.quantum.circuit_model import CircuitQNN
+    from workloads.models.modules import QNN
+    from workloads.quantum.circuit_model import CircuitLayer
 
     torch.manual_seed(0)
-    net = CircuitQNN(build("hea", {"circuit": "examples.hardware_efficient:build"}, n_features=8))
+    net = QNN(lambda: CircuitLayer(build("hea", {"circuit": "examples.hardware_efficient:build"}, n_features=8)))
     before = net.quantum.weight.detach().clone()
     rng = np.random.default_rng(3)
     x, y = torch.tensor(rng.uniform(0, np.pi, size=(8, 8))), torch.tensor(rng.integers(0, 10, size=8))

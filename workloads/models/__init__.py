@@ -1,6 +1,6 @@
 """The model registry: each model's architecture by name, and how to build one and feed it.
 
-The built-in models are listed here. A grid's circuit models (its `models:` section) join the registry in
+The built-in models are the members of `workloads.models.builtin`, one module each. A grid's circuit models (its `models:` section) join the registry in
 every process that plans or runs their stages (`use_circuit_models`, `register_circuit`), so that every
 part that reads the registry by name (parameters, estimates, stages) takes them as it takes the built-ins.
 """
@@ -12,19 +12,30 @@ from typing import Any
 import torch
 from torch import nn
 
+from types import ModuleType
+
 from ..data import Split
 from . import circuit
+from .builtin import BUILTINS, FAMILIES
 from .modules import HQNN, QNN, ModelSpec, QuantumLayer, quantum_layer, shots_mode
 
-MODELS: dict[str, ModelSpec] = {
-    "qnn-l5": ModelSpec("qnn", 5, "amplitude"),
-    "qnn-l10": ModelSpec("qnn", 10, "amplitude"),
-    "hqnn-l1": ModelSpec("hqnn", 1, "amplitude"),
-    "qnn-angle-l2": ModelSpec("qnn", 2, "angle"),
-}
+
+def builtin_spec(member: ModuleType) -> ModelSpec:
+    """A built-in model's spec: its kernel's layers, or, for a member without a kernel, its circuit planned
+    (compiled and checked against qiskit's Statevector) as a grid's circuit model is."""
+    if member.FAMILY not in FAMILIES:
+        raise TypeError(f"{member.__name__}: FAMILY {member.FAMILY!r} is not one of {', '.join(FAMILIES)}")
+    encoding = "amplitude" if member.ENTRY.get("encoding", "angle") == "amplitude" else "angle"
+    if member.FAST_LAYERS is not None:
+        return ModelSpec(member.FAMILY, member.FAST_LAYERS, encoding)
+    ref = circuit.plan(member.NAME, member.ENTRY, ())
+    return ModelSpec(member.FAMILY, circuit.equivalent_layers(ref), encoding, ref)
+
+
+MODELS: dict[str, ModelSpec] = {name: builtin_spec(m) for name, m in BUILTINS.items()}
 BUILTIN_MODELS = tuple(MODELS)
 
-__all__ = ["BUILTIN_MODELS", "MODELS", "ModelSpec", "QuantumLayer", "build_model", "input_view", "measured_circuit",
+__all__ = ["BUILTIN_MODELS", "MODELS", "ModelSpec", "QuantumLayer", "build_model", "builtin_spec", "input_view", "measured_circuit",
            "model_inputs", "model_spec", "quantum_layer", "register_circuit", "role_inputs", "shots_mode",
            "use_circuit_models"]
 
@@ -38,7 +49,7 @@ def register_circuit(name: str, ref: str) -> None:
 
 def use_circuit_models(refs: dict[str, str]) -> None:
     """Make `refs` this process's circuit models: a grid loaded after another sees only its own."""
-    for name in [n for n, s in MODELS.items() if s.circuit is not None and n not in refs]:
+    for name in [n for n in MODELS if n not in BUILTIN_MODELS and n not in refs]:
         del MODELS[name]
     for name, ref in refs.items():
         register_circuit(name, ref)
@@ -54,13 +65,17 @@ def model_spec(name: str) -> ModelSpec:
 def build_model(name: str, seed: int, image_side: int = 28) -> nn.Module:
     """A freshly initialised model; every initial weight flows from `seed`."""
     spec = model_spec(name)
+
+    def quantum() -> nn.Module:  # the kernel where the model has one, else its compiled circuit
+        if spec.circuit is None:
+            return QuantumLayer(spec.n_layers, spec.encoding)
+        from ..quantum.circuit_model import CircuitLayer
+
+        return CircuitLayer(circuit.built(name, spec.circuit))
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if spec.circuit is not None:
-            from ..quantum.circuit_model import CircuitQNN
-
-            return CircuitQNN(circuit.built(name, spec.circuit))
-        return HQNN(spec, image_side) if spec.family == "hqnn" else QNN(spec)
+        return HQNN(quantum, image_side) if spec.family == "hqnn" else QNN(quantum)
 
 
 def measured_circuit(name: str) -> Any:
@@ -68,7 +83,7 @@ def measured_circuit(name: str) -> Any:
     from ..quantum.backends import builtin_measured
     from ..quantum.circuit_model import measured
 
-    spec = model_spec(name)
+    spec = model_spec(name)  # a kernel's circuit is its member's (tests/test_builtin_models.py)
     if spec.circuit is not None:
         return measured(circuit.built(name, spec.circuit))
     return builtin_measured(spec.encoding, spec.n_layers)

@@ -10,8 +10,8 @@ K models, where K models trained one after the other pay every small operation's
 Datasets may differ in size. Model k then takes its own number of steps per epoch, with its own last,
 shorter batch; in a step where models' batches differ in size the short ones are padded with rows of
 weight zero, and a model that has taken all its steps stays as it is while the others go on.
-Training with shots (finite `shots`), and training circuit models (a user's circuit: no stacked kernel), runs
-each model alone through `fit`.
+Training with shots (finite `shots`), and training models whose circuit the compiled executor runs (no
+stacked kernel), runs each model alone through `fit`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from ..quantum.parameter_shift import shift_circuits
 from ..quantum.statevector import angle_states, many_expectations
-from .modules import HQNN, QNN
+from .modules import HQNN, QNN, QuantumLayer
 from .training import Cost, batches, fit
 
 __all__ = ["ManySGD", "StackedModels", "train_many"]
@@ -42,8 +42,8 @@ class StackedModels:
 
     def __init__(self, models: Sequence[nn.Module]):
         first = models[0]
-        if not isinstance(first, (QNN, HQNN)) or any(type(m) is not type(first) for m in models):
-            raise ValueError("train_many needs QNN or HQNN models, all of one class")
+        if not stackable(first) or any(type(m) is not type(first) for m in models):
+            raise ValueError("train_many needs QNN or HQNN models on the hand-written kernel, all of one class")
         if first.quantum.encoding not in ("amplitude", "angle") or (
                 isinstance(first, HQNN) and first.quantum.encoding != "amplitude"):
             raise ValueError(f"no batched executor for encoding {first.quantum.encoding!r}")
@@ -87,6 +87,11 @@ class StackedModels:
             for k, model in enumerate(models):
                 for name, param in model.named_parameters():
                     param.copy_(self.params[name][k])
+
+
+def stackable(model: nn.Module) -> bool:
+    """Whether `StackedModels` can stack the model: a QNN or HQNN whose quantum layer is the kernel's."""
+    return isinstance(model, (QNN, HQNN)) and isinstance(model.quantum, QuantumLayer)
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -205,7 +210,7 @@ def train_many(
     """
     if not (len(models) == len(datasets) == len(seeds)):
         raise ValueError(f"train_many: {len(models)} models, {len(datasets)} datasets and {len(seeds)} seeds")
-    if shots is not None or not isinstance(models[0], (QNN, HQNN)):  # each model alone, as fit trains it
+    if shots is not None or not stackable(models[0]):  # each model alone, as fit trains it
         return [fit(m, x, y, recipe, shots, s, epochs) for m, (x, y), s in zip(models, datasets, seeds)]
     stack = StackedModels(models)
     n_epochs = recipe["epochs"] if epochs is None else epochs

@@ -1,4 +1,5 @@
-"""The QNN, the angle-encoded QNN and the hybrid HQNN as torch modules around one quantum layer."""
+"""The QNN and the hybrid HQNN as torch modules around one quantum layer: the hand-written kernel's
+(`QuantumLayer`) or a compiled circuit's (`workloads.quantum.circuit_model.CircuitLayer`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -20,9 +21,9 @@ from ..quantum.statevector import angle_states, ansatz_expectations, tree_alpha
 @dataclass(frozen=True)
 class ModelSpec:
     family: str  # "qnn" (encoded features -> circuit -> Linear) or "hqnn" (CNN front end)
-    n_layers: int  # a circuit model's: the built-in layers with as many weights (the cost models scale with it)
+    n_layers: int  # the kernel's layers; a compiled circuit's: kernel layers with as many weights (for the cost models)
     encoding: str  # "amplitude" | "angle": the data view the model reads
-    circuit: str | None = None  # a circuit model's ref (workloads/models/circuit.py); None for the built-ins
+    circuit: str | None = None  # a compiled circuit's ref (workloads/models/circuit.py); None where the kernel runs it
 
 
 class QuantumLayer(nn.Module):
@@ -55,13 +56,21 @@ class QuantumLayer(nn.Module):
         return ShotExpectation.apply(enc, self.weight, self.encoding, self.shots, self.generator, self.log)
 
 
-class QNN(nn.Module):
-    """Encoded features (amplitudes or angles) -> quantum layer -> Linear(8, 10)."""
+def _outputs(quantum: nn.Module) -> int:
+    """The quantum layer's outputs: <Z> on the kernel's 8 qubits, or one per observable of a compiled circuit."""
+    compiled = getattr(quantum, "circuit", None)
+    return N_QUBITS if compiled is None else len(compiled.observables)
 
-    def __init__(self, spec: ModelSpec, n_classes: int = 10):
+
+class QNN(nn.Module):
+    """Encoded features (amplitudes or angles) -> quantum layer -> Linear(outputs, 10).
+
+    `quantum` builds the layer; it is called where the layer's weights are drawn, after any front end's."""
+
+    def __init__(self, quantum: Callable[[], nn.Module], n_classes: int = 10):
         super().__init__()
-        self.quantum = QuantumLayer(spec.n_layers, spec.encoding)
-        self.head = nn.Linear(N_QUBITS, n_classes, dtype=torch.float64)
+        self.quantum = quantum()
+        self.head = nn.Linear(_outputs(self.quantum), n_classes, dtype=torch.float64)
 
     def encoded(self, x: torch.Tensor) -> torch.Tensor:
         """What the quantum layer encodes: unit amplitudes (256) or RY angles (8)."""
@@ -124,9 +133,9 @@ def _banded_index(c: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class HQNN(nn.Module):
-    """Conv front end -> 256 dims -> L2-normalised amplitudes -> quantum layer -> Linear(8, 10)."""
+    """Conv front end -> 256 dims -> L2-normalised amplitudes -> quantum layer -> Linear(outputs, 10)."""
 
-    def __init__(self, spec: ModelSpec, image_side: int = 28, n_classes: int = 10):
+    def __init__(self, quantum: Callable[[], nn.Module], image_side: int = 28, n_classes: int = 10):
         super().__init__()
         pooled = image_side // 2
         self.features = nn.Sequential(
@@ -137,8 +146,8 @@ class HQNN(nn.Module):
             nn.Linear(5 * pooled * pooled, 256, dtype=torch.float64),
             nn.LeakyReLU(0.01),
         )
-        self.quantum = QuantumLayer(spec.n_layers, spec.encoding)
-        self.head = nn.Linear(N_QUBITS, n_classes, dtype=torch.float64)
+        self.quantum = quantum()
+        self.head = nn.Linear(_outputs(self.quantum), n_classes, dtype=torch.float64)
 
     def encoded(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or len(x) < BANDED_MIN_ROWS or x.shape[-1] % BANDED_BLOCK:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import math
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import math
 
 import torch
 from qiskit import QuantumCircuit, qasm3, qpy
@@ -257,18 +256,3 @@ class CircuitLayer(nn.Module):
     def measured(self) -> Any:
         """What the qiskit backends run for this layer (`workloads.quantum.backends.layer_measured`)."""
         return measured(self.model)
-
-
-class CircuitQNN(nn.Module):
-    """Encoded features -> a circuit model's layer -> Linear(observables, classes)."""
-
-    def __init__(self, model: CircuitModel, n_classes: int = 10):
-        super().__init__()
-        self.quantum = CircuitLayer(model)
-        self.head = nn.Linear(len(model.compiled.observables), n_classes, dtype=torch.float64)
-
-    def encoded(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.quantum(self.encoded(x)))
