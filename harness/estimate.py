@@ -154,7 +154,8 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
 def _trained(kind: str, cfg: Any) -> StageCost:
     """A reference model (one half of its pool: P_attack, or online the train set and P_eval) as its share of
     the group of the cell's K that the runner trains together, K shadows trained together (halves of P_attack
-    plus the forget set) or a retrain replica (the retain set), each for its recipe's epochs. Shots train each
+    plus the forget set) or a retrain replica (the retain set) as its share of the cell's replicas trained
+    together, each for its recipe's epochs. Shots train each
     model alone (train_many), so a group with shots costs what its models cost one by one."""
     epochs = dict(cfg.recipe)["epochs"]
     if kind == "reference":
@@ -165,7 +166,8 @@ def _trained(kind: str, cfg: Any) -> StageCost:
         samples = (_population_half(cfg) + _forget_size(cfg)) // 2 * epochs
         share = group_share(cfg.model, cfg.k) if cfg.train_shots is None else 1.0
         return _passes(cfg.model, cfg.k * share * samples, cfg.train_shots)
-    return _passes(cfg.model, (cfg.n_train - _forget_size(cfg)) * epochs, cfg.train_shots)
+    share = group_share(cfg.model, getattr(cfg, "group_size", 1)) if cfg.train_shots is None else 1.0
+    return _passes(cfg.model, share * (cfg.n_train - _forget_size(cfg)) * epochs, cfg.train_shots)
 
 
 def _forget_size(cfg: Any) -> int:

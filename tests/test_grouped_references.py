@@ -85,3 +85,54 @@ def test_the_cost_model_prices_a_group_as_measured() -> None:
     assert grouped / alone == pytest.approx(1 / dict(GROUP_SPEEDUP["qnn"])[16])  # qnn-angle-l2: the qnn family
     online = stage_estimate("reference", replace(rc, group_size=1, mode="online")).seconds
     assert online / alone == pytest.approx((200 + 748) // 2 / (748 // 2), rel=0.01)  # its pool: train and P_eval
+
+
+def _retrain(replicas: int, ulira: int = 0) -> CellConfig:
+    from dataclasses import replace
+
+    return replace(BASE, method="retrain").with_params(
+        {"qnn-angle-l2": {"epochs": 2}, "retrain": {"replicas": replicas}, "ulira": {"k": ulira}})
+
+
+def test_replicas_trained_as_a_group_equal_replicas_trained_alone() -> None:
+    from workloads.stages import replica_config, replica_group_stage, replica_stage
+
+    rcs = [replica_config(_retrain(4), i) for i in range(3)]
+    assert len({rc.group_id() for rc in rcs}) == 1 and {rc.group_size for rc in rcs} == {3}
+    together, alone = replica_group_stage(rcs), [replica_stage(rc) for rc in rcs]
+    for t, a in zip(together, alone):
+        assert set(t.state) == set(a.state)
+        assert max((t.state[k] - a.state[k]).abs().max().item() for k in t.state if k != "replica.index") < TOLERANCE
+        assert torch.equal(t.state["replica.index"], a.state["replica.index"])
+    assert (together[0].state["quantum.weight"] - together[1].state["quantum.weight"]).abs().max() > 1e-3
+    specs = stage_specs(_retrain(4))
+    assert [n for n in specs if n.startswith("replica.")] == ["replica.0", "replica.1", "replica.2"]
+    assert specs["replica.1"] == stage_specs(_retrain(3))["replica.1"]  # the cell's replicas are no part of a key
+    with pytest.raises(ValueError, match="differ in more than their index"):
+        replica_group_stage([rcs[0], replica_config(_retrain(4).with_params({"qnn-angle-l2": {"epochs": 1},
+                                                                             "retrain": {"replicas": 4}}), 1)])
+
+
+def test_the_cost_model_prices_replicas_as_a_group() -> None:
+    from harness.estimate import GROUP_SPEEDUP, stage_estimate
+    from workloads.stages import replica_config
+
+    alone = stage_estimate("replica", replica_config(_retrain(2), 0)).seconds  # one replica: a group of one
+    grouped = stage_estimate("replica", replica_config(_retrain(5), 0)).seconds  # four replicas
+    assert grouped / alone == pytest.approx(1 / dict(GROUP_SPEEDUP["qnn"])[4])
+    assert replica_config(_retrain(1, ulira=4), 0).group_size == 1  # no floor: U-LiRA's one retrained replica
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.usefixtures("ray_local")
+def test_runner_trains_a_cells_replicas_as_one_group(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    spec = _spec(2)
+    spec = replace(spec, axes={**spec.axes, "method": ("retrain",)},
+                   params={**spec.params, "retrain": {"replicas": 3}})
+    store = ResultStore(str(tmp_path / "r"))
+    s = run_grid(spec, store, workers=2)
+    assert (s.cells_ok, s.stages_run["replica"]) == (1, 2), s.failures
+    replicas = {k for k in store.artifact_keys() if json.loads(store.artifact_metadata(k)["qmu"]).get("kind") == "replica"}
+    assert set(_groups(store, replicas).values()) == {2}

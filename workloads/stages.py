@@ -38,7 +38,8 @@ from .models.training import accuracy, as_labels, fit
 from .unlearning import METHODS, UnlearnData, describe_stop, relearn_steps, stops, unlearn
 
 __all__ = ["CellConfig", "ReferenceConfig", "ReplicaConfig", "ShadowConfig", "StageResult", "derive_seed", "stage_specs",
-           "train_stage", "reference_stage", "reference_group_stage", "shadow_stage", "replica_stage", "unlearn_stage", "ulira_stage",
+           "train_stage", "reference_stage", "reference_group_stage", "shadow_stage", "replica_stage",
+           "replica_group_stage", "unlearn_stage", "ulira_stage",
            "attack_stage", "evaluate_stage", "run_cell", "catalog"]
 
 Shots = int | None
@@ -181,7 +182,8 @@ def shadow_config(cfg: CellConfig) -> ShadowConfig:
 @dataclass(frozen=True)
 class ReplicaConfig:
     """A retrain of the cell's retain set with its own initialisation and data order (index I): U-LiRA's
-    retrained model, and the retrain-to-retrain noise floor."""
+    retrained model, and the retrain-to-retrain noise floor. Like a reference's, `group_size` (the cell's
+    replicas) only prices the stage."""
 
     dataset: str
     n_train: int
@@ -192,6 +194,7 @@ class ReplicaConfig:
     recipe: tuple
     forget: str
     index: int
+    group_size: int = 1
     circuit: str | None = None  # the cell's circuit-model ref (CellConfig.circuit)
 
     def spec(self) -> dict[str, Any]:
@@ -199,11 +202,17 @@ class ReplicaConfig:
                 "seed": self.seed, "train_shots": self.train_shots, "recipe": dict(self.recipe),
                 "forget": self.forget, "index": self.index}
 
+    def group_id(self) -> str:
+        """Replicas with equal ids differ only in their index: `replica_group_stage` trains them together."""
+        return json.dumps({k: v for k, v in self.spec().items() if k != "index"}, sort_keys=True)
+
 
 def replica_config(cfg: CellConfig, index: int) -> ReplicaConfig:
-    recipe, _ = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+    recipe, method_params = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+    floor = method_params["replicas"] - 1 if cfg.method == "retrain" else 0  # as `stage_specs` plans them
+    ulira = 1 if attack_params(cfg.params_dict())["ulira"]["k"] else 0
     return ReplicaConfig(cfg.dataset, cfg.n_train, cfg.n_test, cfg.model, cfg.seed, cfg.train_shots,
-                         tuple(sorted(recipe.items())), cfg.forget, index)
+                         tuple(sorted(recipe.items())), cfg.forget, index, max(floor, ulira, 1))
 
 
 @dataclass(frozen=True)
@@ -523,9 +532,30 @@ def shadow_stage(sc: ShadowConfig) -> StageResult:
 def replica_stage(rc: ReplicaConfig) -> StageResult:
     """Retrain the retain set from another initialisation and data order (replica `index`)."""
     data = cell_data(rc)
-    model = build_model(rc.model, derive_seed(rc.seed, "replica-init", rc.index) % 2**31, data.image_side)
+    model = _replica_model(rc, data.image_side)
     cost = fit(model, data.x_train[data.retain], data.y_train[data.retain], dict(rc.recipe), rc.train_shots,
                derive_seed(rc.seed, "replica-train", rc.index))
+    return _replica_result(rc, model, cost)
+
+
+def replica_group_stage(rcs: list[ReplicaConfig]) -> list[StageResult]:
+    """Train replicas of one group (equal `group_id`) together with `train_many`; each result equals
+    `replica_stage` of its config to 1e-10 in every weight (tests/test_grouped_references.py)."""
+    if len({rc.group_id() for rc in rcs}) != 1:
+        raise ValueError("replica_group_stage: the replicas differ in more than their index")
+    data = cell_data(rcs[0])
+    models = [_replica_model(rc, data.image_side) for rc in rcs]
+    retain = (data.x_train[data.retain], data.y_train[data.retain])
+    costs = train_many(models, [retain] * len(rcs), dict(rcs[0].recipe),
+                       [derive_seed(rc.seed, "replica-train", rc.index) for rc in rcs], rcs[0].train_shots)
+    return [_replica_result(rc, m, c) for rc, m, c in zip(rcs, models, costs)]
+
+
+def _replica_model(rc: ReplicaConfig, image_side: int) -> nn.Module:
+    return build_model(rc.model, derive_seed(rc.seed, "replica-init", rc.index) % 2**31, image_side)
+
+
+def _replica_result(rc: ReplicaConfig, model: nn.Module, cost: Any) -> StageResult:
     return StageResult({**model.state_dict(), REPLICA_KEY: torch.tensor(rc.index)},
                        _cost(cost.seconds, cost.circuits, cost.shots))
 
@@ -656,7 +686,8 @@ def evaluate_stage(
     active = attacks.active(params)
     replicas = [st for st in attack_states if REPLICA_KEY in st]
     shadows = next((st for st in attack_states if "ulira.conf" in st), None)
-    attack = {k: v for st in attack_states if st not in replicas and st is not shadows for k, v in st.items()}
+    # by key and identity: `in` would compare two replicas' tensors with ==
+    attack = {k: v for st in attack_states if REPLICA_KEY not in st and st is not shadows for k, v in st.items()}
     states = {a.NAME: attacks.unpack(attack, a.NAME) for a in active}
     if shadows is not None:
         states["ulira"] = attacks.ulira.from_shadows(shadows["ulira.conf"].numpy(), shadows["ulira.held"].numpy(),
@@ -721,6 +752,8 @@ def _floor_columns(cfg: CellConfig, data: CellData, replicas: list[dict[str, tor
     mine = {r: out.at(r, rows[r])[0] for r in rows}
     probs = lambda lg: F.softmax(lg, 1).numpy()  # noqa: E731
     loss = lambda lg, r: F.cross_entropy(lg, data.y[r][rows[r]], reduction="none").numpy()  # noqa: E731
+    auc = lambda lg: metrics.auc(-loss(lg["train"], "train"), -loss(lg["eval"], "eval"))  # noqa: E731
+    my_loss, my_auc = loss(mine["train"], "train"), auc(mine)
     per = []
     for i, st in enumerate(replicas):
         weights = {k: v for k, v in st.items() if k != REPLICA_KEY}
@@ -728,10 +761,8 @@ def _floor_columns(cfg: CellConfig, data: CellData, replicas: list[dict[str, tor
                         derive_seed(cfg.seed, "floor-query", cfg.eval_shots, i))
         kl_f, js_f = metrics.output_distances(probs(mine["train"]), probs(rep.logits["train"]))
         kl_t, js_t = metrics.output_distances(probs(mine["test"]), probs(rep.logits["test"]))
-        auc = lambda lg: metrics.auc(-loss(lg["train"], "train"), -loss(lg["eval"], "eval"))  # noqa: E731
-        per.append((kl_f, kl_t, js_f, js_t,
-                    float(ks_2samp(loss(mine["train"], "train"), loss(rep.logits["train"], "train")).statistic),
-                    auc(rep.logits) - auc(mine)))
+        per.append((kl_f, kl_t, js_f, js_t, float(ks_2samp(my_loss, loss(rep.logits["train"], "train")).statistic),
+                    auc(rep.logits) - my_auc))
     return {**dict(zip(FLOOR_COLUMNS, np.mean(per, axis=0).tolist())), "retrain_replicas": len(replicas) + 1}
 
 
@@ -877,8 +908,8 @@ def run_cell(cfg: CellConfig) -> tuple[dict[str, Any], pd.DataFrame]:
     refs = reference_group_stage([reference_config(cfg, i) for i in range(k)]) if k else []
     un = unlearn_stage(cfg, train.state)
     att = attack_stage(cfg, train.state, *(r.state for r in refs))
-    extra = [replica_stage(replica_config(cfg, int(n.split(".")[1]))).state
-             for n in stage_specs(cfg) if n.startswith("replica.")]
+    replicas = [replica_config(cfg, int(n.split(".")[1])) for n in stage_specs(cfg) if n.startswith("replica.")]
+    extra = [r.state for r in replica_group_stage(replicas)] if replicas else []
     if attack_params(cfg.params_dict())["ulira"]["k"]:
         extra.append(ulira_stage(cfg, shadow_stage(shadow_config(cfg)).state).state)
     return evaluate_stage(cfg, train.state, un.state, att.state, *extra,
