@@ -120,7 +120,7 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
         from workloads.unlearning import METHODS, Workload
 
         k, pool = ap["ulira"]["k"], _population_half(cfg) // 2 + n_forget // 2
-        work = Workload(MODELS[cfg.model].family, pool, n_forget // 2, recipe, mp)
+        work = Workload(MODELS[cfg.model].family, pool, n_forget // 2, recipe, mp, shadow=True)
         group = group_share(cfg.model, k) if cfg.method == "retrain" else 1.0
         return _passes(cfg.model, k * group * METHODS[cfg.method].passes(work), cfg.unlearn_shots)
     if kind == "unlearn":  # the method's own cost model, in sample passes (its module in workloads/unlearning/)

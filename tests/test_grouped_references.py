@@ -136,3 +136,22 @@ def test_runner_trains_a_cells_replicas_as_one_group(tmp_path: Path) -> None:
     assert (s.cells_ok, s.stages_run["replica"]) == (1, 2), s.failures
     replicas = {k for k in store.artifact_keys() if json.loads(store.artifact_metadata(k)["qmu"]).get("kind") == "replica"}
     assert set(_groups(store, replicas).values()) == {2}
+
+
+def test_the_cost_model_prices_a_shadows_ascent_by_its_measured_steps() -> None:
+    """U-LiRA's shadows stop sooner than the cell's model (benchmarks/calibrate_cost.py): a ulira stage of an
+    ascent method is priced by the method's SHADOW_STEPS where it has them, the unlearn stage by its STEPS."""
+    from workloads.hparams import resolve_params
+    from workloads.unlearning import METHODS, Workload
+    from workloads.unlearning.ascent import ascent_passes
+
+    def gap(name: str) -> float:
+        mp = resolve_params("hqnn-l1", name, {})[1]
+        cell, shadow = Workload("hqnn", 1000, 100, {}, mp), Workload("hqnn", 1000, 100, {}, mp, shadow=True)
+        return METHODS[name].passes(cell) - METHODS[name].passes(shadow), cell
+
+    for name, retain in (("ga", 0), ("rga", 0), ("graddiff", 1)):
+        fewer, cell = gap(name)
+        steps = METHODS[name].STEPS["hqnn"] - METHODS[name].SHADOW_STEPS["hqnn"]
+        assert fewer == pytest.approx(ascent_passes(cell, {"hqnn": steps}, retain)) and fewer > 0
+    assert gap("neggrad_plus")[0] == 0  # no shadow measurement: its STEPS

@@ -35,10 +35,14 @@ STOP_PARAMS: dict[str, Param] = {
 }
 
 
-def ascent_passes(w: Workload, steps: dict[str, int], retain_batches: int = 0) -> float:
-    """Sample passes of an ascent to its stop rule: `steps[family]` steps (measured, see each method), each
-    a forget batch plus `retain_batches` retain batches, and every `stop_every` steps the stop rule's
-    forward pass over `stop_subsample` forget samples (a forward pass costs about a third of a training pass)."""
+def ascent_passes(w: Workload, steps: dict[str, int], retain_batches: int = 0,
+                  shadow_steps: dict[str, int] | None = None) -> float:
+    """Sample passes of an ascent to its stop rule: `steps[family]` steps (measured, see each method; a
+    shadow's from `shadow_steps` where measured), each a forget batch plus `retain_batches` retain batches,
+    and every `stop_every` steps the stop rule's forward pass over `stop_subsample` forget samples (a forward
+    pass costs about a third of a training pass)."""
+    if w.shadow and shadow_steps:
+        steps = {**steps, **shadow_steps}
     p = w.params
     per_step = p["batch_size"] * (1 + retain_batches)
     if p["stop_rule"] == "subsample":

@@ -34,6 +34,7 @@ class Workload:
     n_forget: int
     recipe: dict[str, Any]
     params: dict[str, Any]
+    shadow: bool = False  # one of U-LiRA's shadows, unlearning the forget samples it holds
 
     @property
     def n_retain(self) -> int:
