@@ -36,8 +36,10 @@ _TREE_SHIFTS = 2 * 255  # amplitude-embedding input gradient (HQNN front end), d
 
 def group_share(model: str, k: int) -> float:
     """Share of one model's training time that each of k models trained together costs (1 / speed-up)."""
-    from workloads.models import MODELS
+    from workloads.models import MODELS, compiled_only
 
+    if compiled_only(model):  # train_many trains these one by one
+        return 1.0
     points = GROUP_SPEEDUP.get(MODELS[model].family, ((1, 1.0),))
     k = min(max(k, 1), points[-1][0])
     for (k0, s0), (k1, s1) in zip(points, points[1:]):
@@ -155,8 +157,8 @@ def _trained(kind: str, cfg: Any) -> StageCost:
     """A reference model (one half of its pool: P_attack, or online the train set and P_eval) as its share of
     the group of the cell's K that the runner trains together, K shadows trained together (halves of P_attack
     plus the forget set) or a retrain replica (the retain set) as its share of the cell's replicas trained
-    together, each for its recipe's epochs. Shots train each
-    model alone (train_many), so a group with shots costs what its models cost one by one."""
+    together, each for its recipe's epochs. Shots train each model alone (train_many), so a group with shots
+    costs what its models cost one by one."""
     epochs = dict(cfg.recipe)["epochs"]
     if kind == "reference":
         pool = _population_half(cfg) + (cfg.n_train if getattr(cfg, "mode", "offline") == "online" else 0)
@@ -166,7 +168,7 @@ def _trained(kind: str, cfg: Any) -> StageCost:
         samples = (_population_half(cfg) + _forget_size(cfg)) // 2 * epochs
         share = group_share(cfg.model, cfg.k) if cfg.train_shots is None else 1.0
         return _passes(cfg.model, cfg.k * share * samples, cfg.train_shots)
-    share = group_share(cfg.model, getattr(cfg, "group_size", 1)) if cfg.train_shots is None else 1.0
+    share = group_share(cfg.model, cfg.group_size) if cfg.train_shots is None else 1.0
     return _passes(cfg.model, share * (cfg.n_train - _forget_size(cfg)) * epochs, cfg.train_shots)
 
 

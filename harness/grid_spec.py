@@ -316,7 +316,7 @@ def _check_semantics(path: Path, f: _GridFile, mod: Any) -> GridSpec:
 def _circuit_models(path: Path, entries: dict[str, Any], backends: list[str]) -> dict[str, str]:
     """Build and check each `models:` entry for the grid's backends (import, compile, the Statevector check,
     qubits) and register it with this process's model registry; name -> ref."""
-    from workloads.models import BUILTIN_MODELS, use_circuit_models
+    from workloads.models import BUILTINS, use_circuit_models
     from workloads.models.circuit import plan
     from workloads.quantum.compiled import CircuitError
 
@@ -324,7 +324,7 @@ def _circuit_models(path: Path, entries: dict[str, Any], backends: list[str]) ->
     for name, entry in entries.items():
         if not _NAME.match(name):
             raise GridError(path, f"models.{name}", "a model name must match [a-z0-9_-]+")
-        if name in BUILTIN_MODELS:
+        if name in BUILTINS:
             raise GridError(path, f"models.{name}", f"{name!r} is a built-in model; give the circuit model another name")
         try:
             refs[name] = plan(name, entry, backends)

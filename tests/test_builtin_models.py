@@ -10,7 +10,8 @@ import torch
 from qiskit.quantum_info import Statevector
 
 from tests.support import builtin_hybrid_ry
-from workloads.models import MODELS, builtin_spec, build_model, input_view, measured_circuit, model_spec
+from workloads.models import (MODELS, builtin_spec, build_model, input_view, measured_circuit, model_spec,
+                              use_circuit_models)
 from workloads.models.batched import stackable, train_many
 from workloads.models.builtin import BUILTINS, REQUIRED
 from workloads.models.training import fit
@@ -18,6 +19,7 @@ from workloads.quantum.circuit_model import build
 from workloads.quantum.circuits import N_QUBITS, tree_theta
 from workloads.quantum.statevector import angle_states, ansatz_expectations
 from workloads.registry import members
+from workloads.stages import CellConfig
 
 KERNEL_MEMBERS = [n for n, m in BUILTINS.items() if m.FAST_LAYERS is not None]
 
@@ -69,18 +71,35 @@ def test_qiskit_backends_run_the_members_circuit(name: str) -> None:
 def test_registry_refuses_a_member_without_a_required_attribute() -> None:
     class Partial:
         __name__ = "partial"
-        NAME, SUMMARY, FAMILY = "p", "s", "qnn"
+        NAME, FAMILY = "p", "qnn"
 
     with pytest.raises(TypeError, match="ENTRY, FAST_LAYERS, circuit"):
         members(REQUIRED, Partial)  # type: ignore[arg-type]
 
 
+def test_registry_refuses_a_family_it_cannot_build() -> None:
+    class Member:
+        __name__ = "member"
+        NAME, FAMILY, FAST_LAYERS = "m", "cnn", 1
+        ENTRY = {"circuit": "x:y", "encoding": "amplitude"}
+
+    with pytest.raises(TypeError, match="FAMILY 'cnn'"):
+        builtin_spec(Member)  # type: ignore[arg-type]
+    Member.FAMILY, Member.ENTRY = "hqnn", {"circuit": "x:y", "inputs": "x", "encoding": "angle"}
+    with pytest.raises(TypeError, match="needs encoding: amplitude"):
+        builtin_spec(Member)  # type: ignore[arg-type]
+
+
 def test_a_member_without_a_kernel_is_one_module(monkeypatch: pytest.MonkeyPatch) -> None:
     """The test member (tests/support/builtin_hybrid_ry.py) joins the registry as the line in
-    workloads/models/builtin would put it, then builds, trains through `fit` and `train_many` alike,
-    and reads images."""
+    workloads/models/builtin puts a member there, then builds, trains through `fit` and `train_many`
+    alike, reads images, stays when a grid's circuit models change, and refuses finite-shot training."""
+    from workloads.models import builtin
+
     member = members(REQUIRED, builtin_hybrid_ry)[builtin_hybrid_ry.NAME]
+    monkeypatch.setitem(builtin.BUILTINS, member.NAME, member)
     monkeypatch.setitem(MODELS, member.NAME, builtin_spec(member))
+    use_circuit_models({})
     spec = model_spec(member.NAME)
     assert (spec.family, spec.encoding, spec.circuit is not None) == ("hqnn", "amplitude", True)
     assert input_view(member.NAME) == "images"
@@ -98,3 +117,6 @@ def test_a_member_without_a_kernel_is_one_module(monkeypatch: pytest.MonkeyPatch
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
     assert measured_circuit(member.NAME).circuit.num_qubits == N_QUBITS
+    cell = CellConfig(member.NAME, "class:4", "ga", None, 64, None, 0, dataset="digits", n_train=200, n_test=100)
+    with pytest.raises(ValueError, match="unlearn_shots: model 'hqnn-ry-l2' runs its circuit on the compiled"):
+        cell.validate()

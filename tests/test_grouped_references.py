@@ -145,7 +145,7 @@ def test_the_cost_model_prices_a_shadows_ascent_by_its_measured_steps() -> None:
     from workloads.unlearning import METHODS, Workload
     from workloads.unlearning.ascent import ascent_passes
 
-    def gap(name: str) -> float:
+    def gap(name: str) -> tuple[float, Workload]:
         mp = resolve_params("hqnn-l1", name, {})[1]
         cell, shadow = Workload("hqnn", 1000, 100, {}, mp), Workload("hqnn", 1000, 100, {}, mp, shadow=True)
         return METHODS[name].passes(cell) - METHODS[name].passes(shadow), cell

@@ -27,7 +27,7 @@ from .data import ROLES, load_split
 from .data.forget_set import forget_split, parse_forget
 from .hparams import attack_params, merged, resolve_params
 from .quantum.inference import logits_on
-from .models import build_model, register_circuit, role_inputs
+from .models import build_model, compiled_only, model_spec, register_circuit, role_inputs
 from .quantum.backends import kind as backend_kind
 from .quantum.backends import validate_backend
 from .seeds import derive_seed
@@ -85,6 +85,11 @@ class CellConfig:
         if self.n_eval is not None and (isinstance(self.n_eval, bool) or not isinstance(self.n_eval, int)
                                         or self.n_eval < 10):
             raise ValueError(f"n_eval: expected an integer of at least 10, got {self.n_eval!r}")
+        if compiled_only(self.model) and model_spec(self.model).family == "hqnn":
+            for axis in ("train_shots", "unlearn_shots"):
+                if getattr(self, axis) is not None:
+                    raise ValueError(f"{axis}: model {self.model!r} runs its circuit on the compiled executor, which "
+                                     "has no finite-shot gradient through a hybrid front end; use 'exact'")
         if self.eval_shots is None and not backend_kind(self.backend).EXACT:
             raise ValueError(f"eval_shots: backend {self.backend!r} measures shots; 'exact' needs backend torch")
 
@@ -139,7 +144,16 @@ class ReferenceConfig:
 
     def group_id(self) -> str:
         """References with equal ids differ only in their index: `reference_group_stage` trains them together."""
-        return json.dumps({k: v for k, v in self.spec().items() if k != "index"}, sort_keys=True)
+        return _group_id(self.spec())
+
+
+def _group_id(spec: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in spec.items() if k != "index"}, sort_keys=True)
+
+
+def _one_group(cfgs: list[Any], stage: str) -> None:
+    if len({c.group_id() for c in cfgs}) != 1:
+        raise ValueError(f"{stage}: the {stage.split('_')[0]}s differ in more than their index")
 
 
 def reference_config(cfg: CellConfig, index: int) -> ReferenceConfig:
@@ -204,7 +218,7 @@ class ReplicaConfig:
 
     def group_id(self) -> str:
         """Replicas with equal ids differ only in their index: `replica_group_stage` trains them together."""
-        return json.dumps({k: v for k, v in self.spec().items() if k != "index"}, sort_keys=True)
+        return _group_id(self.spec())
 
 
 def replica_config(cfg: CellConfig, index: int) -> ReplicaConfig:
@@ -493,8 +507,7 @@ def reference_group_stage(rcs: list[ReferenceConfig]) -> list[StageResult]:
     """Train references of one group (equal `group_id`) together with `train_many`; each result equals
     `reference_stage` of its config to 1e-10 in every weight (tests/test_grouped_references.py), so the
     harness stores each under its own key and reuses it whichever way it was trained."""
-    if len({rc.group_id() for rc in rcs}) != 1:
-        raise ValueError("reference_group_stage: the references differ in more than their index")
+    _one_group(rcs, "reference_group_stage")
     data = _reference_data(rcs[0])
     held = [reference_members(len(data.y), rc.seed, rc.index, rc.mode) for rc in rcs]
     models = [_reference_model(rc, data.image_side) for rc in rcs]
@@ -541,8 +554,7 @@ def replica_stage(rc: ReplicaConfig) -> StageResult:
 def replica_group_stage(rcs: list[ReplicaConfig]) -> list[StageResult]:
     """Train replicas of one group (equal `group_id`) together with `train_many`; each result equals
     `replica_stage` of its config to 1e-10 in every weight (tests/test_grouped_references.py)."""
-    if len({rc.group_id() for rc in rcs}) != 1:
-        raise ValueError("replica_group_stage: the replicas differ in more than their index")
+    _one_group(rcs, "replica_group_stage")
     data = cell_data(rcs[0])
     models = [_replica_model(rc, data.image_side) for rc in rcs]
     retain = (data.x_train[data.retain], data.y_train[data.retain])
@@ -722,7 +734,8 @@ def evaluate_stage(
     row.update(_cost_columns(costs, _sum_costs(qcosts), time.perf_counter() - start))
     row.update(unlearn_columns(cfg, costs, trajectory))
     row.update(_provenance(*qcosts))
-    row.update(circuit_provenance(cfg.circuit) if cfg.circuit is not None else {})
+    ref = cfg.circuit or model_spec(cfg.model).circuit  # a grid's circuit model, or a built-in without a kernel
+    row.update(circuit_provenance(ref) if ref is not None else {})
     return row, _examples(data, out, scores, f, active)
 
 

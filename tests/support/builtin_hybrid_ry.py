@@ -7,7 +7,6 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterVector
 
 NAME = "hqnn-ry-l2"
-SUMMARY = "the HQNN front end -> amplitudes (Mottonen tree) -> 2 layers of RY and a CZ chain on 8 qubits"
 FAMILY = "hqnn"
 ENTRY = {"circuit": f"{__name__}:circuit", "weights": "w", "encoding": "amplitude"}
 FAST_LAYERS = None

@@ -1,18 +1,18 @@
 """The model registry: each model's architecture by name, and how to build one and feed it.
 
-The built-in models are the members of `workloads.models.builtin`, one module each. A grid's circuit models (its `models:` section) join the registry in
-every process that plans or runs their stages (`use_circuit_models`, `register_circuit`), so that every
-part that reads the registry by name (parameters, estimates, stages) takes them as it takes the built-ins.
+The built-in models are the members of `workloads.models.builtin`, one module each. A grid's circuit models
+(its `models:` section) join the registry in every process that plans or runs their stages
+(`use_circuit_models`, `register_circuit`), so that every part that reads the registry by name (parameters,
+estimates, stages) takes them as it takes the built-ins.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
-
-from types import ModuleType
 
 from ..data import Split
 from . import circuit
@@ -26,6 +26,8 @@ def builtin_spec(member: ModuleType) -> ModelSpec:
     if member.FAMILY not in FAMILIES:
         raise TypeError(f"{member.__name__}: FAMILY {member.FAMILY!r} is not one of {', '.join(FAMILIES)}")
     encoding = "amplitude" if member.ENTRY.get("encoding", "angle") == "amplitude" else "angle"
+    if member.FAMILY == "hqnn" and encoding != "amplitude":  # the front end's 256 outputs are amplitudes
+        raise TypeError(f"{member.__name__}: an hqnn model's ENTRY needs encoding: amplitude")
     if member.FAST_LAYERS is not None:
         return ModelSpec(member.FAMILY, member.FAST_LAYERS, encoding)
     ref = circuit.plan(member.NAME, member.ENTRY, ())
@@ -33,26 +35,31 @@ def builtin_spec(member: ModuleType) -> ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {name: builtin_spec(m) for name, m in BUILTINS.items()}
-BUILTIN_MODELS = tuple(MODELS)
 
-__all__ = ["BUILTIN_MODELS", "MODELS", "ModelSpec", "QuantumLayer", "build_model", "builtin_spec", "input_view", "measured_circuit",
-           "model_inputs", "model_spec", "quantum_layer", "register_circuit", "role_inputs", "shots_mode",
-           "use_circuit_models"]
+__all__ = ["BUILTINS", "MODELS", "ModelSpec", "QuantumLayer", "build_model", "builtin_spec", "compiled_only",
+           "input_view", "measured_circuit", "model_inputs", "model_spec", "quantum_layer", "register_circuit",
+           "role_inputs", "shots_mode", "use_circuit_models"]
 
 
 def register_circuit(name: str, ref: str) -> None:
     """Put circuit model `name` (its ref, from `circuit.plan`) into the registry of this process."""
-    if name in BUILTIN_MODELS:
+    if name in BUILTINS:
         raise ValueError(f"models.{name}: {name!r} is a built-in model; give the circuit model another name")
     MODELS[name] = ModelSpec("qnn", circuit.equivalent_layers(ref), circuit.encoding(ref), ref)
 
 
 def use_circuit_models(refs: dict[str, str]) -> None:
     """Make `refs` this process's circuit models: a grid loaded after another sees only its own."""
-    for name in [n for n in MODELS if n not in BUILTIN_MODELS and n not in refs]:
+    for name in [n for n in MODELS if n not in BUILTINS and n not in refs]:
         del MODELS[name]
     for name, ref in refs.items():
         register_circuit(name, ref)
+
+
+def compiled_only(name: str) -> bool:
+    """Whether the compiled executor runs the model (a circuit model, or a built-in without a kernel): its
+    models train one by one, not stacked, and finite-shot gradients cannot pass through a hybrid front end."""
+    return model_spec(name).circuit is not None
 
 
 def model_spec(name: str) -> ModelSpec:

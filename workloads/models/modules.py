@@ -41,6 +41,10 @@ class QuantumLayer(nn.Module):
         self.generator: torch.Generator | None = None
         self.log = ExecutionLog()
 
+    @property
+    def n_outputs(self) -> int:
+        return N_QUBITS
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shots is None:
             states = x if self.encoding == "amplitude" else angle_states(x)
@@ -56,12 +60,6 @@ class QuantumLayer(nn.Module):
         return ShotExpectation.apply(enc, self.weight, self.encoding, self.shots, self.generator, self.log)
 
 
-def _outputs(quantum: nn.Module) -> int:
-    """The quantum layer's outputs: <Z> on the kernel's 8 qubits, or one per observable of a compiled circuit."""
-    compiled = getattr(quantum, "circuit", None)
-    return N_QUBITS if compiled is None else len(compiled.observables)
-
-
 class QNN(nn.Module):
     """Encoded features (amplitudes or angles) -> quantum layer -> Linear(outputs, 10).
 
@@ -70,7 +68,7 @@ class QNN(nn.Module):
     def __init__(self, quantum: Callable[[], nn.Module], n_classes: int = 10):
         super().__init__()
         self.quantum = quantum()
-        self.head = nn.Linear(_outputs(self.quantum), n_classes, dtype=torch.float64)
+        self.head = nn.Linear(self.quantum.n_outputs, n_classes, dtype=torch.float64)
 
     def encoded(self, x: torch.Tensor) -> torch.Tensor:
         """What the quantum layer encodes: unit amplitudes (256) or RY angles (8)."""
@@ -147,7 +145,7 @@ class HQNN(nn.Module):
             nn.LeakyReLU(0.01),
         )
         self.quantum = quantum()
-        self.head = nn.Linear(_outputs(self.quantum), n_classes, dtype=torch.float64)
+        self.head = nn.Linear(self.quantum.n_outputs, n_classes, dtype=torch.float64)
 
     def encoded(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or len(x) < BANDED_MIN_ROWS or x.shape[-1] % BANDED_BLOCK:
@@ -160,7 +158,8 @@ class HQNN(nn.Module):
         return self.head(self.quantum(self.encoded(x)))
 
 
-def quantum_layer(model: nn.Module) -> QuantumLayer:
+def quantum_layer(model: nn.Module) -> nn.Module:
+    """The model's quantum layer: a `QuantumLayer` or a compiled circuit's `CircuitLayer`."""
     return model.quantum  # type: ignore[return-value]
 
 

@@ -233,6 +233,10 @@ class CircuitLayer(nn.Module):
         self.generator: torch.Generator | None = None
         self.log = ExecutionLog()
 
+    @property
+    def n_outputs(self) -> int:
+        return len(self.circuit.observables)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         amplitude = self.encoding == "amplitude"
         inputs, state = (None, x) if amplitude else (x, None)

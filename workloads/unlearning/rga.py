@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from .ascent import ascend
 from ..params import Param, positive_int, rate
-from .ascent import STOP_PARAMS, ascent_passes
+from .ascent import STOP_PARAMS, ascend, ascent_passes
 from .base import Outcome, Workload
+from .importance import importances, is_quantum, selection, trainable
 
 NAME = "rga"
 LABEL = "RGA"
@@ -46,7 +46,6 @@ SHADOW_STEPS = {"hqnn": 44}
 
 def passes(w: Workload) -> float:  # SSD's importances, then the ascent
     return w.n_train + w.n_forget + ascent_passes(w, STEPS, shadow_steps=SHADOW_STEPS)
-from .importance import importances, is_quantum, selection, trainable
 
 
 def run(model, data, recipe, params, shots, seed, fresh) -> Outcome:

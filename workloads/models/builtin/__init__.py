@@ -1,6 +1,6 @@
 """The built-in models: one module each, registered below.
 
-A member is defined as a grid's circuit model is: `ENTRY` is the `models:` entry a user would write for it
+A member (its docstring says what the model is) is defined as a grid's circuit model is: `ENTRY` is the `models:` entry a user would write for it
 (its circuit's builder `circuit`, its input and weight vectors, its encoding), `FAMILY` names the classical
 front end (`qnn`: none, `hqnn`: the convolutional one). `FAST_LAYERS` says whether the hand-written kernel
 (`workloads/quantum/statevector.py`, U3 and a CNOT ring on 8 qubits) runs it: its layer count, or None for
@@ -16,7 +16,7 @@ from types import ModuleType
 from ...registry import members
 from . import hqnn_l1, qnn_angle_l2, qnn_l5, qnn_l10
 
-REQUIRED = ("NAME", "SUMMARY", "FAMILY", "ENTRY", "FAST_LAYERS", "circuit")
+REQUIRED = ("NAME", "FAMILY", "ENTRY", "FAST_LAYERS", "circuit")
 FAMILIES = ("qnn", "hqnn")
 
 BUILTINS: dict[str, ModuleType] = members(REQUIRED, qnn_l5, qnn_l10, hqnn_l1, qnn_angle_l2)

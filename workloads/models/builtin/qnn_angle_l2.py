@@ -1,4 +1,5 @@
-"""qnn-angle-l2: the angle-encoded QNN, a shallow circuit that real devices can run."""
+"""qnn-angle-l2, a shallow circuit that devices can run: 8 PCA features as RY angles -> 2 layers of U3 and a CNOT
+ring on 8 qubits -> <Z> -> Linear(8, 10)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from qiskit import QuantumCircuit
 from ...quantum.circuits import angle_encoding, ansatz
 
 NAME = "qnn-angle-l2"
-SUMMARY = "8 PCA features as RY angles -> 2 layers of U3 and a CNOT ring on 8 qubits -> <Z> -> Linear(8, 10)"
 FAMILY = "qnn"
 ENTRY = {"circuit": f"{__name__}:circuit", "inputs": "x", "weights": "w", "encoding": "angle"}
 FAST_LAYERS = 2

@@ -1,4 +1,5 @@
-"""qnn-l10: the published study's deeper QNN."""
+"""qnn-l10, the published study's deeper QNN: 256 amplitudes (Mottonen tree) -> 10 layers of U3 and a CNOT ring
+on 8 qubits -> <Z> -> Linear(8, 10)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from qiskit import QuantumCircuit
 from ...quantum.circuits import ansatz
 
 NAME = "qnn-l10"
-SUMMARY = "256 amplitudes (Mottonen tree) -> 10 layers of U3 and a CNOT ring on 8 qubits -> <Z> -> Linear(8, 10)"
 FAMILY = "qnn"
 ENTRY = {"circuit": f"{__name__}:circuit", "weights": "w", "encoding": "amplitude"}
 FAST_LAYERS = 10
