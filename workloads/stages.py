@@ -151,9 +151,9 @@ def _group_id(spec: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in spec.items() if k != "index"}, sort_keys=True)
 
 
-def _one_group(cfgs: list[Any], stage: str) -> None:
+def _one_group(cfgs: list[Any], kind: str) -> None:
     if len({c.group_id() for c in cfgs}) != 1:
-        raise ValueError(f"{stage}: the {stage.split('_')[0]}s differ in more than their index")
+        raise ValueError(f"{kind}_group_stage: the {kind}s differ in more than their index")
 
 
 def reference_config(cfg: CellConfig, index: int) -> ReferenceConfig:
@@ -507,7 +507,7 @@ def reference_group_stage(rcs: list[ReferenceConfig]) -> list[StageResult]:
     """Train references of one group (equal `group_id`) together with `train_many`; each result equals
     `reference_stage` of its config to 1e-10 in every weight (tests/test_grouped_references.py), so the
     harness stores each under its own key and reuses it whichever way it was trained."""
-    _one_group(rcs, "reference_group_stage")
+    _one_group(rcs, "reference")
     data = _reference_data(rcs[0])
     held = [reference_members(len(data.y), rc.seed, rc.index, rc.mode) for rc in rcs]
     models = [_reference_model(rc, data.image_side) for rc in rcs]
@@ -554,7 +554,7 @@ def replica_stage(rc: ReplicaConfig) -> StageResult:
 def replica_group_stage(rcs: list[ReplicaConfig]) -> list[StageResult]:
     """Train replicas of one group (equal `group_id`) together with `train_many`; each result equals
     `replica_stage` of its config to 1e-10 in every weight (tests/test_grouped_references.py)."""
-    _one_group(rcs, "replica_group_stage")
+    _one_group(rcs, "replica")
     data = cell_data(rcs[0])
     models = [_replica_model(rc, data.image_side) for rc in rcs]
     retain = (data.x_train[data.retain], data.y_train[data.retain])
