@@ -35,7 +35,7 @@ from .models.batched import train_many
 from .models.circuit import identity as circuit_identity
 from .models.circuit import provenance as circuit_provenance
 from .models.training import accuracy, as_labels, fit
-from .unlearning import METHODS, UnlearnData, describe_stop, relearn_steps, stops, unlearn
+from .unlearning import METHODS, UnlearnData, describe_stop, relearn_steps, stops, unlearn, unlearn_many
 
 __all__ = ["CellConfig", "ReferenceConfig", "ReplicaConfig", "ShadowConfig", "StageResult", "derive_seed", "stage_specs",
            "train_stage", "reference_stage", "reference_group_stage", "shadow_stage", "replica_stage",
@@ -596,27 +596,40 @@ def ulira_stage(cfg: CellConfig, shadows: dict[str, torch.Tensor]) -> StageResul
         train_many(models, [(x[h & ~is_forget], y[h & ~is_forget]) for h in held], recipe,
                    [derive_seed(cfg.seed, "shadow-retrain", i) for i in range(len(held))], cfg.train_shots)
     else:
-        models = [_unlearn_shadow(cfg, data, recipe, params, m, x, y, held[i], is_forget, i)
-                  for i, m in enumerate(models)]
+        models = _unlearn_shadows(cfg, data, recipe, params, models, x, y, held, is_forget)
     xf, yf = x[is_forget], y[is_forget]
     conf = np.stack([logit_confidence(_exact(m, xf), yf) for m in models])
     state = {"ulira.conf": torch.from_numpy(conf), "ulira.held": torch.from_numpy(held[:, is_forget])}
     return StageResult(state, _cost(time.perf_counter() - start, 0, 0))
 
 
-def _unlearn_shadow(cfg: CellConfig, data: CellData, recipe: dict[str, Any], params: dict[str, Any], model: nn.Module,
-                    x: torch.Tensor, y: torch.Tensor, held: np.ndarray, is_forget: np.ndarray, i: int) -> nn.Module:
-    """One shadow unlearned as the cell's model is: its forget samples are the cell's that it trained on; the
-    random-forgetting stop target is its accuracy on the half of P_attack it never saw."""
+def _unlearn_shadows(cfg: CellConfig, data: CellData, recipe: dict[str, Any], params: dict[str, Any],
+                     models: list[nn.Module], x: torch.Tensor, y: torch.Tensor, held: np.ndarray,
+                     is_forget: np.ndarray) -> list[nn.Module]:
+    """Each shadow unlearned as the cell's model is, on the forget samples of the cell's that it trained on;
+    the random-forgetting stop target is its accuracy on the half of P_attack it never saw. A shadow that
+    holds no forget sample stays as it is; the others are unlearned together where the method can
+    (`unlearn_many`: ascents step K exact models at once)."""
+    if cfg.method == "none":
+        return models
+    todo = [i for i in range(len(models)) if (held[i] & is_forget).any()]
+    datas = [_shadow_data(data, params, models[i], x, y, held[i], is_forget) for i in todo]
+    seeds = [derive_seed(cfg.seed, "shadow-unlearn", cfg.method, i) for i in todo]
+    done = unlearn_many(cfg.method, [models[i] for i in todo], datas, recipe, params, cfg.unlearn_shots, seeds,
+                        fresh=lambda: _model(cfg, data))
+    out = list(models)
+    for i, m in zip(todo, done):
+        out[i] = m
+    return out
+
+
+def _shadow_data(data: CellData, params: dict[str, Any], model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 held: np.ndarray, is_forget: np.ndarray) -> UnlearnData:
     forget, retain, unseen = held & is_forget, held & ~is_forget, ~held & ~is_forget
-    if not forget.any() or cfg.method == "none":
-        return model
     stop = params.get("stop_acc", "auto")
     if stop == "auto":
         stop = 0.1 if data.forget_class is not None else accuracy(model, x[unseen], y[unseen])
-    udata = UnlearnData(x[retain], y[retain], x[forget], y[forget], float(stop))
-    return unlearn(cfg.method, model, udata, recipe, params, cfg.unlearn_shots,
-                   derive_seed(cfg.seed, "shadow-unlearn", cfg.method, i), fresh=lambda: _model(cfg, data)).model
+    return UnlearnData(x[retain], y[retain], x[forget], y[forget], float(stop))
 
 
 def _exact(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -6,14 +6,16 @@ A method's module carries everything the rest of the project reads about it:
   hyper-parameters with defaults and ranges, and the measured reason for each default),
   passes(Workload) -> float   its cost model: sample passes (forward + backward) it runs, which the
                               harness prices in seconds and device circuits,
-  run(model copy, UnlearnData, recipe, params, shots, seed, fresh) -> Outcome.
+  run(model copy, UnlearnData, recipe, params, shots, seed, fresh) -> Outcome,
+  run_many(models, [UnlearnData], recipe, params, seeds) -> [info]   (optional: K exact models at once,
+                              in place, each as `run` would; `unlearn_many` uses it).
 """
 
 from __future__ import annotations
 
 import copy
 from types import ModuleType
-from typing import Any
+from typing import Any, Sequence
 
 from torch import nn
 
@@ -21,6 +23,7 @@ from ..registry import members
 from . import (cf_k, eu_k, finetune, fisher, ga, graddiff, l1_sparse, neggrad_plus, none, random_label, retrain, rga,
                salun, scrub, ssd)
 from .ascent import describe_stop
+from .ascent_many import can_ascend_many
 from .base import Fresh, Outcome, UnlearnData, Workload
 from .relearn import relearn_steps
 
@@ -28,7 +31,7 @@ REQUIRED = ("NAME", "LABEL", "ORDER", "SUMMARY", "TOUCHES", "PARAMS", "passes", 
 METHODS: dict[str, ModuleType] = members(REQUIRED, none, retrain, finetune, ga, ssd, rga, graddiff, random_label,
                                       neggrad_plus, scrub, salun, l1_sparse, fisher, cf_k, eu_k)
 
-__all__ = ["METHODS", "Outcome", "UnlearnData", "Workload", "describe_stop", "relearn_steps", "stops", "unlearn"]
+__all__ = ["METHODS", "Outcome", "UnlearnData", "Workload", "describe_stop", "relearn_steps", "stops", "unlearn", "unlearn_many"]
 
 
 def stops(method: str) -> bool:
@@ -42,3 +45,15 @@ def unlearn(method: str, original: nn.Module, data: UnlearnData, recipe: dict[st
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     return METHODS[method].run(copy.deepcopy(original), data, recipe, params, shots, seed, fresh)
+
+
+def unlearn_many(method: str, originals: Sequence[nn.Module], datas: Sequence[UnlearnData], recipe: dict[str, Any],
+                 params: dict[str, Any], shots: int | None, seeds: Sequence[int], fresh: Fresh) -> list[nn.Module]:
+    """Each original unlearned as `unlearn` would (a copy, returned); a method with `run_many` steps K exact
+    models at once."""
+    member = METHODS[method] if method in METHODS else None
+    models = [copy.deepcopy(m) for m in originals]
+    if member is not None and hasattr(member, "run_many") and can_ascend_many(models, params, shots):
+        member.run_many(models, datas, recipe, params, seeds)
+        return models
+    return [unlearn(method, m, d, recipe, params, shots, s, fresh).model for m, d, s in zip(originals, datas, seeds)]

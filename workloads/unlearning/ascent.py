@@ -9,10 +9,12 @@ subsample of at most `stop_subsample` forget samples (`subsample`), or on the wh
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..params import Param, positive_int
 from ..models import shots_mode
@@ -56,6 +58,25 @@ def ascent_passes(w: Workload, steps: dict[str, int], retain_batches: int = 0,
 StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 # () -> per-parameter gradient weights (None: every parameter moves freely).
 Gate = Callable[[], "list[torch.Tensor] | None"]
+
+
+@dataclass(frozen=True)
+class Objective:
+    """An ascent's loss, `forget * CE(forget batch) + retain * CE(retain batch)`, the retain batch being
+    `batch_size` retain samples drawn with replacement from the ascent's generator after the forward pass."""
+
+    forget: float
+    retain: float = 0.0
+
+    def step_loss(self, data: UnlearnData, batch_size: int) -> StepLoss:
+        def loss(m: nn.Module, logits: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+            out = self.forget * F.cross_entropy(logits, y)
+            if self.retain:
+                r = torch.randint(len(data.y_retain), (batch_size,), generator=gen)
+                out = out + self.retain * F.cross_entropy(m(data.x_retain[r]), data.y_retain[r])
+            return out
+
+        return loss
 
 
 def describe_stop(params: dict[str, Any], stop_acc: float | str) -> str:

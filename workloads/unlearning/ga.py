@@ -3,12 +3,11 @@ repair on the retain set."""
 
 from __future__ import annotations
 
-from torch.nn import functional as F
-
+from ..models.batched import train_many
 from ..models.training import fit
-from .ascent import ascend
 from ..params import Param, positive_int, rate
-from .ascent import STOP_PARAMS, ascent_passes
+from .ascent import STOP_PARAMS, Objective, ascend, ascent_passes
+from .ascent_many import ascend_many
 from .base import Outcome, Workload
 
 NAME = "ga"
@@ -40,9 +39,23 @@ def passes(w: Workload) -> float:
     return ascent_passes(w, STEPS, shadow_steps=SHADOW_STEPS) + w.n_retain * w.params["repair_epochs"]
 
 
+OBJECTIVE = Objective(forget=-1.0)
+
+
 def run(model, data, recipe, params, shots, seed, fresh) -> Outcome:
-    out = ascend(model, data, params, shots, seed, lambda m, logits, y, gen: -F.cross_entropy(logits, y))
+    out = ascend(model, data, params, shots, seed, OBJECTIVE.step_loss(data, params["batch_size"]))
     if params["repair_epochs"] > 0:
-        repair = {**params, "epochs": params["repair_epochs"], "lr": 0.01, "nesterov": False}
-        out.cost = out.cost + fit(model, data.x_retain, data.y_retain, repair, shots, seed + 4)
+        out.cost = out.cost + fit(model, data.x_retain, data.y_retain, _repair(params), shots, seed + 4)
     return out
+
+
+def run_many(models, datas, recipe, params, seeds) -> list[dict[str, float]]:
+    """`run` for K exact models at once (`ascend_many`, then the repair by `train_many`)."""
+    info = ascend_many(models, datas, params, seeds, OBJECTIVE)
+    if params["repair_epochs"] > 0:
+        train_many(models, [(d.x_retain, d.y_retain) for d in datas], _repair(params), [s + 4 for s in seeds])
+    return info
+
+
+def _repair(params):
+    return {**params, "epochs": params["repair_epochs"], "lr": 0.01, "nesterov": False}

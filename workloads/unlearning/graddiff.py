@@ -3,12 +3,9 @@ forget batch, loss = CE(retain) - gamma * CE(forget), until the stop rule fires.
 
 from __future__ import annotations
 
-import torch
-from torch.nn import functional as F
-
-from .ascent import ascend
 from ..params import Param, positive_int, rate
-from .ascent import STOP_PARAMS, ascent_passes
+from .ascent import STOP_PARAMS, Objective, ascend, ascent_passes
+from .ascent_many import ascend_many
 from .base import Outcome, Workload
 
 NAME = "graddiff"
@@ -36,9 +33,14 @@ def passes(w: Workload) -> float:
     return ascent_passes(w, STEPS, retain_batches=1, shadow_steps=SHADOW_STEPS)
 
 
-def run(model, data, recipe, params, shots, seed, fresh) -> Outcome:
-    def loss(m, logits, y, gen):
-        r = torch.randint(len(data.y_retain), (params["batch_size"],), generator=gen)
-        return -params["gamma"] * F.cross_entropy(logits, y) + F.cross_entropy(m(data.x_retain[r]), data.y_retain[r])
+def objective(params) -> Objective:
+    return Objective(forget=-params["gamma"], retain=1.0)
 
-    return ascend(model, data, params, shots, seed, loss)
+
+def run(model, data, recipe, params, shots, seed, fresh) -> Outcome:
+    return ascend(model, data, params, shots, seed, objective(params).step_loss(data, params["batch_size"]))
+
+
+def run_many(models, datas, recipe, params, seeds) -> list[dict[str, float]]:
+    """`run` for K exact models at once (`ascend_many`)."""
+    return ascend_many(models, datas, params, seeds, objective(params))

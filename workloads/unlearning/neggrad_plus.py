@@ -3,11 +3,9 @@ loss = beta * CE(retain batch) - (1 - beta) * CE(forget batch), until the stop r
 
 from __future__ import annotations
 
-import torch
-from torch.nn import functional as F
-
 from ..params import Param, positive_int, rate
-from .ascent import STOP_PARAMS, ascend, ascent_passes
+from .ascent import STOP_PARAMS, Objective, ascend, ascent_passes
+from .ascent_many import ascend_many
 from .base import Outcome, Workload
 
 NAME = "neggrad_plus"
@@ -34,11 +32,14 @@ def passes(w: Workload) -> float:
     return ascent_passes(w, STEPS, retain_batches=1)
 
 
+def objective(params) -> Objective:
+    return Objective(forget=-(1 - params["beta"]), retain=params["beta"])
+
+
 def run(model, data, recipe, params, shots, seed, fresh) -> Outcome:
-    beta = params["beta"]
+    return ascend(model, data, params, shots, seed, objective(params).step_loss(data, params["batch_size"]))
 
-    def loss(m, logits, y, gen):
-        r = torch.randint(len(data.y_retain), (params["batch_size"],), generator=gen)
-        return -(1 - beta) * F.cross_entropy(logits, y) + beta * F.cross_entropy(m(data.x_retain[r]), data.y_retain[r])
 
-    return ascend(model, data, params, shots, seed, loss)
+def run_many(models, datas, recipe, params, seeds) -> list[dict[str, float]]:
+    """`run` for K exact models at once (`ascend_many`)."""
+    return ascend_many(models, datas, params, seeds, objective(params))

@@ -10,10 +10,10 @@ gradient, so a device runs no shift circuits for it. The study does not publish 
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
 from ..params import Param, positive_int, rate
-from .ascent import STOP_PARAMS, ascend, ascent_passes
+from .ascent import STOP_PARAMS, Gate, Objective, ascend, ascent_passes
+from .ascent_many import ascend_many
 from .base import Outcome, Workload
 from .importance import importances, is_quantum, selection, trainable
 
@@ -48,12 +48,16 @@ def passes(w: Workload) -> float:  # SSD's importances, then the ascent
     return w.n_train + w.n_forget + ascent_passes(w, STEPS, shadow_steps=SHADOW_STEPS)
 
 
-def run(model, data, recipe, params, shots, seed, fresh) -> Outcome:
+OBJECTIVE = Objective(forget=-1.0)
+
+
+def gate(model, data, params, seed) -> Gate:
+    """SSD's selection as gradient weights on `model`, recomputed at each call (seeds seed + 6, + 8, ...)."""
     x_all, y_all = torch.cat([data.x_retain, data.x_forget]), torch.cat([data.y_retain, data.y_forget])
     wanted = (lambda n: True) if params["include_quantum"] else (lambda n: not is_quantum(n))
     calls = iter(range(1 << 30))
 
-    def gate() -> list[torch.Tensor]:
+    def weights() -> list[torch.Tensor]:
         with trainable(model, wanted):
             i_d, i_f = importances(model, x_all, y_all, data.x_forget, data.y_forget, params["batch_size"],
                                    seed + 6 + 2 * next(calls))
@@ -64,4 +68,15 @@ def run(model, data, recipe, params, shots, seed, fresh) -> Outcome:
             out.append(w if wanted(name) else torch.zeros_like(w))
         return out
 
-    return ascend(model, data, params, shots, seed, lambda m, logits, y, gen: -F.cross_entropy(logits, y), gate)
+    return weights
+
+
+def run(model, data, recipe, params, shots, seed, fresh) -> Outcome:
+    return ascend(model, data, params, shots, seed, OBJECTIVE.step_loss(data, params["batch_size"]),
+                  gate(model, data, params, seed))
+
+
+def run_many(models, datas, recipe, params, seeds) -> list[dict[str, float]]:
+    """`run` for K exact models at once (`ascend_many`, each model's gate computed on it alone)."""
+    return ascend_many(models, datas, params, seeds, OBJECTIVE,
+                       [gate(m, d, params, s) for m, d, s in zip(models, datas, seeds)])

@@ -1,0 +1,181 @@
+"""`ascent.ascend` for K models of one architecture in lockstep (U-LiRA's shadows, each unlearning the forget
+samples it holds).
+
+Model k takes the steps `ascend` takes alone with seeds[k]: its own forget batches, retain draws, stop
+subsample and gate weights, and it stops when its own stop rule fires while the others go on. Its weights
+end equal to the model unlearned alone to rounding (tests/test_ascent_many.py), as long as the ascent is
+stable: one that runs on past where it should have stopped diverges, and amplifies the rounding of any two
+ways of computing it (hqnn-l1 GA run to max_epochs: 2e-15 apart after 40 steps, 6e-10 after 80, 2 after 120,
+its weights growing from 6 to 55). The work per step is shared
+as in `train_many`: one stacked forward and backward for all K (models/batched.py). Exact outputs only,
+gates computed once (`refresh_every` 0), and no audit trajectory: a shadow is scored on its final outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..models.batched import ManySGD, StackedModels, stackable
+from ..models.training import batches
+from .ascent import Gate, Objective
+from .base import UnlearnData
+
+
+@dataclass
+class _Lane:
+    """One model's ascent: its data, generator, batch stream and stop subsample."""
+
+    data: UnlearnData
+    gen: torch.Generator
+    stream: Iterator[torch.Tensor]
+    sub: torch.Tensor
+    steps: int = 0
+    stop: str | None = None
+
+
+def can_ascend_many(models: Sequence[nn.Module], params: dict[str, Any], shots: int | None) -> bool:
+    """Whether `ascend_many` runs these models: exact, stackable, and gates computed once."""
+    return shots is None and len(models) > 1 and stackable(models[0]) and not params.get("refresh_every", 0)
+
+
+def _lane(data: UnlearnData, params: dict[str, Any], seed: int) -> _Lane:
+    """The draws `ascend` makes from `seed`, in its order."""
+    gen = torch.Generator().manual_seed(seed + 2)
+    sub = torch.randperm(len(data.y_forget), generator=torch.Generator().manual_seed(seed + 8))
+    sub = sub[: params["stop_subsample"]] if params["stop_rule"] == "subsample" else sub
+
+    def stream() -> Iterator[torch.Tensor]:
+        for _ in range(params["max_epochs"]):
+            yield from batches(len(data.y_forget), params["batch_size"], gen)
+
+    return _Lane(data, gen, stream(), sub)
+
+
+def ascend_many(models: Sequence[nn.Module], datas: Sequence[UnlearnData], params: dict[str, Any],
+                seeds: Sequence[int], objective: Objective, gates: Sequence[Gate] | None = None
+                ) -> list[dict[str, float]]:
+    """Unlearn models[k] in place on datas[k] as `ascend(models[k], datas[k], params, None, seeds[k],
+    objective.step_loss(...), gates[k])` would; returns each model's steps and whether it reached its target."""
+    lanes = [_lane(d, params, s) for d, s in zip(datas, seeds)]
+    weights = _gate_weights(models, gates, lanes)
+    stack = StackedModels(models)
+    opt = ManySGD(stack.params, params["lr"], params["momentum"])
+    active = torch.tensor([lane.stop is None for lane in lanes])
+    while active.any():
+        idx = _next_batches(lanes, active)
+        if not active.any():
+            break
+        check = _steps(lanes, active) % params["stop_every"] == 0
+        if check and params["stop_rule"] != "batch":
+            _stop_reached(lanes, active, _accuracies(stack, lanes, active, [lane.sub for lane in lanes]))
+            if not active.any():
+                break
+        opt.zero_grad()
+        x, y, w = _rows(lanes, active, idx, "forget")
+        logits = stack.logits(x)
+        if check and params["stop_rule"] == "batch":
+            _stop_reached(lanes, active, _row_accuracies(logits, y, w))
+            if not active.any():
+                break
+            w = w * active[:, None]
+        loss = objective.forget * _mean_ce(logits, y, w)
+        if objective.retain:
+            draws = [torch.randint(len(lane.data.y_retain), (params["batch_size"],), generator=lane.gen)
+                     if a else None for lane, a in zip(lanes, active.tolist())]
+            xr, yr, wr = _rows(lanes, active, draws, "retain")
+            loss = loss + objective.retain * _mean_ce(stack.logits(xr), yr, wr)
+        loss.backward()
+        if weights is not None:
+            for name, p in stack.params.items():
+                p.grad.mul_(weights[name])
+        opt.step(active)
+        for lane, a in zip(lanes, active.tolist()):
+            lane.steps += a
+    stack.write_back(models)
+    return [{"unlearn_steps": float(lane.steps), "unlearn_reached_target": float(lane.stop == "target")}
+            for lane in lanes]
+
+
+def _gate_weights(models: Sequence[nn.Module], gates: Sequence[Gate] | None,
+                  lanes: list[_Lane]) -> dict[str, torch.Tensor] | None:
+    """Each model's gate weights stacked per parameter; a model whose gate freezes every parameter takes no
+    step (as `ascend` alone: it stops at max_epochs after 0 steps)."""
+    if gates is None:
+        return None
+    per_model = [g() for g in gates]
+    names = [n for n, _ in models[0].named_parameters()]
+    out = {}
+    for j, name in enumerate(names):
+        out[name] = torch.stack([w[j] if w is not None else torch.ones_like(p) for w, p in
+                                 zip(per_model, (dict(m.named_parameters())[name] for m in models))])
+    for lane, w in zip(lanes, per_model):
+        if w is not None and not any(bool(t.any()) for t in w):
+            lane.stop = "max_epochs"
+    return out
+
+
+def _next_batches(lanes: list[_Lane], active: torch.Tensor) -> list[torch.Tensor | None]:
+    """Each active model's next forget batch; a model whose epochs ran out stops (`max_epochs`)."""
+    out: list[torch.Tensor | None] = []
+    for k, lane in enumerate(lanes):
+        idx = next(lane.stream, None) if active[k] else None
+        if active[k] and idx is None:
+            lane.stop, active[k] = "max_epochs", False
+        out.append(idx)
+    return out
+
+
+def _steps(lanes: list[_Lane], active: torch.Tensor) -> int:
+    """The step count of the active models (they started together and step together)."""
+    return next(lane.steps for lane, a in zip(lanes, active.tolist()) if a) if active.any() else 0
+
+
+def _rows(lanes: list[_Lane], active: torch.Tensor, idx: Sequence[torch.Tensor | None],
+          role: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs (K, R, ...), labels (K, R) and loss weights (K, R): 1 / n on model k's n rows, 0 on the
+    padding (its first row) and on idle models."""
+    xs, ys = [], []
+    for lane, i, a in zip(lanes, idx, active.tolist()):
+        x, y = (lane.data.x_forget, lane.data.y_forget) if role == "forget" else (lane.data.x_retain, lane.data.y_retain)
+        i = i if a and i is not None else torch.empty(0, dtype=torch.long)
+        xs.append(x[i] if len(i) else x[:0])
+        ys.append((y[i] if len(i) else y[:0], x[:1], y[:1]))
+    width = max(len(x) for x in xs)
+    w = torch.zeros(len(lanes), width, dtype=torch.float64)
+    x_out, y_out = [], []
+    for k, (x, (y, pad_x, pad_y)) in enumerate(zip(xs, ys)):
+        n = len(x)
+        w[k, :n] = 1.0 / n if n else 0.0
+        x_out.append(torch.cat([x, pad_x.expand(width - n, *pad_x.shape[1:])]))
+        y_out.append(torch.cat([y, pad_y.expand(width - n)]))
+    return torch.stack(x_out), torch.stack(y_out), w
+
+
+def _mean_ce(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The sum over models of each model's mean cross-entropy on its rows."""
+    return (F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none") * w.flatten()).sum()
+
+
+def _accuracies(stack: StackedModels, lanes: list[_Lane], active: torch.Tensor,
+                idx: Sequence[torch.Tensor]) -> list[float | None]:
+    """Forget accuracy of each active model on its rows `idx[k]` (the stop rule's check; exact)."""
+    x, y, w = _rows(lanes, active, idx, "forget")
+    with torch.no_grad():
+        return _row_accuracies(stack.logits(x), y, w)
+
+
+def _row_accuracies(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> list[float | None]:
+    hits = (logits.detach().argmax(-1) == y).double()
+    n = (w > 0).sum(1)
+    return [float((hits[k] * (w[k] > 0)).sum() / n[k]) if n[k] else None for k in range(len(n))]
+
+
+def _stop_reached(lanes: list[_Lane], active: torch.Tensor, accs: list[float | None]) -> None:
+    for k, (lane, acc) in enumerate(zip(lanes, accs)):
+        if active[k] and acc is not None and acc <= lane.data.stop_acc:
+            lane.stop, active[k] = "target", False
