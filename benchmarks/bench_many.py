@@ -3,8 +3,11 @@
 For each model and each K: K models (seeds 0..K-1, each its own initialisation and batch order) trained
 for the given epochs on the same MNIST samples, once together by `train_many` and once one after the
 other by `fit`. Prints both wall times, their ratio, and the largest difference in any weight between a
-model trained together and the same model trained alone. Then qnn-l5's single-model epoch against
-PennyLane (default.qubit, broadcasting, backprop) when it is installed, as in bench_simulator.py.
+model trained together and the same model trained alone. With `--ulira`, U-LiRA's ulira stage (K shadows,
+each unlearned on the forget samples it holds) with the shadows unlearned together (`unlearn_many`) and one
+after the other, for each ascent method, and the largest difference in the shadows' confidences. Then
+qnn-l5's single-model epoch against PennyLane (default.qubit, broadcasting, backprop) when it is installed,
+as in bench_simulator.py.
 Every time is the best of `--repeat`; on a shared machine compare ratios, not absolute seconds.
 Run: python benchmarks/bench_many.py [--models hqnn-l1,qnn-l10] [--k 1,2,4,8,16,32] [--epochs 1]
 """
@@ -15,6 +18,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -76,6 +80,35 @@ def curve(name: str, ks: list[int], n: int, epochs: int, repeat: int) -> None:
               flush=True)
 
 
+def ulira(model: str, forget: str, methods: list[str], k: int, repeat: int) -> None:
+    import workloads.unlearning as unlearning
+    from workloads.stages import CellConfig, shadow_config, shadow_stage, ulira_stage
+
+    base = CellConfig(model, forget, "none", None, None, None, 0, dataset="mnist", n_train=1000, n_test=500) \
+        .with_params({"ulira": {"k": k}})
+    start = time.perf_counter()
+    shadows = shadow_stage(shadow_config(base)).state
+    print(f"\nulira stage, {model} {forget}, {k} shadows (trained in {time.perf_counter() - start:.0f} s), "
+          f"best of {repeat}")
+    print(f"{'method':>12} {'together s':>11} {'one by one s':>13} {'speed-up':>9} {'max |d conf|':>13}")
+    can = unlearning.can_ascend_many
+    for method in methods:
+        cfg = replace(base, method=method)
+        t_many, t_one, diff = float("inf"), float("inf"), 0.0
+        for _ in range(repeat):
+            unlearning.can_ascend_many = can
+            t0 = time.perf_counter()
+            a = ulira_stage(cfg, shadows).state["ulira.conf"]
+            t_many = min(t_many, time.perf_counter() - t0)
+            unlearning.can_ascend_many = lambda *_: False  # the shadows one after the other, as before
+            t0 = time.perf_counter()
+            b = ulira_stage(cfg, shadows).state["ulira.conf"]
+            t_one = min(t_one, time.perf_counter() - t0)
+            diff = max(diff, float((a - b).abs().max()))
+        unlearning.can_ascend_many = can
+        print(f"{method:>12} {t_many:>11.2f} {t_one:>13.2f} {t_one / t_many:>8.2f}x {diff:>13.1e}", flush=True)
+
+
 def peers(repeat: int) -> None:
     from bench_simulator import epoch_time, pennylane_epoch
 
@@ -100,9 +133,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--skip-peers", action="store_true", help="skip qnn-l5 against PennyLane")
+    p.add_argument("--ulira", default="", metavar="FORGET",
+                   help="also time the ulira stage for this forget set (e.g. class:4) on the first --models model")
+    p.add_argument("--ulira-k", type=int, default=8, help="shadows for --ulira (even)")
+    p.add_argument("--ulira-methods", default="ga,graddiff,neggrad_plus,rga")
     args = p.parse_args(argv)
     try:
-        ks = [int(k) for k in args.k.split(",")]
+        ks = [int(k) for k in args.k.split(",") if k]
     except ValueError:
         p.error(f"--k: {args.k!r} is not a comma-separated list of integers")
     from workloads.models import MODELS
@@ -113,7 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     print(f"load average at start: {', '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
     for name in args.models.split(","):
-        curve(name, ks, args.samples, args.epochs, args.repeat)
+        if ks:
+            curve(name, ks, args.samples, args.epochs, args.repeat)
+    if args.ulira:
+        ulira(args.models.split(",")[0], args.ulira, args.ulira_methods.split(","), args.ulira_k, args.repeat)
     if not args.skip_peers:
         peers(max(args.repeat, 3))
     print(f"load average at end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")

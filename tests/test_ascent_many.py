@@ -91,3 +91,16 @@ def test_ulira_stage_unlearns_its_shadows_together_as_it_would_one_by_one(monkey
     assert np.abs(together.numpy() - one_by_one.numpy()).max() < 1e-8
     untouched = ulira_stage(replace(cfg, method="none"), shadows).state["ulira.conf"]
     assert together.shape[0] == 4 and np.abs(together.numpy() - untouched.numpy()).max() > 1e-3
+
+
+def test_the_cost_model_prices_shadows_ascending_together_as_a_group():
+    from harness.estimate import group_share, stage_estimate
+    from workloads.stages import CellConfig
+
+    def seconds(**rga):
+        cfg = CellConfig("hqnn-l1", "class:4", "rga", None, None, None, 0)
+        return stage_estimate("ulira", cfg.with_params({"ulira": {"k": 8}, "rga": rga})).seconds
+
+    # A gate refreshed during the ascent (refresh_every > 0) sends the shadows one by one; same work otherwise.
+    assert seconds() / seconds(refresh_every=10**6) == pytest.approx(group_share("hqnn-l1", 8))
+    assert group_share("hqnn-l1", 8) < 0.95

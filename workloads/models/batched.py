@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from ..quantum.parameter_shift import shift_circuits
 from ..quantum.statevector import angle_states, many_expectations
-from .modules import HQNN, QNN, QuantumLayer
+from .modules import BANDED_BLOCK, HQNN, QNN, QuantumLayer, conv_relu_pool_many
 from .training import Cost, batches, fit
 
 __all__ = ["ManySGD", "StackedModels", "train_many"]
@@ -56,6 +56,9 @@ class StackedModels:
             conv, pool, act = first.features[0], first.features[2], first.features[5]
             self.conv = {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation}
             self.pool = pool.kernel_size
+            # The banded kernel covers the built-in front end: odd kernel, 'same' padding, stride 1, pool 2.
+            self.banded = (conv.stride == (1, 1) and conv.dilation == (1, 1) and pool.kernel_size == 2
+                           and conv.kernel_size[0] == conv.kernel_size[1] == 2 * conv.padding[0] + 1)
             self.slope = act.negative_slope
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -71,13 +74,16 @@ class StackedModels:
         return x
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        """HQNN's front end for K models as one grouped convolution (bit-identical to K convolutions),
-        then batched matrix products; x is (K, rows, 1, s, s)."""
+        """HQNN's front end for K models: the banded convolution of all K at once (`conv_relu_pool_many`) or
+        one grouped convolution, then batched matrix products; x is (K, rows, 1, s, s)."""
         p, k, rows = self.params, self.k, x.shape[1]
         w = p["features.0.weight"]
-        grouped = x.transpose(0, 1).reshape(rows, k * w.shape[2], *x.shape[-2:])
-        h = F.conv2d(grouped, w.flatten(0, 1), p["features.0.bias"].flatten(), groups=k, **self.conv)
-        h = F.max_pool2d(F.relu(h), self.pool).reshape(rows, k, -1).transpose(0, 1)
+        if self.banded and x.shape[-1] % BANDED_BLOCK == 0:
+            h = conv_relu_pool_many(w, p["features.0.bias"], x)
+        else:
+            grouped = x.transpose(0, 1).reshape(rows, k * w.shape[2], *x.shape[-2:])
+            h = F.conv2d(grouped, w.flatten(0, 1), p["features.0.bias"].flatten(), groups=k, **self.conv)
+            h = F.max_pool2d(F.relu(h), self.pool).reshape(rows, k, -1).transpose(0, 1)
         h = F.leaky_relu(_linear(h, p["features.4.weight"], p["features.4.bias"]), self.slope)
         return h / h.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 

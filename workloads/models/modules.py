@@ -113,6 +113,35 @@ def _conv_relu_pool(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return pooled.view(n, s // 2, nb, c, blk // 2).permute(0, 3, 1, 2, 4).reshape(n, -1)
 
 
+def conv_relu_pool_many(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`conv_relu_pool` for K models at once, differentiable: weight (K, c, 1, k, k), bias (K, c), images
+    (K, n, 1, s, s) -> (K, n, c * (s/2)^2). One batched product of every model's windows by its banded
+    matrix; K = 8 models of 64 images took 11 ms as one grouped float64 convolution (torch's slow path)."""
+    kk, n, s = len(weight), x.shape[1], x.shape[-1]
+    k, c, pad, blk = weight.shape[-1], weight.shape[1], (weight.shape[-1] - 1) // 2, BANDED_BLOCK
+    side, width, nb = s + 2 * pad, BANDED_BLOCK + k - 1, s // BANDED_BLOCK
+    padded = F.pad(x.reshape(kk * n, s, s), (pad, pad, pad, pad))
+    windows = padded.as_strided((kk * n, s // 2, nb, k + 1, width), (side * side, 2 * side, blk, side, 1))
+    band = (weight.reshape(kk, -1) @ _band_map(c, k, weight.dtype)).reshape(kk, (k + 1) * width, -1)
+    out = torch.bmm(windows.reshape(kk, -1, (k + 1) * width), band).view(kk, -1, c * blk // 2, 4)
+    pooled = out.max(dim=-1).values  # its backward scatters to one index; torch.maximum's took 5x as long
+    pooled = F.relu(pooled + bias.repeat_interleave(blk // 2, dim=1).unsqueeze(1))
+    return pooled.view(kk, n, s // 2, nb, c, blk // 2).permute(0, 1, 4, 2, 3, 5).reshape(kk, n, -1)
+
+
+@lru_cache(maxsize=8)
+def _band_map(c: int, k: int, dtype: torch.dtype) -> torch.Tensor:
+    """(c * k * k, band entries) 0/1 matrix: flat weights -> `_banded`'s matrix (its columns reordered to
+    channel, pooled column, pool member), as a product, whose
+    gradient is one more product (the gather's scatter-add backward took twice the rest of the step)."""
+    index, valid = _banded_index(c, k)
+    out = torch.zeros(c * k * k, index.numel(), dtype=dtype)
+    cols = torch.arange(index.numel())[valid.reshape(-1)]
+    out[index.reshape(-1)[cols], cols] = 1.0
+    # The four pool members of an output last, so that the max-pool reduces a contiguous axis.
+    return out.view(c * k * k, -1, 4, c * BANDED_BLOCK // 2).transpose(-1, -2).reshape(c * k * k, -1)
+
+
 def _banded(weight: torch.Tensor) -> torch.Tensor:
     """((k + 1) * width, 4 * c * BANDED_BLOCK / 2): row (r, col) of the window, column (pool member dy, dx;
     channel ch; pooled column j) holds weight[ch, 0, r - dy, col - 2j - dx] where that is inside the kernel."""
