@@ -193,11 +193,15 @@ class StageWorker:
         return out
 
 
+# "off": every stage goes alone, as before groups existed (benchmarks/bench_grouping.py times the difference).
+GROUPS_ENV = "QMU_GROUPS"
+
+
 def group_of(cfg: Any) -> str | None:
     """The group a stage's config belongs to (its `group_id()`), or None: stages of one group (reference models
     that differ only in their index) are dispatched together and trained as one (`train_many`)."""
     fn = getattr(cfg, "group_id", None)
-    return fn() if callable(fn) else None
+    return fn() if callable(fn) and os.environ.get(GROUPS_ENV) != "off" else None
 
 
 ADDITIVE_COSTS = ("seconds", "circuits", "shots", "circuits_device", "qpu_seconds")

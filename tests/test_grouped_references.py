@@ -155,3 +155,12 @@ def test_the_cost_model_prices_a_shadows_ascent_by_its_measured_steps() -> None:
         steps = METHODS[name].STEPS["hqnn"] - METHODS[name].SHADOW_STEPS["hqnn"]
         assert fewer == pytest.approx(ascent_passes(cell, {"hqnn": steps}, retain)) and fewer > 0
     assert gap("neggrad_plus")[0] == 0  # no shadow measurement: its STEPS
+
+
+def test_groups_can_be_switched_off_for_the_grouping_benchmark(monkeypatch) -> None:
+    from harness.runner import GROUPS_ENV, group_of
+
+    rc = reference_config(_cfg("offline"), 0)
+    assert group_of(rc) is not None and group_of(rc) == group_of(reference_config(_cfg("offline"), 1))
+    monkeypatch.setenv(GROUPS_ENV, "off")
+    assert group_of(rc) is None
