@@ -24,13 +24,13 @@ _SEC_PER_CIRCUIT_SHOTS = (3.2e-5, 3.3e-6)
 _SEC_ATTACK_FIT = 1.4
 _DATASET_SIZE = {"mnist": 5000, "digits": 1797}
 # Speed-up of K models trained together (train_many) over the same K one after the other, per model family:
-# benchmarks/bench_many.py, one epoch of 1000 MNIST samples, on the 2-core dev VM at load 1.2-1.6 (the same run
-# timed both ways): hqnn-l1 1.06x at K=4 and 1.32x at K=16, qnn-l10 1.01x and 1.34x; K=1 in a group is 0.80x
-# (the runner trains a lone model with `fit`). An earlier quiet run gave 1.06x (hqnn-l1) and 1.83x (qnn-l10) at
-# K=16, and runs at load 8 up to 1.65x at K=4: the gain is per-operation overhead shared, so it moves with the
-# machine's load; the lower, quiet readings are kept so that an estimate does not promise what a busy machine
-# will not give. Between measured K the speed-up is interpolated in log K, and held beyond the last.
-GROUP_SPEEDUP = {"hqnn": ((1, 1.0), (4, 1.06), (16, 1.32)), "qnn": ((1, 1.0), (4, 1.01), (16, 1.34))}
+# benchmarks/bench_many.py, one epoch of 1000 MNIST samples, best of 2, the same run timing both ways
+# (2026-12-03, 2-core dev VM at load 0.9-1.7; stacks of at most STACK_LIMIT models, workloads/models/batched.py):
+# hqnn-l1 1.27x at K=2, 1.32-1.53x at K=4 (two runs), 1.37x at K=8, 1.33x at K=16, 1.44x at K=32; qnn-l10 1.03x,
+# 1.13x, 1.09-1.19x, 1.16-1.23x and 1.20x. The lower readings are kept, so that an estimate does not promise
+# what a busy machine will not give. Between measured K the speed-up is interpolated in log K, and held beyond
+# the last. A lone model in a group trains by `fit`.
+GROUP_SPEEDUP = {"hqnn": ((1, 1.0), (2, 1.27), (4, 1.32), (16, 1.33)), "qnn": ((1, 1.0), (4, 1.13), (16, 1.16))}
 _TREE_SHIFTS = 2 * 255  # amplitude-embedding input gradient (HQNN front end), docs/methods.md
 
 

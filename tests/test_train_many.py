@@ -100,3 +100,16 @@ def test_k_models_on_mnist_equal_each_trained_alone(name, k):
     datasets = [(x, y)] if k == 1 else _datasets(x, y, [1000 - 13 * i for i in range(k)])
     together, alone, _, _ = _together_and_alone(name, datasets, model_defaults(name), 2, 28)
     assert _max_diff(together, alone) < TOLERANCE
+
+
+def test_more_models_than_one_stack_train_in_stacks_and_still_equal_each_alone(monkeypatch):
+    import workloads.models.batched as batched
+
+    monkeypatch.setitem(batched.STACK_LIMIT, "hqnn", 3)  # 4 models: a stack of 3, then one of 1
+    split = load_split("digits", 48, 30, 0)
+    x, _ = model_inputs("hqnn-l1", split)
+    datasets = _datasets(x, as_labels(split.y_train), [48, 36, 20, 12])
+    recipe = {**model_defaults("hqnn-l1"), "batch_size": 8}
+    together, alone, costs, _ = _together_and_alone("hqnn-l1", datasets, recipe, 1, 8)
+    assert _max_diff(together, alone) < TOLERANCE
+    assert costs[0].seconds != costs[3].seconds  # each stack's wall shared among its own models

@@ -32,6 +32,12 @@ from .training import Cost, batches, fit
 
 __all__ = ["ManySGD", "StackedModels", "train_many"]
 
+# The most models stacked at once; more train in stacks of this size, one after the other. One epoch of
+# hqnn-l1 (benchmarks/bench_many.py, best of 2, 2026-12-03): 1.27x, 1.53x, 1.38x, 1.35x and 0.98x faster than
+# one by one at K = 2, 4, 8, 16 and 32: beyond 4 the stacked Linear(980, 256) weights, their gradients and
+# momenta (2 MB each per model) no longer fit the cache. qnn-l10: 1.03x, 1.13x, 1.19x, 1.23x and 1.04x.
+STACK_LIMIT = {"hqnn": 4, "qnn": 16}
+
 
 class StackedModels:
     """K models of one class and shape as one: every parameter stacked on a leading model axis.
@@ -218,6 +224,10 @@ def train_many(
         raise ValueError(f"train_many: {len(models)} models, {len(datasets)} datasets and {len(seeds)} seeds")
     if shots is not None or not stackable(models[0]):  # each model alone, as fit trains it
         return [fit(m, x, y, recipe, shots, s, epochs) for m, (x, y), s in zip(models, datasets, seeds)]
+    size = STACK_LIMIT["hqnn" if isinstance(models[0], HQNN) else "qnn"]
+    if len(models) > size:
+        return [c for i in range(0, len(models), size)
+                for c in train_many(models[i:i + size], datasets[i:i + size], recipe, seeds[i:i + size], None, epochs)]
     stack = StackedModels(models)
     n_epochs = recipe["epochs"] if epochs is None else epochs
     opt = ManySGD(stack.params, recipe["lr"], recipe["momentum"], recipe.get("nesterov", False))

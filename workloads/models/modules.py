@@ -132,8 +132,8 @@ def conv_relu_pool_many(weight: torch.Tensor, bias: torch.Tensor, x: torch.Tenso
 @lru_cache(maxsize=8)
 def _band_map(c: int, k: int, dtype: torch.dtype) -> torch.Tensor:
     """(c * k * k, band entries) 0/1 matrix: flat weights -> `_banded`'s matrix (its columns reordered to
-    channel, pooled column, pool member), as a product, whose
-    gradient is one more product (the gather's scatter-add backward took twice the rest of the step)."""
+    channel, pooled column, pool member) as a product, whose gradient is one more product (the gather's
+    scatter-add backward took twice the rest of the step)."""
     index, valid = _banded_index(c, k)
     out = torch.zeros(c * k * k, index.numel(), dtype=dtype)
     cols = torch.arange(index.numel())[valid.reshape(-1)]
