@@ -132,7 +132,9 @@ def test_stage_that_keeps_crashing_fails_after_bounded_retries(tmp_path: Path) -
     spec = make_spec(methods=("none", "ga"), eval_shots=(None,), params={"trivial": {"crash_method": "ga"}})
     store = ResultStore(str(tmp_path))
     s = run_grid(spec, store, impl=TRIVIAL, workers=2, max_retries=1)
-    assert (s.cells_ok, s.cells_failed) == (1, 1) and s.retries == 2
+    # Two counted attempts of the crashing stage, plus one batch death when it first crashed in a batch with
+    # another stage (then each of them is retried alone, uncounted): which happens depends on timing.
+    assert (s.cells_ok, s.cells_failed) == (1, 1) and s.retries in (2, 3)
     row = _cells(store).set_index("method").loc["ga"]
     assert row.status == "failed" and "after 2 attempts" in row.error
 
