@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -41,13 +42,14 @@ def variant(grid: dict, name: str, seeds: list[int] | None, before: bool) -> dic
     return out
 
 
-def run(spec: dict, work: Path) -> tuple[float, Path]:
+def run(spec: dict, work: Path, env: dict[str, str] | None = None) -> tuple[float, Path]:
+    """`qmu run` of `spec` into a fresh results root under `work` (with `env` added to the environment)."""
     path, root = work / f"{spec['name']}.yaml", work / f"{spec['name']}-results"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     t0 = time.time()
     with open(work / f"{spec['name']}.log", "w") as log:  # the run's progress lines, kept beside its grid
         subprocess.run(["qmu", "run", str(path), "--results", str(root)], cwd=ROOT, check=True, stdout=log,
-                       stderr=subprocess.STDOUT)
+                       stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     return time.time() - t0, root
 
 
@@ -69,29 +71,41 @@ def stage_seconds(root: Path) -> dict[str, float]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(doc: str, argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--grid", default=str(ROOT / "grids" / "paper.yaml"))
     p.add_argument("--seeds", type=int, nargs="+", help="run these seeds only (default: the grid's)")
     p.add_argument("--keep", help="keep both results roots under this folder")
-    args = p.parse_args(argv)
-    grid = yaml.safe_load(Path(args.grid).read_text())
-    work = Path(args.keep or tempfile.mkdtemp(prefix="qmu-audit-cost-"))
+    return p.parse_args(argv)
+
+
+def pair(args: argparse.Namespace, prefix: str, runs: list[tuple[str, dict, dict[str, str]]]) -> None:
+    """Two runs (label, grid spec, environment), one after the other in fresh results roots; prints their walls,
+    the second's over the first's, and each run's worker seconds per stage kind."""
+    work = Path(args.keep or tempfile.mkdtemp(prefix=prefix))
     work.mkdir(parents=True, exist_ok=True)
     try:
         walls, roots = {}, {}
-        for label, before in (("before", True), ("after", False)):
-            walls[label], roots[label] = run(variant(grid, f"{grid['name']}-{label}", args.seeds, before), work)
+        for label, spec, env in runs:
+            walls[label], roots[label] = run(spec, work, env)
             print(f"{label}: {walls[label]:.0f} s", flush=True)
-        print(f"\n{grid['name']} ({'seeds ' + ' '.join(map(str, args.seeds)) if args.seeds else 'all seeds'}): "
-              f"before {walls['before'] / 60:.1f} min, after {walls['after'] / 60:.1f} min, "
-              f"ratio {walls['after'] / walls['before']:.2f}x")
+        (first, a), (second, b) = walls.items()
+        seeds = "seeds " + " ".join(map(str, args.seeds)) if args.seeds else "all seeds"
+        print(f"\n{Path(args.grid).stem} ({seeds}): {first} {a / 60:.1f} min, {second} {b / 60:.1f} min, "
+              f"{second} / {first} {b / a:.2f}x")
         for label in walls:
             secs = stage_seconds(roots[label])
-            print(f"  {label}: " + ", ".join(f"{k} {v:.0f}" for k, v in secs.items()))
+            print(f"  {label}: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(secs.items())))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = arguments(__doc__, argv)
+    grid = yaml.safe_load(Path(args.grid).read_text())
+    pair(args, "qmu-audit-cost-", [(label, variant(grid, f"{grid['name']}-{label}", args.seeds, before), {})
+                                   for label, before in (("before", True), ("after", False))])
 
 
 if __name__ == "__main__":
