@@ -91,21 +91,21 @@ def ulira(model: str, forget: str, methods: list[str], k: int, repeat: int) -> N
     print(f"\nulira stage, {model} {forget}, {k} shadows (trained in {time.perf_counter() - start:.0f} s), "
           f"best of {repeat}")
     print(f"{'method':>12} {'together s':>11} {'one by one s':>13} {'speed-up':>9} {'max |d conf|':>13}")
-    can = unlearning.can_ascend_many
+    can = unlearning.unlearns_together
     for method in methods:
         cfg = replace(base, method=method)
         t_many, t_one, diff = float("inf"), float("inf"), 0.0
         for _ in range(repeat):
-            unlearning.can_ascend_many = can
+            unlearning.unlearns_together = can
             t0 = time.perf_counter()
             a = ulira_stage(cfg, shadows).state["ulira.conf"]
             t_many = min(t_many, time.perf_counter() - t0)
-            unlearning.can_ascend_many = lambda *_: False  # the shadows one after the other, as before
+            unlearning.unlearns_together = lambda *_: False  # the shadows one after the other, as before
             t0 = time.perf_counter()
             b = ulira_stage(cfg, shadows).state["ulira.conf"]
             t_one = min(t_one, time.perf_counter() - t0)
             diff = max(diff, float((a - b).abs().max()))
-        unlearning.can_ascend_many = can
+        unlearning.unlearns_together = can
         print(f"{method:>12} {t_many:>11.2f} {t_one:>13.2f} {t_one / t_many:>8.2f}x {diff:>13.1e}", flush=True)
 
 

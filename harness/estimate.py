@@ -119,14 +119,13 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
         return _passes(cfg.model, cfg.n_train * recipe["epochs"], cfg.train_shots)
     if kind == "ulira":  # each of K shadows unlearned as the cell's model is (retrain: K trained together)
         from workloads.models import MODELS
-        from workloads.unlearning import METHODS, Workload
+        from workloads.unlearning import METHODS, Workload, unlearns_together
 
         k, pool = ap["ulira"]["k"], _population_half(cfg) // 2 + n_forget // 2
         work = Workload(MODELS[cfg.model].family, pool, n_forget // 2, recipe, mp, shadow=True)
-        # Ascents step the K shadows together at exact shots (unlearn_many); priced at the training groups'
-        # speed-up, below what they measured (bench_many.py --ulira: GA 1.73x, GradDiff 1.41x at K = 8).
-        together = cfg.method == "retrain" or (hasattr(METHODS[cfg.method], "run_many") and cfg.unlearn_shots is None
-                                               and not mp.get("refresh_every", 0))
+        # Ascents step the K shadows together (unlearn_many); priced at the training groups' speed-up, below
+        # what they measured (bench_many.py --ulira: GA 1.73x, GradDiff 1.41x at K = 8).
+        together = cfg.method == "retrain" or unlearns_together(cfg.method, mp, cfg.unlearn_shots)
         group = group_share(cfg.model, k) if together else 1.0
         return _passes(cfg.model, k * group * METHODS[cfg.method].passes(work), cfg.unlearn_shots)
     if kind == "unlearn":  # the method's own cost model, in sample passes (its module in workloads/unlearning/)

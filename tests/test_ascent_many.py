@@ -82,10 +82,10 @@ def test_ulira_stage_unlearns_its_shadows_together_as_it_would_one_by_one(monkey
         .with_params({"hqnn-l1": {"epochs": 3}, "ulira": {"k": 4}, "ga": {"max_epochs": 10}})
     shadows = shadow_stage(shadow_config(cfg)).state
     calls = []
-    original = unlearning.can_ascend_many
-    monkeypatch.setattr(unlearning, "can_ascend_many", lambda *a: calls.append(original(*a)) or original(*a))
+    original = unlearning.unlearns_together
+    monkeypatch.setattr(unlearning, "unlearns_together", lambda *a: calls.append(original(*a)) or original(*a))
     together = ulira_stage(cfg, shadows).state["ulira.conf"]
-    monkeypatch.setattr(unlearning, "can_ascend_many", lambda *a: False)
+    monkeypatch.setattr(unlearning, "unlearns_together", lambda *a: False)
     one_by_one = ulira_stage(replace(cfg), shadows).state["ulira.conf"]
     assert calls == [True]
     assert np.abs(together.numpy() - one_by_one.numpy()).max() < 1e-8

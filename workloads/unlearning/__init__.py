@@ -19,11 +19,11 @@ from typing import Any, Sequence
 
 from torch import nn
 
+from ..models.batched import stackable
 from ..registry import members
 from . import (cf_k, eu_k, finetune, fisher, ga, graddiff, l1_sparse, neggrad_plus, none, random_label, retrain, rga,
                salun, scrub, ssd)
 from .ascent import describe_stop
-from .ascent_many import can_ascend_many
 from .base import Fresh, Outcome, UnlearnData, Workload
 from .relearn import relearn_steps
 
@@ -31,7 +31,8 @@ REQUIRED = ("NAME", "LABEL", "ORDER", "SUMMARY", "TOUCHES", "PARAMS", "passes", 
 METHODS: dict[str, ModuleType] = members(REQUIRED, none, retrain, finetune, ga, ssd, rga, graddiff, random_label,
                                       neggrad_plus, scrub, salun, l1_sparse, fisher, cf_k, eu_k)
 
-__all__ = ["METHODS", "Outcome", "UnlearnData", "Workload", "describe_stop", "relearn_steps", "stops", "unlearn", "unlearn_many"]
+__all__ = ["METHODS", "Outcome", "UnlearnData", "Workload", "describe_stop", "relearn_steps", "stops", "unlearn",
+           "unlearn_many", "unlearns_together"]
 
 
 def stops(method: str) -> bool:
@@ -51,9 +52,15 @@ def unlearn_many(method: str, originals: Sequence[nn.Module], datas: Sequence[Un
                  params: dict[str, Any], shots: int | None, seeds: Sequence[int], fresh: Fresh) -> list[nn.Module]:
     """Each original unlearned as `unlearn` would (a copy, returned); a method with `run_many` steps K exact
     models at once."""
-    member = METHODS[method] if method in METHODS else None
-    models = [copy.deepcopy(m) for m in originals]
-    if member is not None and hasattr(member, "run_many") and can_ascend_many(models, params, shots):
-        member.run_many(models, datas, recipe, params, seeds)
+    if len(originals) > 1 and stackable(originals[0]) and unlearns_together(method, params, shots):
+        models = [copy.deepcopy(m) for m in originals]
+        METHODS[method].run_many(models, datas, recipe, params, seeds)
         return models
     return [unlearn(method, m, d, recipe, params, shots, s, fresh).model for m, d, s in zip(originals, datas, seeds)]
+
+
+def unlearns_together(method: str, params: dict[str, Any], shots: int | None) -> bool:
+    """Whether `unlearn_many` steps a group of this method's models at once (the built-ins' kernel permitting):
+    it has `run_many`, the outputs are exact, and a gate is computed once (`refresh_every` 0)."""
+    return (method in METHODS and hasattr(METHODS[method], "run_many") and shots is None
+            and not params.get("refresh_every", 0))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -96,12 +96,18 @@ def _batch_acc(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float((logits.detach().argmax(1) == y).double().mean())
 
 
+def stop_rows(n_forget: int, params: dict[str, Any], seed: int) -> torch.Tensor:
+    """The forget rows the stop rule reads (`subsample`: the first `stop_subsample` of a permutation seeded
+    seed + 8; otherwise all of them, in that order)."""
+    sub = torch.randperm(n_forget, generator=torch.Generator().manual_seed(seed + 8))
+    return sub[: params["stop_subsample"]] if params["stop_rule"] == "subsample" else sub
+
+
 def ascend(model: nn.Module, data: UnlearnData, params: dict[str, Any], shots: int | None, seed: int,
            step_loss: StepLoss, gate: Gate | None = None) -> Outcome:
     gen = torch.Generator().manual_seed(seed + 2)
     shot_gen = torch.Generator().manual_seed(seed + 3)
-    sub = torch.randperm(len(data.y_forget), generator=torch.Generator().manual_seed(seed + 8))
-    sub = sub[: params["stop_subsample"]] if params["stop_rule"] == "subsample" else sub
+    sub = stop_rows(len(data.y_forget), params, seed)
     opt = sgd(model, {**params, "nesterov": False})
     refresh = params.get("refresh_every", 0)
     steps, stop, audit_s, trajectory = 0, "max_epochs", 0.0, []

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..models.batched import ManySGD, StackedModels, stackable
+from ..models.batched import ManySGD, StackedModels
 from ..models.training import batches
-from .ascent import Gate, Objective
+from .ascent import Gate, Objective, stop_rows
 from .base import UnlearnData
 
 
@@ -38,16 +38,10 @@ class _Lane:
     stop: str | None = None
 
 
-def can_ascend_many(models: Sequence[nn.Module], params: dict[str, Any], shots: int | None) -> bool:
-    """Whether `ascend_many` runs these models: exact, stackable, and gates computed once."""
-    return shots is None and len(models) > 1 and stackable(models[0]) and not params.get("refresh_every", 0)
-
-
 def _lane(data: UnlearnData, params: dict[str, Any], seed: int) -> _Lane:
     """The draws `ascend` makes from `seed`, in its order."""
     gen = torch.Generator().manual_seed(seed + 2)
-    sub = torch.randperm(len(data.y_forget), generator=torch.Generator().manual_seed(seed + 8))
-    sub = sub[: params["stop_subsample"]] if params["stop_rule"] == "subsample" else sub
+    sub = stop_rows(len(data.y_forget), params, seed)
 
     def stream() -> Iterator[torch.Tensor]:
         for _ in range(params["max_epochs"]):
@@ -175,21 +169,19 @@ def _rows(lanes: list[_Lane], active: torch.Tensor, idx: Sequence[torch.Tensor |
           role: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inputs (K, R, ...), labels (K, R) and loss weights (K, R): 1 / n on model k's n rows, 0 on the
     padding (its first row) and on idle models."""
-    xs, ys = [], []
-    for lane, i, a in zip(lanes, idx, active.tolist()):
-        x, y = (lane.data.x_forget, lane.data.y_forget) if role == "forget" else (lane.data.x_retain, lane.data.y_retain)
-        i = i if a and i is not None else torch.empty(0, dtype=torch.long)
-        xs.append(x[i] if len(i) else x[:0])
-        ys.append((y[i] if len(i) else y[:0], x[:1], y[:1]))
-    width = max(len(x) for x in xs)
+    none = torch.empty(0, dtype=torch.long)
+    parts = [(lane.data.x_forget, lane.data.y_forget) if role == "forget" else (lane.data.x_retain, lane.data.y_retain)
+             for lane in lanes]
+    rows = [i if a and i is not None else none for i, a in zip(idx, active.tolist())]
+    width = max(len(i) for i in rows)
     w = torch.zeros(len(lanes), width, dtype=torch.float64)
-    x_out, y_out = [], []
-    for k, (x, (y, pad_x, pad_y)) in enumerate(zip(xs, ys)):
-        n = len(x)
-        w[k, :n] = 1.0 / n if n else 0.0
-        x_out.append(torch.cat([x, pad_x.expand(width - n, *pad_x.shape[1:])]))
-        y_out.append(torch.cat([y, pad_y.expand(width - n)]))
-    return torch.stack(x_out), torch.stack(y_out), w
+    xs, ys = [], []
+    for k, ((x, y), i) in enumerate(zip(parts, rows)):
+        pad = torch.zeros(width - len(i), dtype=torch.long)  # the model's first row, weight 0
+        w[k, : len(i)] = 1.0 / len(i) if len(i) else 0.0
+        xs.append(x[torch.cat([i, pad])])
+        ys.append(y[torch.cat([i, pad])])
+    return torch.stack(xs), torch.stack(ys), w
 
 
 def _mean_ce(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
