@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_audit_cost import arguments, pair  # noqa: E402
-from harness.runner import GROUPS_ENV  # noqa: E402
+from harness.identity import GROUPS_ENV  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -115,8 +115,9 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
     k, n_z = ap["references"]["k"], ap["rmia"]["n_population"] if ap["references"]["k"] else 0
     half = _population_half(cfg)
     scored = half if cfg.forget.startswith("random") else half // 10
-    if kind == "train":
-        return _passes(cfg.model, cfg.n_train * recipe["epochs"], cfg.train_shots)
+    if kind == "train":  # as its share of the grid's seeds trained together (group_size, set by the plan)
+        share = group_share(cfg.model, getattr(cfg, "group_size", None) or 1) if cfg.train_shots is None else 1.0
+        return _passes(cfg.model, share * cfg.n_train * recipe["epochs"], cfg.train_shots)
     if kind == "ulira":  # each of K shadows unlearned as the cell's model is (retrain: K trained together)
         from workloads.models import MODELS
         from workloads.unlearning import METHODS, Workload, unlearns_together

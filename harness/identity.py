@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -28,6 +30,18 @@ DEPS: dict[str, tuple[str, ...]] = {
     "attack": ("train", "reference"),
     "evaluate": ("train", "unlearn", "attack", "replica", "ulira"),
 }
+
+
+# "off": every stage goes alone, as before groups existed (benchmarks/bench_grouping.py times the difference).
+GROUPS_ENV = "QMU_GROUPS"
+
+
+def group_of(cfg: Any) -> str | None:
+    """The group a stage's config belongs to (its `group_id()`), or None: stages of one group (reference models
+    that differ only in their index, a train spec's seeds) are dispatched together and trained as one
+    (`train_many`)."""
+    fn = getattr(cfg, "group_id", None)
+    return fn() if callable(fn) and os.environ.get(GROUPS_ENV) != "off" else None
 
 
 def kind_of(name: str) -> str:
@@ -136,7 +150,18 @@ def build_plan(grid: str, cfgs: list[Any], stage_specs: Callable[[Any], dict[str
                 node = stages[keys[name]] = StageNode(keys[name], kind_of(name), scfg,
                                                       tuple(keys[d] for d in _dep_names(name, names)))
             node.cells.append(cid)
+    _size_groups(stages)
     return Plan(cells, stages)
+
+
+def _size_groups(stages: dict[str, StageNode]) -> None:
+    """A grouped stage's config carries how many stages of its group the plan holds (its `group_size`, which
+    prices it): a train stage learns here how many seeds of the grid train with it."""
+    groups = {key: group_of(node.cfg) for key, node in stages.items()}
+    sizes = Counter(groups.values())
+    for key, node in stages.items():
+        if groups[key] is not None and hasattr(node.cfg, "group_size"):
+            node.cfg = dataclasses.replace(node.cfg, group_size=sizes[groups[key]])
 
 
 def source_commit() -> str | None:

@@ -1,6 +1,7 @@
 """Reference models trained as a group (`reference_group_stage`, `train_many`) equal each trained alone
 (`reference_stage`, `fit`), so the runner stores each under its own key and reuses it either way; the runner
-sends the missing references of one group to one worker as one call."""
+sends the missing references of one group to one worker as one call (split over idle workers, see
+tests/test_grouped_seeds.py)."""
 
 from __future__ import annotations
 
@@ -64,12 +65,14 @@ def _groups(store: ResultStore, keys: set[str]) -> dict[str, int | None]:
 @pytest.mark.usefixtures("ray_local")
 def test_runner_trains_missing_references_as_one_group_and_reuses_stored_ones(tmp_path: Path) -> None:
     store = ResultStore(str(tmp_path / "r"))
-    s = run_grid(_spec(4), store, workers=2)
+    # One worker: with two, the group would be split over them once the train stage left nothing else ready
+    # (tests/test_grouped_seeds.py).
+    s = run_grid(_spec(4), store, workers=1)
     assert (s.cells_ok, s.stages_run["reference"]) == (1, 4), s.failures
     first = store.artifact_keys()
     refs4 = {k for k in first if json.loads(store.artifact_metadata(k)["qmu"]).get("kind") == "reference"}
     assert set(_groups(store, refs4).values()) == {4}  # one call trained all four
-    s = run_grid(_spec(6), store, workers=2)  # two more: only those train, together, the four are reused
+    s = run_grid(_spec(6), store, workers=1)  # two more: only those train, together, the four are reused
     assert (s.cells_ok, s.stages_run["reference"], s.stages_reused["reference"]) == (1, 2, 4), s.failures
     new = {k for k in store.artifact_keys() - first if json.loads(store.artifact_metadata(k)["qmu"]).get("kind") == "reference"}
     assert set(_groups(store, new).values()) == {2}
@@ -132,7 +135,7 @@ def test_runner_trains_a_cells_replicas_as_one_group(tmp_path: Path) -> None:
     spec = replace(spec, axes={**spec.axes, "method": ("retrain",)},
                    params={**spec.params, "retrain": {"replicas": 3}})
     store = ResultStore(str(tmp_path / "r"))
-    s = run_grid(spec, store, workers=2)
+    s = run_grid(spec, store, workers=1)
     assert (s.cells_ok, s.stages_run["replica"]) == (1, 2), s.failures
     replicas = {k for k in store.artifact_keys() if json.loads(store.artifact_metadata(k)["qmu"]).get("kind") == "replica"}
     assert set(_groups(store, replicas).values()) == {2}
@@ -158,7 +161,7 @@ def test_the_cost_model_prices_a_shadows_ascent_by_its_measured_steps() -> None:
 
 
 def test_groups_can_be_switched_off_for_the_grouping_benchmark(monkeypatch) -> None:
-    from harness.runner import GROUPS_ENV, group_of
+    from harness.identity import GROUPS_ENV, group_of
 
     rc = reference_config(_cfg("offline"), 0)
     assert group_of(rc) is not None and group_of(rc) == group_of(reference_config(_cfg("offline"), 1))

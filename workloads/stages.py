@@ -38,7 +38,7 @@ from .models.training import accuracy, as_labels, fit
 from .unlearning import METHODS, UnlearnData, describe_stop, relearn_steps, stops, unlearn, unlearn_many
 
 __all__ = ["CellConfig", "ReferenceConfig", "ReplicaConfig", "ShadowConfig", "StageResult", "derive_seed", "stage_specs",
-           "train_stage", "reference_stage", "reference_group_stage", "shadow_stage", "replica_stage",
+           "train_stage", "train_group_stage", "reference_stage", "reference_group_stage", "shadow_stage", "replica_stage",
            "replica_group_stage", "unlearn_stage", "ulira_stage",
            "attack_stage", "evaluate_stage", "run_cell", "catalog"]
 
@@ -64,6 +64,13 @@ class CellConfig:
     n_eval: int | None = None  # evaluate at most this many retain, forget and test samples (hardware)
     attack_scope: str | None = None  # set on an attack stage's config: "shared" or "forget" (None: every attack)
     circuit: str | None = None  # a circuit model's ref (workloads/models/circuit.py); None for the built-ins
+    # Set on a train stage's config (None on the cell's other stages): the stage trains together with the other
+    # seeds of its spec (`group_id`), and how many the plan holds prices it (harness/estimate.py).
+    group_size: int | None = None
+
+    def group_id(self) -> str | None:
+        """Train stages with equal ids differ only in their seed: `train_group_stage` trains them together."""
+        return None if self.group_size is None else _group_id(_train_spec(self), "seed")
 
     def with_params(self, params: dict[str, dict[str, Any]] | None) -> "CellConfig":
         frozen = tuple(sorted((s, tuple(sorted(v.items()))) for s, v in (params or {}).items()))
@@ -98,6 +105,8 @@ class CellConfig:
         for `shadow`, a `ReplicaConfig` for `replica.I`, the cell's with its attack scope for `attack`
         (shared) and `attack.forget`, else the cell's."""
         kind, _, suffix = name.partition(".")
+        if kind == "train":
+            return replace(self, group_size=1)
         if kind == "reference":
             return self._carry_circuit(reference_config(self, int(suffix)))
         if kind == "shadow":
@@ -147,13 +156,13 @@ class ReferenceConfig:
         return _group_id(self.spec())
 
 
-def _group_id(spec: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in spec.items() if k != "index"}, sort_keys=True)
+def _group_id(spec: dict[str, Any], varying: str = "index") -> str:
+    return json.dumps({k: v for k, v in spec.items() if k != varying}, sort_keys=True)
 
 
-def _one_group(cfgs: list[Any], kind: str) -> None:
-    if len({c.group_id() for c in cfgs}) != 1:
-        raise ValueError(f"{kind}_group_stage: the {kind}s differ in more than their index")
+def _one_group(cfgs: list[Any], kind: str, varying: str = "index") -> None:
+    if len({c.group_id() for c in cfgs}) != 1 or None in {c.group_id() for c in cfgs}:
+        raise ValueError(f"{kind}_group_stage: the {kind}s differ in more than their {varying}")
 
 
 def reference_config(cfg: CellConfig, index: int) -> ReferenceConfig:
@@ -240,11 +249,8 @@ def stage_specs(cfg: CellConfig) -> dict[str, dict[str, Any]]:
     """The JSON-able inputs that determine each stage's output; equal specs share the stage.
 
     Stage names are kinds, or `reference.I` for the I-th reference model (kind `reference`)."""
-    recipe, method_params = resolve_params(cfg.model, cfg.method, cfg.params_dict())
-    train = {
-        "dataset": cfg.dataset, "n_train": cfg.n_train, "n_test": cfg.n_test, "model": cfg.model,
-        "seed": cfg.seed, "train_shots": cfg.train_shots, "recipe": recipe,
-    }
+    _, method_params = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+    train = _train_spec(cfg)
     if cfg.method == "none":
         unlearn_spec: dict[str, Any] = {"train": train, "method": "none"}
     elif cfg.method == "retrain":
@@ -276,9 +282,19 @@ def stage_specs(cfg: CellConfig) -> dict[str, dict[str, Any]]:
     if cfg.n_eval is not None:  # only when set, so existing stage keys stay valid
         evaluate["n_eval"] = cfg.n_eval
     if cfg.circuit is not None:  # every stage that trains the model (and those that nest them) names its circuit
-        for spec in (train, *refs.values(), *(v for n, v in stages.items() if n == "shadow" or n.startswith("replica."))):
+        for spec in (*refs.values(), *(v for n, v in stages.items() if n == "shadow" or n.startswith("replica."))):
             spec["circuit"] = circuit_identity(cfg.circuit)
     return {"train": train, **refs, "unlearn": unlearn_spec, **stages, "evaluate": evaluate}
+
+
+def _train_spec(cfg: CellConfig) -> dict[str, Any]:
+    """What determines the cell's original model (its `train` stage)."""
+    recipe, _ = resolve_params(cfg.model, cfg.method, cfg.params_dict())
+    spec = {"dataset": cfg.dataset, "n_train": cfg.n_train, "n_test": cfg.n_test, "model": cfg.model,
+            "seed": cfg.seed, "train_shots": cfg.train_shots, "recipe": recipe}
+    if cfg.circuit is not None:
+        spec["circuit"] = circuit_identity(cfg.circuit)
+    return spec
 
 
 @dataclass(frozen=True)
@@ -347,6 +363,20 @@ def train_stage(cfg: CellConfig) -> StageResult:
     cost = fit(model, data.x_train, data.y_train, recipe, cfg.train_shots, derive_seed(cfg.seed, "train"))
     return StageResult(model.state_dict(), _cost(cost.seconds, cost.circuits, cost.shots,
                                                  circuits_device=float(cost.device_circuits)))
+
+
+def train_group_stage(cfgs: list[CellConfig]) -> list[StageResult]:
+    """Train the seeds of one train spec (equal `group_id`) together with `train_many`; each result equals
+    `train_stage` of its config to 1e-10 in every weight (tests/test_grouped_seeds.py), so the harness stores
+    each under its own key and reuses it whichever way it was trained."""
+    _one_group(cfgs, "train", "seed")
+    data = [cell_data(cfg) for cfg in cfgs]
+    recipe, _ = resolve_params(cfgs[0].model, cfgs[0].method, cfgs[0].params_dict())
+    models = [_model(cfg, d) for cfg, d in zip(cfgs, data)]
+    costs = train_many(models, [(d.x_train, d.y_train) for d in data], recipe,
+                       [derive_seed(cfg.seed, "train") for cfg in cfgs], cfgs[0].train_shots)
+    return [StageResult(m.state_dict(), _cost(c.seconds, c.circuits, c.shots, circuits_device=float(c.device_circuits)))
+            for m, c in zip(models, costs)]
 
 
 def unlearn_stage(cfg: CellConfig, original: dict[str, torch.Tensor]) -> StageResult:
