@@ -5,7 +5,8 @@ into fresh results roots on the same machine. Prints both wall times, their rati
 seconds per stage kind (from the stored artifacts' records), so that the refit's and the references' shares
 can be read off.
 
-Usage: python benchmarks/bench_audit_cost.py [--grid grids/paper.yaml] [--seeds 0 1 2 3 4] [--keep DIR]
+Usage: python benchmarks/bench_audit_cost.py [--grid grids/paper.yaml] [--seeds 0 1 2 3 4] [--eval-shots exact]
+       [--keep DIR]
 Run it on a quiet machine: the two runs are timed one after the other, not side by side.
 """
 
@@ -30,10 +31,18 @@ sys.path.insert(0, str(ROOT))
 BEFORE = {"attack": {"fit_on": "original"}, "references": {"epoch_fraction": 0.25}, "rmia": {"offline_a": 0.3}}
 
 
-def variant(grid: dict, name: str, seeds: list[int] | None, before: bool) -> dict:
+def narrowed(grid: dict, name: str, args: argparse.Namespace) -> dict:
+    """The grid under `name`, with only the seeds and eval shot counts that `args` asks for."""
     out = {**grid, "name": name, "grid": {**grid["grid"]}}
-    if seeds is not None:
-        out["grid"]["seed"] = seeds
+    if args.seeds is not None:
+        out["grid"]["seed"] = args.seeds
+    if args.eval_shots is not None:
+        out["grid"]["eval_shots"] = [v if v == "exact" else int(v) for v in args.eval_shots]
+    return out
+
+
+def variant(grid: dict, name: str, args: argparse.Namespace, before: bool) -> dict:
+    out = narrowed(grid, name, args)
     if before:
         params = {k: dict(v) for k, v in (grid.get("params") or {}).items()}
         for section, values in BEFORE.items():
@@ -75,6 +84,8 @@ def arguments(doc: str, argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--grid", default=str(ROOT / "grids" / "paper.yaml"))
     p.add_argument("--seeds", type=int, nargs="+", help="run these seeds only (default: the grid's)")
+    p.add_argument("--eval-shots", nargs="+", help="run these eval shot counts only, e.g. exact (default: the grid's; "
+                   "they change evaluation only, the same in both runs)")
     p.add_argument("--keep", help="keep both results roots under this folder")
     return p.parse_args(argv)
 
@@ -91,7 +102,8 @@ def pair(args: argparse.Namespace, prefix: str, runs: list[tuple[str, dict, dict
             print(f"{label}: {walls[label]:.0f} s", flush=True)
         (first, a), (second, b) = walls.items()
         seeds = "seeds " + " ".join(map(str, args.seeds)) if args.seeds else "all seeds"
-        print(f"\n{Path(args.grid).stem} ({seeds}): {first} {a / 60:.1f} min, {second} {b / 60:.1f} min, "
+        shots = f", eval shots {' '.join(args.eval_shots)}" if args.eval_shots else ""
+        print(f"\n{Path(args.grid).stem} ({seeds}{shots}): {first} {a / 60:.1f} min, {second} {b / 60:.1f} min, "
               f"{second} / {first} {b / a:.2f}x")
         for label in walls:
             secs = stage_seconds(roots[label])
@@ -104,7 +116,7 @@ def pair(args: argparse.Namespace, prefix: str, runs: list[tuple[str, dict, dict
 def main(argv: list[str] | None = None) -> None:
     args = arguments(__doc__, argv)
     grid = yaml.safe_load(Path(args.grid).read_text())
-    pair(args, "qmu-audit-cost-", [(label, variant(grid, f"{grid['name']}-{label}", args.seeds, before), {})
+    pair(args, "qmu-audit-cost-", [(label, variant(grid, f"{grid['name']}-{label}", args, before), {})
                                    for label, before in (("before", True), ("after", False))])
 
 

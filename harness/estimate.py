@@ -61,14 +61,16 @@ class StageCost:
 ZERO = StageCost(0.0, 0.0, 0.0)
 
 
-def _passes(model: str, samples: float, shots: int | None) -> StageCost:
-    """`samples` forward+backward passes of `model` (gradients by autograd, or parameter shift with shots)."""
+def _passes(model: str, samples: float, shots: int | None, group: int = 1) -> StageCost:
+    """`samples` forward+backward passes of `model` (gradients by autograd, or parameter shift with shots), as
+    a share of `group` models trained together: exact, their speed-up shortens the seconds (not the circuits);
+    with shots each model trains alone."""
     from workloads.models import MODELS
 
     spec = MODELS[model]
     per = _per_sample(model)
     if shots is None:
-        return StageCost(samples * per, samples, 0.0)
+        return StageCost(samples * per * group_share(model, group), samples, 0.0)
     circuits_per = 1 + 2 * 24 * spec.n_layers  # forward plus +-pi/2 on every U3 angle
     if spec.family == "hqnn":
         circuits_per += _TREE_SHIFTS if spec.encoding == "amplitude" else 2 * 8
@@ -116,8 +118,7 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
     half = _population_half(cfg)
     scored = half if cfg.forget.startswith("random") else half // 10
     if kind == "train":  # as its share of the grid's seeds trained together (group_size, set by the plan)
-        share = group_share(cfg.model, getattr(cfg, "group_size", None) or 1) if cfg.train_shots is None else 1.0
-        return _passes(cfg.model, share * cfg.n_train * recipe["epochs"], cfg.train_shots)
+        return _passes(cfg.model, cfg.n_train * recipe["epochs"], cfg.train_shots, getattr(cfg, "group_size", None) or 1)
     if kind == "ulira":  # each of K shadows unlearned as the cell's model is (retrain: K trained together)
         from workloads.models import MODELS
         from workloads.unlearning import METHODS, Workload, unlearns_together
@@ -127,8 +128,7 @@ def stage_estimate(kind: str, cfg: Any) -> StageCost:
         # Ascents step the K shadows together (unlearn_many); priced at the training groups' speed-up, below
         # what they measured (bench_many.py --ulira: GA 1.73x, GradDiff 1.41x at K = 8).
         together = cfg.method == "retrain" or unlearns_together(cfg.method, mp, cfg.unlearn_shots)
-        group = group_share(cfg.model, k) if together else 1.0
-        return _passes(cfg.model, k * group * METHODS[cfg.method].passes(work), cfg.unlearn_shots)
+        return _passes(cfg.model, k * METHODS[cfg.method].passes(work), cfg.unlearn_shots, k if together else 1)
     if kind == "unlearn":  # the method's own cost model, in sample passes (its module in workloads/unlearning/)
         from workloads.models import MODELS
         from workloads.unlearning import METHODS, Workload
@@ -166,14 +166,11 @@ def _trained(kind: str, cfg: Any) -> StageCost:
     epochs = dict(cfg.recipe)["epochs"]
     if kind == "reference":
         pool = _population_half(cfg) + (cfg.n_train if getattr(cfg, "mode", "offline") == "online" else 0)
-        share = group_share(cfg.model, cfg.group_size) if cfg.train_shots is None else 1.0
-        return _passes(cfg.model, share * (pool // 2) * epochs, cfg.train_shots)
+        return _passes(cfg.model, (pool // 2) * epochs, cfg.train_shots, cfg.group_size)
     if kind == "shadow":
         samples = (_population_half(cfg) + _forget_size(cfg)) // 2 * epochs
-        share = group_share(cfg.model, cfg.k) if cfg.train_shots is None else 1.0
-        return _passes(cfg.model, cfg.k * share * samples, cfg.train_shots)
-    share = group_share(cfg.model, cfg.group_size) if cfg.train_shots is None else 1.0
-    return _passes(cfg.model, share * (cfg.n_train - _forget_size(cfg)) * epochs, cfg.train_shots)
+        return _passes(cfg.model, cfg.k * samples, cfg.train_shots, cfg.k)
+    return _passes(cfg.model, (cfg.n_train - _forget_size(cfg)) * epochs, cfg.train_shots, cfg.group_size)
 
 
 def _forget_size(cfg: Any) -> int:

@@ -155,13 +155,14 @@ def build_plan(grid: str, cfgs: list[Any], stage_specs: Callable[[Any], dict[str
 
 
 def _size_groups(stages: dict[str, StageNode]) -> None:
-    """A grouped stage's config carries how many stages of its group the plan holds (its `group_size`, which
-    prices it): a train stage learns here how many seeds of the grid train with it."""
+    """A groupable stage's config carries how many stages of its group the plan holds (its `group_size`, which
+    prices it; 1 with groups off): a train stage learns here how many seeds of the grid train with it."""
     groups = {key: group_of(node.cfg) for key, node in stages.items()}
     sizes = Counter(groups.values())
     for key, node in stages.items():
-        if groups[key] is not None and hasattr(node.cfg, "group_size"):
-            node.cfg = dataclasses.replace(node.cfg, group_size=sizes[groups[key]])
+        if getattr(node.cfg, "group_size", None) is not None:
+            size = 1 if groups[key] is None else sizes[groups[key]]
+            node.cfg = dataclasses.replace(node.cfg, group_size=size)
 
 
 def source_commit() -> str | None:

@@ -51,8 +51,9 @@ def test_only_a_train_stage_is_grouped_and_only_with_its_other_seeds() -> None:
         train_group_stage([BASE, replace(BASE, seed=1)])  # not train stage configs
 
 
-def test_the_plan_sizes_a_seed_group_and_the_cost_model_prices_it() -> None:
+def test_the_plan_sizes_a_seed_group_and_the_cost_model_prices_it(monkeypatch) -> None:
     from harness.estimate import GROUP_SPEEDUP, stage_estimate
+    from harness.identity import GROUPS_ENV
 
     cells = [replace(BASE, seed=s, method=m) for s in range(4) for m in ("none", "ga")]
     plan = build_plan("g", cells, stage_specs, "v")
@@ -60,7 +61,12 @@ def test_the_plan_sizes_a_seed_group_and_the_cost_model_prices_it() -> None:
     assert len(trains) == 4 and {n.cfg.group_size for n in trains} == {4}
     assert all(getattr(n.cfg, "group_size", None) is None for n in plan.stages.values() if n.kind != "train")
     alone = stage_estimate("train", BASE).seconds
-    assert stage_estimate("train", trains[0].cfg).seconds / alone == pytest.approx(1 / dict(GROUP_SPEEDUP["qnn"])[4])
+    grouped = stage_estimate("train", trains[0].cfg)
+    assert grouped.seconds / alone == pytest.approx(1 / dict(GROUP_SPEEDUP["qnn"])[4])
+    assert grouped.circuits == stage_estimate("train", BASE).circuits  # a group runs as many circuits, faster
+    monkeypatch.setenv(GROUPS_ENV, "off")  # every model alone: priced alone
+    plan = build_plan("g", cells, stage_specs, "v")
+    assert {n.cfg.group_size for n in plan.stages.values() if n.kind == "train"} == {1}
 
 
 def _spec(seeds: tuple[int, ...], method: str = "none") -> GridSpec:
