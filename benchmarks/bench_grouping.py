@@ -1,8 +1,8 @@
 """What training models in groups saves on a whole grid: the grid run with every stage alone (QMU_GROUPS=off:
 each original, reference and replica model trained by itself, as before groups existed) and as it runs now
 (the missing original models of the grid's seeds, the reference models of a seed, and a cell's replicas,
-trained together by `train_many`), one after the other into fresh results roots on the same machine. Prints both wall times, their ratio, and each run's worker
-seconds per stage kind. U-LiRA's shadows are trained and unlearned together either way (one stage).
+trained together by `train_many`), one after the other into fresh results roots on the same machine. Prints
+both wall times, their ratio, and each run's worker seconds per stage kind. U-LiRA's shadows are trained and unlearned together either way (one stage).
 
 Usage: python benchmarks/bench_grouping.py [--grid grids/paper.yaml] [--seeds 0] [--eval-shots exact] [--keep DIR]
 Run it on a quiet machine: the two runs are timed one after the other, not side by side.

@@ -104,6 +104,7 @@ class StageNode:
     cfg: Any
     deps: tuple[str, ...]
     cells: list[str] = field(default_factory=list)  # ids of cells whose result needs this stage
+    group: str | None = None  # the group it trains with (group_of its cfg), set once by build_plan
 
 
 @dataclass(frozen=True)
@@ -155,13 +156,15 @@ def build_plan(grid: str, cfgs: list[Any], stage_specs: Callable[[Any], dict[str
 
 
 def _size_groups(stages: dict[str, StageNode]) -> None:
-    """A groupable stage's config carries how many stages of its group the plan holds (its `group_size`, which
-    prices it; 1 with groups off): a train stage learns here how many seeds of the grid train with it."""
-    groups = {key: group_of(node.cfg) for key, node in stages.items()}
-    sizes = Counter(groups.values())
-    for key, node in stages.items():
+    """Each stage's group, computed once (the dispatcher reads it for every ready stage); a groupable stage's
+    config carries how many stages of its group the plan holds (its `group_size`, which prices it; 1 with groups
+    off): a train stage learns here how many seeds of the grid train with it."""
+    for node in stages.values():
+        node.group = group_of(node.cfg)
+    sizes = Counter(node.group for node in stages.values())
+    for node in stages.values():
         if getattr(node.cfg, "group_size", None) is not None:
-            size = 1 if groups[key] is None else sizes[groups[key]]
+            size = 1 if node.group is None else sizes[node.group]
             node.cfg = dataclasses.replace(node.cfg, group_size=size)
 
 

@@ -31,7 +31,7 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -384,7 +384,7 @@ class _Driver:
         while self.ready and len(keys) < min(share, MAX_BATCH):
             key = self.ready[0][2]
             node = self.plan.stages[key]
-            group = None if key in self.solo else group_of(node.cfg)
+            group = None if key in self.solo else node.group
             if group is not None:  # a group (or its share of the workers, see _chunk) goes as one batch of its own
                 if keys:
                     break
@@ -403,7 +403,7 @@ class _Driver:
 
     def _take_group(self, group: str) -> list[str]:
         """Take the other ready stages of `group` (not retried alone) off the ready queue, up to its chunk."""
-        members = sorted(e for e in self.ready if e[2] not in self.solo and group_of(self.plan.stages[e[2]].cfg) == group)
+        members = sorted(e for e in self.ready if e[2] not in self.solo and self.plan.stages[e[2]].group == group)
         taken = members[: self._chunk(group, len(members) + 1) - 1]
         if taken:
             self.ready = [e for e in self.ready if e not in taken]
@@ -680,8 +680,7 @@ def _subset(plan: Plan, keep: set[str]) -> Plan:
         return plan
     cells: list[PlannedCell] = [c for c in plan.cells if c.cell_id in keep]
     needed = {k for c in cells for k in c.keys.values()}
-    stages = {k: StageNode(n.key, n.kind, n.cfg, n.deps, [c for c in n.cells if c in keep])
-              for k, n in plan.stages.items() if k in needed}
+    stages = {k: replace(n, cells=[c for c in n.cells if c in keep]) for k, n in plan.stages.items() if k in needed}
     return Plan(cells, stages)
 
 

@@ -91,4 +91,8 @@ def test_runner_splits_a_seed_group_over_idle_workers_and_reuses_stored_seeds(tm
     assert _train_groups(store, first) == [2, 2, 2, 2]  # nothing else was ready: 2 + 2 on two workers, not 4 on one
     s = run_grid(_spec((0, 1, 2, 3, 4, 5, 6), "ga"), store, workers=1)  # three more seeds: only those train, together
     assert (s.cells_ok, s.stages_run["train"], s.stages_reused["train"]) == (7, 3, 4), s.failures
-    assert _train_groups(store, store.artifact_keys() - first) == [3, 3, 3]
+    second = store.artifact_keys()
+    assert _train_groups(store, second - first) == [3, 3, 3]
+    s = run_grid(_spec((0, 1, 2, 3, 4, 5, 6, 7, 8)), store, workers=1)  # a resumed run: only the new cells planned
+    assert (s.cells_ok, s.stages_run["train"]) == (5, 2), s.failures
+    assert _train_groups(store, store.artifact_keys() - second) == [2, 2]

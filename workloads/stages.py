@@ -161,7 +161,8 @@ def _group_id(spec: dict[str, Any], varying: str = "index") -> str:
 
 
 def _one_group(cfgs: list[Any], kind: str, varying: str = "index") -> None:
-    if len({c.group_id() for c in cfgs}) != 1 or None in {c.group_id() for c in cfgs}:
+    ids = {c.group_id() for c in cfgs}
+    if len(ids) != 1 or None in ids:
         raise ValueError(f"{kind}_group_stage: the {kind}s differ in more than their {varying}")
 
 
