@@ -26,7 +26,7 @@ from torch.func import stack_module_state
 from torch.nn import functional as F
 
 from ..quantum.parameter_shift import shift_circuits
-from ..quantum.statevector import angle_states, many_expectations
+from ..quantum.statevector import angle_states, ansatz_expectations
 from .modules import BANDED_BLOCK, HQNN, QNN, QuantumLayer, conv_relu_pool_many
 from .training import Cost, batches, fit
 
@@ -69,7 +69,7 @@ class StackedModels:
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         p = self.params
-        z = many_expectations(self._encoded(x), p["quantum.weight"])
+        z = ansatz_expectations(self._encoded(x), p["quantum.weight"])  # K models: a leading model axis
         return _linear(z, p["head.weight"], p["head.bias"])
 
     def _encoded(self, x: torch.Tensor) -> torch.Tensor:

@@ -39,19 +39,23 @@ def z_signs(dtype: torch.dtype = torch.float64) -> torch.Tensor:
 
 @lru_cache(maxsize=None)
 def _u3_tables(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """U3's entries as cos(theta/2 + shift) exp(i angles @ phase): the shifts give c, -s, s, c
-    and the phase matrix maps (theta, phi, lambda) to 0, lambda, phi, phi + lambda."""
-    shift = torch.tensor([0.0, math.pi / 2, -math.pi / 2, 0.0], dtype=dtype)
-    phase = torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1], [0, 1, 0, 1]], dtype=dtype)
+    """U3's entries as cos(theta/2 + shift) exp(i angles @ phase), then those of U3(theta + pi, phi, lambda)
+    = 2 dU3/dtheta: the shifts give c, -s, s, c and -s, -c, c, -s, and the phase matrix maps
+    (theta, phi, lambda) to 0, lambda, phi, phi + lambda for both."""
+    shift = torch.tensor([0.0, math.pi / 2, -math.pi / 2, 0.0, math.pi / 2, math.pi, 0.0, math.pi / 2], dtype=dtype)
+    phase = torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1], [0, 1, 0, 1]], dtype=dtype).repeat(1, 2)
     return shift, phase
 
 
-def u3_matrices(w: torch.Tensor) -> torch.Tensor:
-    """(..., 3) angles -> (..., 2, 2) complex U3(theta, phi, lambda), as qiskit defines it."""
+def u3_matrices(w: torch.Tensor, theta_derivative: bool = False) -> torch.Tensor:
+    """(..., 3) angles -> (..., 2, 2) complex U3(theta, phi, lambda), as qiskit defines it; with
+    `theta_derivative`, (..., 2, 2, 2): U3 and 2 dU3/dtheta, from one evaluation of the trigonometry."""
     shift, phase = _u3_tables(w.dtype)
-    mag, arg = torch.cos(w[..., :1] / 2 + shift), w @ phase
+    n = 8 if theta_derivative else 4
+    mag, arg = torch.cos(w[..., :1] / 2 + shift[:n]), w @ phase[:, :n]
     # Not torch.polar: its backward assumes a non-negative magnitude.
-    return torch.complex(mag * torch.cos(arg), mag * torch.sin(arg)).unflatten(-1, (2, 2))
+    out = torch.complex(mag * torch.cos(arg), mag * torch.sin(arg))
+    return out.unflatten(-1, (2, 2, 2) if theta_derivative else (2, 2))
 
 
 def _kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -88,60 +92,96 @@ def ring(states: torch.Tensor) -> torch.Tensor:
     return states[..., ring_permutation()]
 
 
-# The ansatz runs on states laid out as (16, rows, 16) = (high half, row, low half), so that both
-# halves of a layer are one matrix product each over all rows (the low half contracts the last
-# axis, the high half the first) and the CNOT ring is one gather. Per layer that is 2 * 16 complex
-# multiply-adds per amplitude and three tensor ops, whatever the batch size.
+# The ansatz runs on states laid out as (..., 16, rows, 16) = (models, high half, row, low half): one model's
+# (16, rows, 16) with weights (L, 8, 3), or K models' (K, 16, rows, 16) with their own weights (K, L, 8, 3).
+# Both halves of a layer are then one matrix product each over all rows and models (the low half contracts
+# the last axis, the high half the one before the rows) and the CNOT ring is one gather: per layer 2 * 16
+# complex multiply-adds per amplitude and three tensor ops, whatever the batch size and the number of
+# models, so the per-operation overhead that dominates a training step at small batches is paid once per
+# step. The last layer's ring permutes basis states, so it is folded into the Z signs (`_final_signs`)
+# rather than gathered.
 
 
 @lru_cache(maxsize=64)
-def ring_gathers(rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flat gather indices of the CNOT ring on the (16, rows, 16) layout: (to the same layout,
-    its inverse, to the (rows, 256) layout, its inverse)."""
+def ring_gathers(rows: int, models: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat gather indices of the CNOT ring on `models` states in the (16, rows, 16) layout: (to the same
+    layout, its inverse, to the (rows, 256) layout)."""
     g = ring_permutation()
     n = torch.arange(rows)[:, None]
     src = (g // 16) * (rows * 16) + n * 16 + g % 16  # (rows, 256): flat source of out[n, j]
-    to_rows = src.reshape(-1)
-    to_halves = src.reshape(rows, 16, 16).transpose(0, 1).reshape(-1)
-    return to_halves, torch.argsort(to_halves), to_rows, torch.argsort(to_rows)
+    offsets = torch.arange(models)[:, None] * (rows * DIM)
+    mid = (src.reshape(rows, 16, 16).transpose(0, 1).reshape(1, -1) + offsets).reshape(-1)
+    return mid, torch.argsort(mid), (src.reshape(1, -1) + offsets).reshape(-1)
+
+
+@lru_cache(maxsize=None)
+def _final_signs(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """z_signs with the last layer's CNOT ring folded in, for states before that ring in the halves layout:
+    (16, 32, 8) against the squared real and imaginary parts side by side, and (16, 8, 16) doubled for the
+    backward pass (d <Z>/d psi = 2 psi * sign)."""
+    s = z_signs(dtype)[torch.argsort(ring_permutation())].reshape(16, 16, 8)
+    return s.repeat_interleave(2, dim=1).contiguous(), (2 * s).transpose(1, 2).contiguous()
 
 
 def to_halves(states: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(rows, 256) -> (16, rows, 16) of complex `dtype`."""
-    return states.reshape(-1, 16, 16).transpose(0, 1).to(dtype, memory_format=torch.contiguous_format)
+    """(..., rows, 256) -> (..., 16, rows, 16) of complex `dtype`, contiguous (`to` does not copy when the
+    dtype already matches)."""
+    halves = states.unflatten(-1, (16, 16)).transpose(-3, -2)
+    return halves.contiguous() if states.dtype == dtype else halves.to(dtype, memory_format=torch.contiguous_format)
+
+
+def _per_layer(halves: torch.Tensor, half: int) -> tuple[torch.Tensor, ...]:
+    """One half's (..., 16, 16) unitary for each layer of halves (..., L, 2, 16, 16), as views."""
+    return halves.select(-3, half).unbind(-3)
 
 
 def _layers(x: torch.Tensor, halves: torch.Tensor, saved: list | None = None) -> torch.Tensor:
-    """States in the (16, rows, 16) layout through the layers -> final states (rows, 256)."""
-    rows = x.shape[1]
-    mid, _, last, _ = ring_gathers(rows)
-    for layer, (hi, lo) in enumerate(halves):
-        z = (x.reshape(-1, 16) @ lo.T).reshape(16, -1)
+    """States (..., 16, rows, 16) through the layers (halves (..., L, 2, 16, 16)) -> the final states in the
+    same layout, before the last layer's CNOT ring. Each step is as few tensor ops as it can be: at training
+    batch sizes their dispatch costs about as much as their arithmetic."""
+    lead, rows = x.shape[:-3], x.shape[-2]
+    mid = ring_gathers(rows, x.numel() // (rows * DIM))[0]
+    his, los = _per_layer(halves, 0), _per_layer(halves.mT, 1)
+    last = len(his) - 1
+    for layer, (hi, lo_t) in enumerate(zip(his, los)):
+        z = (x.view(lead + (-1, 16)) @ lo_t).view(lead + (16, -1))
         v = hi @ z
         if saved is not None:
             saved.append((x, z))
-        x = v.reshape(-1).index_select(0, last if layer == len(halves) - 1 else mid).reshape(16, rows, 16)
-    return x.reshape(rows, DIM)
+        x = v.view(x.shape) if layer == last else v.view(-1).index_select(0, mid).view(x.shape)
+    return x
+
+
+def _final_expectations(x: torch.Tensor) -> torch.Tensor:
+    """<Z_j> of final states (..., 16, rows, 16) before the last ring -> (..., rows, 8)."""
+    squares = torch.view_as_real(x).square().flatten(-2)
+    return (squares @ _final_signs(squares.dtype)[0]).sum(-3)
 
 
 def apply_layers(states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Apply the ansatz (weights (L, 8, 3)) to states (rows, 256), differentiable by autograd."""
     if len(weights) == 0:
         return states
-    x = to_halves(states, COMPLEX[weights.dtype])
-    return _layers(x, half_unitaries(weights))
+    halves = half_unitaries(weights)
+    x = _layers(to_halves(states, halves.dtype), halves)
+    return x.reshape(-1).index_select(0, ring_gathers(len(states))[2]).reshape(len(states), DIM)
 
 
 def ansatz_expectations(states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Exact <Z_j> after the ansatz, (rows, 8), with gradients by one reverse pass (`_Ansatz`)."""
+    """Exact <Z_j> after the ansatz: states (rows, 256) and weights (L, 8, 3) -> (rows, 8), or K models'
+    states (K, rows, 256) and weights (K, L, 8, 3) -> (K, rows, 8), model k's rows and gradients equal to
+    its own; gradients by one reverse pass (`_Ansatz`)."""
+    if weights.shape[-3] == 0:
+        return expectations(states.to(COMPLEX[weights.dtype]))
     if torch.is_grad_enabled() and (states.requires_grad or weights.requires_grad):
         return _Ansatz.apply(states, weights)
     with torch.no_grad():
-        return expectations(apply_layers(states, weights))
+        halves = gate_halves(u3_matrices(weights))
+        return _final_expectations(_layers(to_halves(states, halves.dtype), halves))
 
 
 class _Ansatz(torch.autograd.Function):
-    """states (rows, 256), real or complex, and weights (L, 8, 3) -> <Z_j>, differentiated by hand.
+    """states (..., rows, 256), real or complex, and weights (..., L, 8, 3) -> <Z_j>, differentiated by hand.
 
     Autograd through the layers and the gate construction records about 60 small ops per layer,
     which cost more than the arithmetic at training batch sizes. The backward here runs the
@@ -152,122 +192,52 @@ class _Ansatz(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, states, weights):
-        gates = u3_matrices(weights)
-        halves = gate_halves(gates)
+        gates = u3_matrices(weights, theta_derivative=True)  # (..., L, 8, 2, 2, 2): U3 and 2 dU3/dtheta
+        halves = gate_halves(gates[..., 0, :, :])
         saved: list = []
         final = _layers(to_halves(states, halves.dtype), halves, saved)
         ctx.saved = saved
         ctx.real_input = not states.is_complex()
-        ctx.save_for_backward(final, weights, gates, halves)
-        return expectations(final)
+        ctx.save_for_backward(final, gates, halves)
+        return _final_expectations(final)
 
     @staticmethod
     def backward(ctx, grad_z):
-        final, weights, gates, halves = ctx.saved_tensors
-        rows, n_layers = final.shape[0], len(halves)
-        _, mid_inv, _, last_inv = ring_gathers(rows)
-        halves_conj = halves.conj().resolve_conj()
-        # d loss/d psi of z = |psi|^2 @ signs, a real factor per amplitude.
-        factor = (2 * grad_z) @ z_signs(grad_z.dtype).T
-        grad = torch.view_as_complex(torch.view_as_real(final) * factor[..., None]).reshape(-1)
-        # Per layer, U_half^dagger (d loss/d U_half): the high half, and the low half transposed.
-        env = torch.empty(2, n_layers, 16, 16, dtype=halves.dtype)
-        for layer in range(n_layers - 1, -1, -1):
+        final, gates, halves = ctx.saved_tensors
+        lead, rows = final.shape[:-3], final.shape[-2]
+        mid_inv = ring_gathers(rows, final.numel() // (rows * DIM))[1]
+        # d loss/d psi of <Z> = |psi|^2 @ signs: a real factor per amplitude.
+        factor = grad_z.unsqueeze(-3) @ _final_signs(grad_z.dtype)[1]
+        grad = torch.view_as_complex(torch.view_as_real(final) * factor[..., None])
+        # Per layer, U_half^dagger (d loss/d U_half): the high half, and the low half transposed; layer-major,
+        # so that each layer's block is contiguous for the products' `out`.
+        his_h, los_c = _per_layer(halves.mH, 0), _per_layer(halves.conj().resolve_conj(), 1)
+        env = torch.empty(2, len(his_h), *lead, 16, 16, dtype=halves.dtype)
+        env_hi, env_lo = env[0].unbind(0), env[1].unbind(0)
+        rows_by_16, by_16_rows = lead + (-1, 16), lead + (16, -1)
+        for layer in range(len(his_h) - 1, -1, -1):
             x, z = ctx.saved[layer]
-            gv = grad.index_select(0, last_inv if layer == n_layers - 1 else mid_inv).reshape(16, -1)
-            gz = halves[layer, 0].mH @ gv
-            gx = gz.reshape(-1, 16) @ halves_conj[layer, 1]
-            torch.mm(gz, z.mH, out=env[0, layer])
-            torch.mm(x.reshape(-1, 16).mH, gx, out=env[1, layer])
-            grad = gx.reshape(-1)
+            if layer < len(his_h) - 1:
+                grad = grad.view(-1).index_select(0, mid_inv)
+            gz = his_h[layer] @ grad.view(by_16_rows)
+            torch.matmul(gz, z.mH, out=env_hi[layer])
+            if layer == 0 and not ctx.needs_input_grad[0]:
+                # x^dagger (gz L) = (x^dagger gz) L: the gradient at the input is not needed, so the
+                # first layer skips one of its four large products.
+                torch.matmul(x.view(rows_by_16).mH @ gz.view(rows_by_16), los_c[0], out=env_lo[0])
+                break
+            grad = gz.view(rows_by_16) @ los_c[layer]
+            torch.matmul(x.view(rows_by_16).mH, grad, out=env_lo[layer])
         ctx.saved = None
         g_states = g_w = None
         if ctx.needs_input_grad[0]:
-            g_states = grad.reshape(16, rows, 16).transpose(0, 1).reshape(rows, DIM)
-            g_states = g_states.real if ctx.real_input else g_states
-        if ctx.needs_input_grad[1]:
-            g_w = _weight_grads(weights, gates, env)
-        return g_states, g_w
-
-
-# Many models at once: K models' states in a (K, 16, rows, 16) layout and weights (K, L, 8, 3). Each
-# layer is two batched matrix products and one gather for all K models, so the per-operation overhead
-# that dominates one model's training step at small batches is paid once per step, not K times.
-
-
-def to_halves_many(states: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(K, rows, 256) -> (K, 16, rows, 16) of complex `dtype`."""
-    k, rows = states.shape[:2]
-    return states.reshape(k, rows, 16, 16).transpose(1, 2).to(dtype, memory_format=torch.contiguous_format)
-
-
-def _layers_many(x: torch.Tensor, halves: torch.Tensor, saved: list | None = None) -> torch.Tensor:
-    """`_layers` for K models: (K, 16, rows, 16) states, (K, L, 2, 16, 16) halves -> (K, rows, 256)."""
-    k, rows, n_layers = x.shape[0], x.shape[2], halves.shape[1]
-    mid, _, last, _ = ring_gathers(rows)
-    for layer in range(n_layers):
-        z = (x.reshape(k, -1, 16) @ halves[:, layer, 1].mT).reshape(k, 16, -1)
-        v = halves[:, layer, 0] @ z
-        if saved is not None:
-            saved.append((x, z))
-        x = v.reshape(k, -1).index_select(1, last if layer == n_layers - 1 else mid).reshape(k, 16, rows, 16)
-    return x.reshape(k, rows, DIM)
-
-
-def many_expectations(states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Exact <Z_j> of K models: states (K, rows, 256) and weights (K, L, 8, 3) -> (K, rows, 8); model k's
-    rows equal `ansatz_expectations(states[k], weights[k])` to rounding, and so do its gradients."""
-    if torch.is_grad_enabled() and (states.requires_grad or weights.requires_grad):
-        return _ManyAnsatz.apply(states, weights)
-    with torch.no_grad():
-        if weights.shape[1] == 0:
-            return expectations(states.to(COMPLEX[weights.dtype]))
-        halves = gate_halves(u3_matrices(weights))
-        return expectations(_layers_many(to_halves_many(states, halves.dtype), halves))
-
-
-class _ManyAnsatz(torch.autograd.Function):
-    """`_Ansatz` for K models with their own weights: the same reverse pass, batched over the models."""
-
-    @staticmethod
-    def forward(ctx, states, weights):
-        gates = u3_matrices(weights)
-        halves = gate_halves(gates)
-        saved: list = []
-        final = _layers_many(to_halves_many(states, halves.dtype), halves, saved)
-        ctx.saved = saved
-        ctx.real_input = not states.is_complex()
-        ctx.save_for_backward(final, weights, gates, halves)
-        return expectations(final)
-
-    @staticmethod
-    def backward(ctx, grad_z):
-        final, weights, gates, halves = ctx.saved_tensors
-        k, rows, n_layers = final.shape[0], final.shape[1], halves.shape[1]
-        _, mid_inv, _, last_inv = ring_gathers(rows)
-        halves_conj = halves.conj().resolve_conj()
-        factor = (2 * grad_z) @ z_signs(grad_z.dtype).T
-        grad = torch.view_as_complex(torch.view_as_real(final) * factor[..., None]).reshape(k, -1)
-        # Layer-major, so that each layer's (K, 16, 16) block is contiguous for bmm's `out`.
-        env = torch.empty(2, n_layers, k, 16, 16, dtype=halves.dtype)
-        for layer in range(n_layers - 1, -1, -1):
-            x, z = ctx.saved[layer]
-            gv = grad.index_select(1, last_inv if layer == n_layers - 1 else mid_inv).reshape(k, 16, -1)
-            gz = halves[:, layer, 0].mH @ gv
-            gx = gz.reshape(k, -1, 16) @ halves_conj[:, layer, 1]
-            torch.bmm(gz, z.mH, out=env[0, layer])
-            torch.bmm(x.reshape(k, -1, 16).mH, gx, out=env[1, layer])
-            grad = gx.reshape(k, -1)
-        ctx.saved = None
-        g_states = g_w = None
-        if ctx.needs_input_grad[0]:
-            g_states = grad.reshape(k, 16, rows, 16).transpose(1, 2).reshape(k, rows, DIM)
+            g_states = grad.view(final.shape).transpose(-3, -2).flatten(-2)
             g_states = g_states.real if ctx.real_input else g_states
         if ctx.needs_input_grad[1]:
             # Every (layer, model) pair is one "layer" of `_weight_grads`.
-            flat = _weight_grads(weights.transpose(0, 1).reshape(-1, N_QUBITS, 3),
-                                 gates.transpose(0, 1).reshape(-1, N_QUBITS, 2, 2), env.flatten(1, 2))
-            g_w = flat.reshape(n_layers, k, N_QUBITS, 3).transpose(0, 1)
+            layer_major = gates.movedim(-5, 0)
+            flat = _weight_grads(layer_major.reshape(-1, N_QUBITS, 2, 2, 2), env.flatten(1, -3))
+            g_w = flat.reshape(layer_major.shape[:-3] + (3,)).movedim(0, -3)
         return g_states, g_w
 
 
@@ -291,19 +261,20 @@ def _phase_masks(dtype: torch.dtype) -> torch.Tensor:
     return torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=dtype)
 
 
-def _weight_grads(weights: torch.Tensor, gates: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
-    """d loss/d (theta, phi, lambda) of every gate U from `env` (see `_Ansatz.backward`).
+def _weight_grads(gates: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
+    """d loss/d (theta, phi, lambda) of every gate U from `env` (see `_Ansatz.backward`); gates (n, 8, 2, 2, 2)
+    hold U3 and 2 dU3/dtheta.
 
     Let m be the 2x2 partial trace of U_half^dagger G_half onto the gate's qubit (G = d loss/d U).
     Then d loss/dw = Re sum(dU/dw * conj(U m)), with dU/dtheta = U3(theta + pi, phi, lambda) / 2,
     dU/dphi = i U on the second row and dU/dlambda = i U on the second column.
     """
-    n_layers = len(weights)
-    traces = (env.flatten(-2) @ _partial_traces(env.dtype)).transpose(0, 1)  # (L, half, 16)
-    v = (gates @ traces.reshape(n_layers, 8, 2, 2).flip(1)).conj().flatten(-2)
-    d_theta = u3_matrices(weights + torch.tensor([math.pi, 0.0, 0.0], dtype=weights.dtype)).flatten(-2)
+    n = env.shape[1]
+    u, d_theta = gates[..., 0, :, :], gates[..., 1, :, :].flatten(-2)
+    traces = (env.flatten(-2) @ _partial_traces(env.dtype)).transpose(0, 1)  # (n, half, 16)
+    v = (u @ traces.reshape(n, 8, 2, 2).flip(1)).conj().flatten(-2)
     g_theta = (d_theta * v).real.sum(-1, keepdim=True) / 2
-    g_phases = -((gates.flatten(-2) * v).imag @ _phase_masks(weights.dtype))
+    g_phases = -((u.flatten(-2) * v).imag @ _phase_masks(v.real.dtype))
     return torch.cat([g_theta, g_phases], dim=-1)
 
 
