@@ -6,7 +6,8 @@ import torch
 from workloads.data import load_split
 from workloads.hparams import model_defaults
 from workloads.models import build_model, model_inputs
-from workloads.models.batched import ManySGD, train_many
+from workloads.models.batched import train_many
+from workloads.models.training import SGD
 from workloads.models.training import as_labels, fit
 
 TOLERANCE = 1e-10
@@ -73,7 +74,7 @@ def test_many_sgd_matches_torch_sgd_and_leaves_idle_models_alone():
     torch.manual_seed(0)
     w = torch.randn(3, 5, dtype=torch.float64)
     stacked = {"w": w.clone().requires_grad_()}
-    opt = ManySGD(stacked, lr=0.1, momentum=0.9, nesterov=True, maximize=True)
+    opt = SGD(stacked, lr=0.1, momentum=0.9, nesterov=True, maximize=True)
     singles = [w[k].clone().requires_grad_() for k in range(3)]
     opts = [torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True, maximize=True) for p in singles]
     for step in range(4):

@@ -28,9 +28,9 @@ from torch.nn import functional as F
 from ..quantum.parameter_shift import shift_circuits
 from ..quantum.statevector import angle_states, ansatz_expectations
 from .modules import BANDED_BLOCK, HQNN, QNN, QuantumLayer, conv_relu_pool_many
-from .training import Cost, batches, fit
+from .training import SGD, Cost, batches, fit
 
-__all__ = ["ManySGD", "StackedModels", "train_many"]
+__all__ = ["StackedModels", "train_many"]
 
 # The most models stacked at once; more train in stacks of this size, one after the other. One epoch of
 # hqnn-l1 (benchmarks/bench_many.py, best of 2, 2026-12-03): 1.27x, 1.53x, 1.38x, 1.35x and 0.98x faster than
@@ -130,50 +130,6 @@ class _ManyLinear(torch.autograd.Function):
         return g_x, torch.bmm(grad.mT.contiguous(), x), grad.sum(1)
 
 
-class ManySGD:
-    """torch's SGD (momentum, dampening 0, optional Nesterov, no weight decay) on stacked parameters,
-    elementwise the same arithmetic as `torch.optim.SGD` on each model; `maximize` ascends.
-
-    `step(active)` leaves the models where `active` is False, parameters and momentum both, as they are.
-    """
-
-    def __init__(self, params: dict[str, torch.Tensor], lr: float, momentum: float = 0.0, nesterov: bool = False,
-                 maximize: bool = False):
-        self.params, self.lr, self.momentum, self.nesterov, self.maximize = params, lr, momentum, nesterov, maximize
-        self.buffers: dict[str, torch.Tensor] = {}
-
-    def zero_grad(self) -> None:
-        for p in self.params.values():
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self, active: torch.Tensor | None = None) -> None:
-        idle = None if active is None or bool(active.all()) else (~active).nonzero().flatten()
-        for name, p in self.params.items():
-            if p.grad is None:
-                continue
-            kept = None if idle is None else (p[idle].clone(), self.buffers[name][idle].clone()
-                                              if name in self.buffers else None)
-            self._update(name, p)
-            if kept is not None:
-                p[idle] = kept[0]
-                if kept[1] is not None:
-                    self.buffers[name][idle] = kept[1]
-                elif self.momentum != 0:  # a model idle from the first step has no momentum yet
-                    self.buffers[name][idle] = 0.0
-
-    def _update(self, name: str, p: torch.Tensor) -> None:
-        grad = -p.grad if self.maximize else p.grad
-        if self.momentum != 0:
-            buf = self.buffers.get(name)
-            if buf is None:
-                buf = self.buffers[name] = torch.clone(grad).detach()
-            else:
-                buf.mul_(self.momentum).add_(grad, alpha=1)
-            grad = grad.add(buf, alpha=self.momentum) if self.nesterov else buf
-        p.add_(grad, alpha=-self.lr)
-
-
 @dataclass(frozen=True)
 class _Batch:
     rows: torch.Tensor  # (K, R) indices into the concatenated data, padded with a valid row
@@ -230,7 +186,7 @@ def train_many(
                 for c in train_many(models[i:i + size], datasets[i:i + size], recipe, seeds[i:i + size], None, epochs)]
     stack = StackedModels(models)
     n_epochs = recipe["epochs"] if epochs is None else epochs
-    opt = ManySGD(stack.params, recipe["lr"], recipe["momentum"], recipe.get("nesterov", False))
+    opt = SGD(stack.params, recipe["lr"], recipe["momentum"], recipe.get("nesterov", False))
     x_all = torch.cat([x for x, _ in datasets])
     y_all = torch.cat([y for _, y in datasets])
     sizes = [len(y) for _, y in datasets]

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..models.batched import ManySGD, StackedModels
+from ..models.batched import StackedModels
+from ..models.training import SGD
 from ..models.training import batches
 from .ascent import Gate, Objective, stop_rows
 from .base import UnlearnData
@@ -76,7 +77,7 @@ class _Group:
 
     members: list[int]
     stack: StackedModels | None
-    opt: ManySGD | None
+    opt: SGD | None
     weights: dict[str, torch.Tensor] | None
 
     @staticmethod
@@ -84,7 +85,7 @@ class _Group:
         if not members:
             return _Group([], None, None, None)
         stack = StackedModels([models[k] for k in members])
-        opt = ManySGD(stack.params, params["lr"], params["momentum"])
+        opt = SGD(stack.params, params["lr"], params["momentum"])
         stacked = None if weights is None else {
             name: torch.stack([weights[k][j] for k in members]) for j, name in enumerate(stack.params)}
         return _Group(members, stack, opt, stacked)
