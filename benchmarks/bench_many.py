@@ -8,7 +8,6 @@ each unlearned on the forget samples it holds) with the shadows unlearned togeth
 after the other, for each ascent method, and the largest difference in the shadows' confidences. Then
 qnn-l5's single-model epoch against PennyLane (default.qubit, broadcasting, backprop) when it is installed,
 as in bench_simulator.py.
-Everything runs with the allocator settings of `qmu run`'s workers (`harness/allocator.py`).
 Every time is the best of `--repeat`; on a shared machine compare ratios, not absolute seconds.
 Run: python benchmarks/bench_many.py [--models hqnn-l1,qnn-l10] [--k 1,2,4,8,16,32] [--epochs 1]
 """
@@ -143,14 +142,12 @@ def main(argv: list[str] | None = None) -> None:
         ks = [int(k) for k in args.k.split(",") if k]
     except ValueError:
         p.error(f"--k: {args.k!r} is not a comma-separated list of integers")
-    from harness.allocator import keep_freed_memory
     from workloads.models import MODELS
 
     unknown = [m for m in args.models.split(",") if m not in MODELS]
     if unknown:
         p.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(MODELS)}")
     torch.set_num_threads(1)
-    keep_freed_memory()  # as `qmu run`'s workers do
     print(f"load average at start: {', '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
     for name in args.models.split(","):
         if ks:

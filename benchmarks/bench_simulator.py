@@ -9,8 +9,6 @@ Prints, for the exact float64 executor:
 - one qnn-l5 epoch on the generic compiled executor (any qiskit circuit) against the hand-written
   kernel, same loop and seed, and the weights' difference after it (`--compiled-only` for just this);
 With `--baseline DIR` (a checkout of another commit) its epochs are timed too, alternating with ours.
-Every epoch, ours, the baseline's and the peers', runs with the allocator settings of `qmu run`'s workers
-(`harness/allocator.py`).
 Every time is the best of `--repeat`; on a shared machine compare ratios, not absolute seconds.
 Run: python benchmarks/bench_simulator.py [--baseline /path/to/old/checkout]
 """
@@ -136,9 +134,7 @@ def epoch_time(model_name: str) -> float:
 
 def epoch_time_in(checkout: Path, model_name: str) -> float:
     """`epoch_time` of another checkout's code, in a fresh process."""
-    from harness.allocator import ENVIRONMENT
-
-    env = {**os.environ, **ENVIRONMENT, "PYTHONPATH": str(checkout)}
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
     out = subprocess.run([sys.executable, __file__, "--epoch", model_name], env=env, cwd=checkout,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
@@ -253,12 +249,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epoch", help=argparse.SUPPRESS)  # internal: print one epoch time as JSON
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    if args.epoch:  # a child of this script: the allocator settings came with its environment
+    if args.epoch:
         print(json.dumps({"seconds": epoch_time(args.epoch)}))
         return
-    from harness.allocator import keep_freed_memory
-
-    keep_freed_memory()  # as `qmu run`'s workers do; the in-process peers get it too
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     rate = flop_rate()
     print(f"float64 matmul on one core: {rate / 1e9:.1f} GFLOP/s")

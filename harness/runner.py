@@ -38,7 +38,6 @@ from typing import Any
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from .allocator import keep_freed_memory
 from .estimate import stage_estimate
 from .grid_spec import GridSpec
 from .identity import DEPS, Plan, PlannedCell, StageNode, build_plan, config_dict, group_of, source_commit
@@ -130,7 +129,6 @@ class StageWorker:
 
         # One actor per CPU: intra-op threads would only fight each other for the same cores.
         torch.set_num_threads(1)
-        keep_freed_memory()
         self.impl = importlib.import_module(impl)
         from workloads.serialize import dumps, loads
 
