@@ -1,6 +1,7 @@
 """Batched torch statevector executor for the circuits of `circuits.py`, differentiable.
 
-States are (rows, 256) complex tensors indexed like qiskit (bit q of the index is qubit q).
+States are (rows, 256) complex tensors indexed like qiskit (bit q of the index is qubit q), or (K, rows, 256)
+for K models at once.
 """
 
 from __future__ import annotations
