@@ -29,6 +29,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterExpression, ParameterVector
 
 from .shots import sample_counts
+from .statevector import gather_states
 
 COMPLEX = torch.complex128
 PI = math.pi
@@ -636,14 +637,6 @@ def _half_grads(x: torch.Tensor, g: torch.Tensor, u: torch.Tensor, low: bool):
     return gx, (gu.sum(0) if gu.dim() > u.dim() else gu)
 
 
-def _permute(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """A gather of each model's states (K, hi, B, lo) by flat indices; one model's as a 1-D gather, which
-    is faster than the same gather along the second axis."""
-    if x.shape[0] == 1:
-        return x.reshape(-1).index_select(0, idx).reshape(x.shape)
-    return x.reshape(x.shape[0], -1).index_select(1, idx).reshape(x.shape)
-
-
 class _Sweep(torch.autograd.Function):
     """A run of input-independent stage operations on states (K, hi, B, lo), as one autograd node.
 
@@ -659,7 +652,7 @@ class _Sweep(torch.autograd.Function):
         for op in ops:
             if op[0] == "perm":
                 _, idx, _, phase = op
-                x = _permute(x, idx)
+                x = gather_states(x, idx)
                 x = x if phase is None else x * phase.reshape(x.shape[1], 1, x.shape[3])
             else:
                 saved.append(x)
@@ -677,7 +670,7 @@ class _Sweep(torch.autograd.Function):
             if op[0] == "perm":
                 _, _, inv, phase = op
                 g = g if phase is None else g * phase.conj().reshape(g.shape[1], 1, g.shape[3])
-                g = _permute(g, inv)
+                g = gather_states(g, inv)
             else:
                 g, grads[op[1]] = _half_grads(states.pop(), g, units[op[1]], op[0] == "lo")
         return (g, None, *grads)

@@ -118,15 +118,23 @@ def ring(states: torch.Tensor) -> torch.Tensor:
 
 
 @_table(64)
-def ring_gathers(rows: int, models: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flat gather indices of the CNOT ring on `models` states in the (16, rows, 16) layout: (to the same
-    layout, its inverse, to the (rows, 256) layout)."""
+def ring_gathers(rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat gather indices of the CNOT ring on the (16, rows, 16) layout: (to the same layout, its inverse,
+    to the (rows, 256) layout)."""
     g = ring_permutation()
     n = torch.arange(rows)[:, None]
     src = (g // 16) * (rows * 16) + n * 16 + g % 16  # (rows, 256): flat source of out[n, j]
-    offsets = torch.arange(models)[:, None] * (rows * DIM)
-    mid = (src.reshape(rows, 16, 16).transpose(0, 1).reshape(1, -1) + offsets).reshape(-1)
-    return mid, torch.argsort(mid), (src.reshape(1, -1) + offsets).reshape(-1)
+    mid = src.reshape(rows, 16, 16).transpose(0, 1).reshape(-1)
+    return mid, torch.argsort(mid), src.reshape(-1)
+
+
+def gather_states(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Each model's states gathered by flat indices into one model's states, shape kept. One model's is a 1-D
+    gather, faster than the same gather along the second axis of (K, n), which K models take, so that the
+    indices do not grow with K."""
+    if x.numel() == index.numel():
+        return x.reshape(-1).index_select(0, index).reshape(x.shape)
+    return x.reshape(-1, index.numel()).index_select(1, index).reshape(x.shape)
 
 
 @_table()
@@ -155,7 +163,7 @@ def _layers(x: torch.Tensor, halves: torch.Tensor, saved: list | None = None) ->
     same layout, before the last layer's CNOT ring. Each step is as few tensor ops as it can be: at training
     batch sizes their dispatch costs about as much as their arithmetic."""
     lead, rows = x.shape[:-3], x.shape[-2]
-    mid = ring_gathers(rows, x.numel() // (rows * DIM))[0]
+    mid = ring_gathers(rows)[0]
     his, los = _per_layer(halves, 0), _per_layer(halves.mT, 1)
     last = len(his) - 1
     for layer, (hi, lo_t) in enumerate(zip(his, los)):
@@ -163,7 +171,7 @@ def _layers(x: torch.Tensor, halves: torch.Tensor, saved: list | None = None) ->
         v = hi @ z
         if saved is not None:
             saved.append((x, z))
-        x = v.view(x.shape) if layer == last else v.view(-1).index_select(0, mid).view(x.shape)
+        x = v.view(x.shape) if layer == last else gather_states(v, mid).view(x.shape)
     return x
 
 
@@ -231,7 +239,7 @@ class _Ansatz(torch.autograd.Function):
     def reverse(ctx, grad_z):
         saved, final, gates, halves = ctx.saved
         lead, rows = final.shape[:-3], final.shape[-2]
-        mid_inv = ring_gathers(rows, final.numel() // (rows * DIM))[1]
+        mid_inv = ring_gathers(rows)[1]
         # d loss/d psi of <Z> = |psi|^2 @ signs: a real factor per amplitude.
         factor = grad_z.unsqueeze(-3) @ _final_signs(grad_z.dtype)[1]
         grad = torch.view_as_complex(torch.view_as_real(final) * factor[..., None])
@@ -244,7 +252,7 @@ class _Ansatz(torch.autograd.Function):
         for layer in range(len(his_h) - 1, -1, -1):
             x, z = saved[layer]
             if layer < len(his_h) - 1:
-                grad = grad.view(-1).index_select(0, mid_inv)
+                grad = gather_states(grad, mid_inv)
             gz = his_h[layer] @ grad.view(by_16_rows)
             torch.matmul(gz, z.mH, out=env_hi[layer])
             if layer == 0 and not ctx.needs_input_grad[0]:
