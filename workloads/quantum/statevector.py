@@ -87,7 +87,7 @@ def gate_halves(gates: torch.Tensor) -> torch.Tensor:
 
 
 def half_unitaries(weights: torch.Tensor) -> torch.Tensor:
-    """(L, 8, 3) weights -> (L, 2, 16, 16) high and low halves of every layer's U3 product."""
+    """(..., L, 8, 3) weights -> (..., L, 2, 16, 16) high and low halves of every layer's U3 product."""
     return gate_halves(u3_matrices(weights))
 
 
@@ -187,7 +187,7 @@ def apply_layers(states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         return states
     halves = half_unitaries(weights)
     x = _layers(to_halves(states, halves.dtype), halves)
-    return x.reshape(-1).index_select(0, ring_gathers(len(states))[2]).reshape(len(states), DIM)
+    return gather_states(x, ring_gathers(len(states))[2]).reshape(len(states), DIM)
 
 
 def ansatz_expectations(states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -199,7 +199,7 @@ def ansatz_expectations(states: torch.Tensor, weights: torch.Tensor) -> torch.Te
     if torch.is_grad_enabled() and (states.requires_grad or weights.requires_grad):
         return _Ansatz.apply(states, weights)
     with torch.no_grad():
-        halves = gate_halves(u3_matrices(weights))
+        halves = half_unitaries(weights)
         return _final_expectations(_layers(to_halves(states, halves.dtype), halves))
 
 

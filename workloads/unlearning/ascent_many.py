@@ -21,8 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..models.batched import StackedModels
-from ..models.training import SGD
-from ..models.training import batches
+from ..models.training import SGD, batches
 from .ascent import Gate, Objective, stop_rows
 from .base import UnlearnData
 
