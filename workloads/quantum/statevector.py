@@ -140,10 +140,11 @@ def gather_states(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 @_table()
 def _final_signs(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """z_signs with the last layer's CNOT ring folded in, for states before that ring in the halves layout:
-    (16, 32, 8) against the squared real and imaginary parts side by side, and (16, 8, 16) doubled for the
-    backward pass (d <Z>/d psi = 2 psi * sign)."""
+    (16, 32, 8) against the squared real and imaginary parts side by side, and (16, 8, 32) for the backward
+    pass: d <Z>/d conj(psi) = 2 conj(psi) * sign, against the real and imaginary parts (+2 sign, -2 sign)."""
     s = z_signs(dtype)[torch.argsort(ring_permutation())].reshape(16, 16, 8)
-    return s.repeat_interleave(2, dim=1).contiguous(), (2 * s).transpose(1, 2).contiguous()
+    conj_doubled = torch.stack([2 * s, -2 * s], dim=2).flatten(1, 2)
+    return s.repeat_interleave(2, dim=1).contiguous(), conj_doubled.transpose(1, 2).contiguous()
 
 
 def to_halves(states: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -215,6 +216,9 @@ class _Ansatz(torch.autograd.Function):
 
     # Both passes run in inference mode, where the kernel's many small ops skip autograd's bookkeeping (the
     # pair 10% faster, measured at qnn-l5's batch of 32); what leaves them is cloned into an ordinary tensor.
+    # There a product copies any operand that is a conjugated view (torch resolves the conjugate bit first),
+    # so the reverse pass carries the conjugate of d loss/d psi: then every product reads its operands as
+    # they are or transposed. With conjugated views a qnn-l5 step copied ten 131 KB operands.
 
     @staticmethod
     def forward(ctx, states, weights):
@@ -240,32 +244,32 @@ class _Ansatz(torch.autograd.Function):
         saved, final, gates, halves = ctx.saved
         lead, rows = final.shape[:-3], final.shape[-2]
         mid_inv = ring_gathers(rows)[1]
-        # d loss/d psi of <Z> = |psi|^2 @ signs: a real factor per amplitude.
-        factor = grad_z.unsqueeze(-3) @ _final_signs(grad_z.dtype)[1]
-        grad = torch.view_as_complex(torch.view_as_real(final) * factor[..., None])
-        # Per layer, U_half^dagger (d loss/d U_half): the high half, and the low half transposed; layer-major,
-        # so that each layer's block is contiguous for the products' `out`.
-        his_h, los_c = _per_layer(halves.mH, 0), _per_layer(halves.conj().resolve_conj(), 1)
-        env = torch.empty(2, len(his_h), *lead, 16, 16, dtype=halves.dtype)
+        # conj(d loss/d psi) of <Z> = |psi|^2 @ signs: conj(psi) times a real factor per amplitude.
+        factor = (grad_z.unsqueeze(-3) @ _final_signs(grad_z.dtype)[1]).unflatten(-1, (-1, 2))
+        grad = torch.view_as_complex(torch.view_as_real(final) * factor)
+        # Per layer, the conjugate of U_half^dagger (d loss/d U_half): the high half, and the low half
+        # transposed; layer-major, so that each layer's block is contiguous for the products' `out`.
+        his_t, los = _per_layer(halves.mT, 0), _per_layer(halves, 1)
+        env = torch.empty(2, len(his_t), *lead, 16, 16, dtype=halves.dtype)
         env_hi, env_lo = env[0].unbind(0), env[1].unbind(0)
         rows_by_16, by_16_rows = lead + (-1, 16), lead + (16, -1)
-        for layer in range(len(his_h) - 1, -1, -1):
+        for layer in range(len(his_t) - 1, -1, -1):
             x, z = saved[layer]
-            if layer < len(his_h) - 1:
+            if layer < len(his_t) - 1:
                 grad = gather_states(grad, mid_inv)
-            gz = his_h[layer] @ grad.view(by_16_rows)
-            torch.matmul(gz, z.mH, out=env_hi[layer])
+            gz = his_t[layer] @ grad.view(by_16_rows)
+            torch.matmul(gz, z.mT, out=env_hi[layer])
             if layer == 0 and not ctx.needs_input_grad[0]:
-                # x^dagger (gz L) = (x^dagger gz) L: the gradient at the input is not needed, so the
-                # first layer skips one of its four large products.
-                torch.matmul(x.view(rows_by_16).mH @ gz.view(rows_by_16), los_c[0], out=env_lo[0])
+                # x^T (gz lo) = (x^T gz) lo: the gradient at the input is not needed, so the first layer
+                # skips one of its four large products.
+                torch.matmul(x.view(rows_by_16).mT @ gz.view(rows_by_16), los[0], out=env_lo[0])
                 break
-            grad = gz.view(rows_by_16) @ los_c[layer]
-            torch.matmul(x.view(rows_by_16).mH, grad, out=env_lo[layer])
+            grad = gz.view(rows_by_16) @ los[layer]
+            torch.matmul(x.view(rows_by_16).mT, grad, out=env_lo[layer])
         g_states = g_w = None
         if ctx.needs_input_grad[0]:
             g_states = grad.view(final.shape).transpose(-3, -2).flatten(-2)
-            g_states = g_states.real if ctx.real_input else g_states
+            g_states = g_states.real if ctx.real_input else torch.conj_physical(g_states)
         if ctx.needs_input_grad[1]:
             # Every (layer, model) pair is one "layer" of `_weight_grads`.
             layer_major = gates.movedim(-5, 0)
@@ -294,18 +298,18 @@ def _phase_masks(dtype: torch.dtype) -> torch.Tensor:
     return torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=dtype)
 
 
-def _weight_grads(gates: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
-    """d loss/d (theta, phi, lambda) of every gate U from `env` (see `_Ansatz.backward`); gates (n, 8, 2, 2, 2)
-    hold U3 and 2 dU3/dtheta.
+def _weight_grads(gates: torch.Tensor, env_conj: torch.Tensor) -> torch.Tensor:
+    """d loss/d (theta, phi, lambda) of every gate U from the conjugate of `env` (see `_Ansatz.reverse`);
+    gates (n, 8, 2, 2, 2) hold U3 and 2 dU3/dtheta.
 
     Let m be the 2x2 partial trace of U_half^dagger G_half onto the gate's qubit (G = d loss/d U).
     Then d loss/dw = Re sum(dU/dw * conj(U m)), with dU/dtheta = U3(theta + pi, phi, lambda) / 2,
     dU/dphi = i U on the second row and dU/dlambda = i U on the second column.
     """
-    n = env.shape[1]
+    n = env_conj.shape[1]
     u, d_theta = gates[..., 0, :, :], gates[..., 1, :, :].flatten(-2)
-    traces = (env.flatten(-2) @ _partial_traces(env.dtype)).transpose(0, 1)  # (n, half, 16)
-    v = (u @ traces.reshape(n, 8, 2, 2).flip(1)).conj().flatten(-2)
+    traces_conj = (env_conj.flatten(-2) @ _partial_traces(env_conj.dtype)).transpose(0, 1)  # (n, half, 16)
+    v = (torch.conj_physical(u) @ traces_conj.reshape(n, 8, 2, 2).flip(1)).flatten(-2)  # conj(U m)
     g_theta = (d_theta * v).real.sum(-1, keepdim=True) / 2
     g_phases = -((u.flatten(-2) * v).imag @ _phase_masks(v.real.dtype))
     return torch.cat([g_theta, g_phases], dim=-1)
