@@ -53,37 +53,40 @@ def z_signs(dtype: torch.dtype = torch.float64) -> torch.Tensor:
 
 
 @_table()
-def _u3_tables(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """U3's entries as cos(theta/2 + shift) exp(i angles @ phase), then those of U3(theta + pi, phi, lambda)
-    = 2 dU3/dtheta: the shifts give c, -s, s, c and -s, -c, c, -s, and the phase matrix maps
-    (theta, phi, lambda) to 0, lambda, phi, phi + lambda for both."""
-    shift = torch.tensor([0.0, math.pi / 2, -math.pi / 2, 0.0, math.pi / 2, math.pi, 0.0, math.pi / 2], dtype=dtype)
-    phase = torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1], [0, 1, 0, 1]], dtype=dtype).repeat(1, 2)
-    return shift, phase
+def _u3_tables(dtype: torch.dtype, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (3, 3n) matrix and offset that map angles (theta, phi, lambda) to the arguments of U3's n = 4 entries
+    cos(a) exp(i b) = cos(a) (cos(b), cos(b - pi/2)): a = theta/2 + shift (c, -s, s, c), b = 0, lambda, phi,
+    phi + lambda; n = 8 adds those of U3(theta + pi, phi, lambda) = 2 dU3/dtheta (shifts -s, -c, c, -s).
+    Columns: the n values of a, then (b, b - pi/2) for each entry."""
+    shift = torch.tensor([0.0, math.pi / 2, -math.pi / 2, 0.0, math.pi / 2, math.pi, 0.0, math.pi / 2][:n], dtype=dtype)
+    phase = torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1], [0, 1, 0, 1]], dtype=dtype).repeat(1, 2)[:, :n]
+    half_theta = torch.tensor([[0.5], [0.0], [0.0]], dtype=dtype).expand(3, n)
+    matrix = torch.cat([half_theta, phase.repeat_interleave(2, dim=1)], dim=1)
+    return matrix, torch.cat([shift, torch.tensor([0.0, -math.pi / 2], dtype=dtype).repeat(n)])
 
 
 def u3_matrices(w: torch.Tensor, theta_derivative: bool = False) -> torch.Tensor:
     """(..., 3) angles -> (..., 2, 2) complex U3(theta, phi, lambda), as qiskit defines it; with
-    `theta_derivative`, (..., 2, 2, 2): U3 and 2 dU3/dtheta, from one evaluation of the trigonometry."""
-    shift, phase = _u3_tables(w.dtype)
+    `theta_derivative`, (..., 2, 2, 2): U3 and 2 dU3/dtheta, from one evaluation of the trigonometry.
+    Few ops (one product, one cosine, one multiplication): a training step builds them every time."""
     n = 8 if theta_derivative else 4
-    mag, arg = torch.cos(w[..., :1] / 2 + shift[:n]), w @ phase[:, :n]
+    matrix, offset = _u3_tables(w.dtype, n)
+    mag, phase = torch.cos(torch.addmm(offset, w.reshape(-1, 3), matrix)).split([n, 2 * n], dim=1)
     # Not torch.polar: its backward assumes a non-negative magnitude.
-    out = torch.complex(mag * torch.cos(arg), mag * torch.sin(arg))
-    return out.unflatten(-1, (2, 2, 2) if theta_derivative else (2, 2))
+    out = torch.view_as_complex(phase.unflatten(1, (n, 2)) * mag.unsqueeze(-1))
+    return out.view(w.shape[:-1] + ((2, 2, 2) if theta_derivative else (2, 2)))
 
 
-def _kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Batched Kronecker product over the last two axes."""
-    return (a[..., :, None, :, None] * b[..., None, :, None, :]).flatten(-4, -3).flatten(-2, -1)
+    return (a.unsqueeze(-1).unsqueeze(-3) * b.unsqueeze(-2).unsqueeze(-4)).flatten(-4, -3).flatten(-2, -1)
 
 
 def gate_halves(gates: torch.Tensor) -> torch.Tensor:
     """(..., 8, 2, 2) single-qubit gates -> (..., 2, 16, 16): the tensor products of qubits 7..4
     (high half) and 3..0 (low half), most significant qubit first."""
-    g = gates.flip(-3).unflatten(-3, (2, 2, 2))  # (..., half, pair, member, 2, 2)
-    pairs = _kron(g[..., 0, :, :], g[..., 1, :, :])
-    return _kron(pairs[..., 0, :, :], pairs[..., 1, :, :])
+    members = gates.flip(-3).unflatten(-3, (2, 2, 2)).unbind(-3)  # each (..., half, pair, 2, 2)
+    return kron(*kron(*members).unbind(-3))
 
 
 def half_unitaries(weights: torch.Tensor) -> torch.Tensor:
@@ -148,9 +151,10 @@ def _final_signs(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def to_halves(states: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(..., rows, 256) -> (..., 16, rows, 16) of complex `dtype`, contiguous (`to` does not copy when the
-    dtype already matches)."""
+    """(..., rows, 256) -> (..., 16, rows, 16), contiguous, of complex `dtype`, or of its real counterpart
+    for real states (the first layer multiplies them as real numbers, `_first_low`)."""
     halves = states.unflatten(-1, (16, 16)).transpose(-3, -2)
+    dtype = dtype if states.is_complex() else dtype.to_real()
     return halves.contiguous() if states.dtype == dtype else halves.to(dtype, memory_format=torch.contiguous_format)
 
 
@@ -159,16 +163,27 @@ def _per_layer(halves: torch.Tensor, half: int) -> tuple[torch.Tensor, ...]:
     return halves.select(-3, half).unbind(-3)
 
 
+def _real_times(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """a @ b for real a (..., m, k) and complex b (..., k, n), as one real product of a with b's real and
+    imaginary parts side by side (half a complex product's arithmetic, and no complex copy of a)."""
+    parts = torch.view_as_real(b).flatten(-2) if b.is_contiguous() else torch.view_as_real(b).reshape(b.shape[:-1] + (-1,))
+    if out is None:
+        return torch.view_as_complex((a @ parts).unflatten(-1, (-1, 2)))
+    torch.matmul(a, parts, out=torch.view_as_real(out).flatten(-2))
+    return out
+
+
 def _layers(x: torch.Tensor, halves: torch.Tensor, saved: list | None = None) -> torch.Tensor:
-    """States (..., 16, rows, 16) through the layers (halves (..., L, 2, 16, 16)) -> the final states in the
-    same layout, before the last layer's CNOT ring. Each step is as few tensor ops as it can be: at training
-    batch sizes their dispatch costs about as much as their arithmetic."""
+    """States (..., 16, rows, 16), real or complex, through the layers (halves (..., L, 2, 16, 16)) -> the
+    final states in the same layout, complex, before the last layer's CNOT ring. Each step is as few tensor
+    ops as it can be: at training batch sizes their dispatch costs about as much as their arithmetic."""
     lead, rows = x.shape[:-3], x.shape[-2]
     mid = ring_gathers(rows)[0]
     his, los = _per_layer(halves, 0), _per_layer(halves.mT, 1)
     last = len(his) - 1
     for layer, (hi, lo_t) in enumerate(zip(his, los)):
-        z = (x.view(lead + (-1, 16)) @ lo_t).view(lead + (16, -1))
+        flat = x.view(lead + (-1, 16))
+        z = (_real_times(flat, lo_t) if layer == 0 and not x.is_complex() else flat @ lo_t).view(lead + (16, -1))
         v = hi @ z
         if saved is not None:
             saved.append((x, z))
@@ -224,7 +239,7 @@ class _Ansatz(torch.autograd.Function):
     def forward(ctx, states, weights):
         with torch.inference_mode():
             gates = u3_matrices(weights, theta_derivative=True)  # (..., L, 8, 2, 2, 2): U3 and 2 dU3/dtheta
-            halves = gate_halves(gates[..., 0, :, :])
+            halves = gate_halves(gates.select(-3, 0))
             saved: list = []
             final = _layers(to_halves(states, halves.dtype), halves, saved)
             z = _final_expectations(final)
@@ -259,13 +274,15 @@ class _Ansatz(torch.autograd.Function):
                 grad = gather_states(grad, mid_inv)
             gz = his_t[layer] @ grad.view(by_16_rows)
             torch.matmul(gz, z.mT, out=env_hi[layer])
+            x_t = x.view(rows_by_16).mT
+            times = _real_times if not x.is_complex() else torch.matmul  # real states enter the first layer
             if layer == 0 and not ctx.needs_input_grad[0]:
                 # x^T (gz lo) = (x^T gz) lo: the gradient at the input is not needed, so the first layer
                 # skips one of its four large products.
-                torch.matmul(x.view(rows_by_16).mT @ gz.view(rows_by_16), los[0], out=env_lo[0])
+                torch.matmul(times(x_t, gz.view(rows_by_16)), los[0], out=env_lo[0])
                 break
             grad = gz.view(rows_by_16) @ los[layer]
-            torch.matmul(x.view(rows_by_16).mT, grad, out=env_lo[layer])
+            times(x_t, grad, out=env_lo[layer])
         g_states = g_w = None
         if ctx.needs_input_grad[0]:
             g_states = grad.view(final.shape).transpose(-3, -2).flatten(-2)
