@@ -184,14 +184,15 @@ def test_hqnn_inference_front_end_equals_conv2d(side):
 def test_kernel_tables_built_in_inference_mode_still_enter_autograd():
     """`_Ansatz` runs in inference mode; the constant tables it caches there must stay usable by autograd."""
     tables = [sv.ring_permutation, sv.z_signs, sv._u3_tables, sv.ring_gathers, sv._final_signs, sv._partial_traces,
-              sv._phase_masks]
+              sv._gradient_tables]
     for table in tables:
         table.cache_clear()
     rng = np.random.default_rng(6)
     x = torch.tensor(_unit(rng, 3))
     w = torch.tensor(rng.uniform(0, 6, size=(2, 8, 3)), requires_grad=True)
     sv.ansatz_expectations(x, w).sum().backward()  # builds every table inside inference mode
-    assert not any(t.is_inference() for t in (sv._u3_tables(torch.float64, 8) + sv._final_signs(torch.float64)))
+    built = sv._u3_tables(torch.float64) + sv._final_signs(torch.float64) + sv._gradient_tables(torch.float64)
+    assert not any(t.is_inference() for t in built)
     w2 = w.detach().clone().requires_grad_()
     sv.expectations(sv.apply_layers(x, w2)).sum().backward()  # autograd through the same tables
     assert (w.grad - w2.grad).abs().max() <= 1e-12

@@ -53,28 +53,25 @@ def z_signs(dtype: torch.dtype = torch.float64) -> torch.Tensor:
 
 
 @_table()
-def _u3_tables(dtype: torch.dtype, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A (3, 3n) matrix and offset that map angles (theta, phi, lambda) to the arguments of U3's n = 4 entries
-    cos(a) exp(i b) = cos(a) (cos(b), cos(b - pi/2)): a = theta/2 + shift (c, -s, s, c), b = 0, lambda, phi,
-    phi + lambda; n = 8 adds those of U3(theta + pi, phi, lambda) = 2 dU3/dtheta (shifts -s, -c, c, -s).
-    Columns: the n values of a, then (b, b - pi/2) for each entry."""
-    shift = torch.tensor([0.0, math.pi / 2, -math.pi / 2, 0.0, math.pi / 2, math.pi, 0.0, math.pi / 2][:n], dtype=dtype)
-    phase = torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1], [0, 1, 0, 1]], dtype=dtype).repeat(1, 2)[:, :n]
-    half_theta = torch.tensor([[0.5], [0.0], [0.0]], dtype=dtype).expand(3, n)
+def _u3_tables(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (3, 12) matrix and offset that map angles (theta, phi, lambda) to the arguments of U3's four entries
+    cos(a) exp(i b) = cos(a) (cos(b), cos(b - pi/2)): a = theta/2 + shift (c, -s, s, c) and b = 0, lambda,
+    phi, phi + lambda. Columns: the four a, then (b, b - pi/2) for each entry."""
+    shift = torch.tensor([0.0, math.pi / 2, -math.pi / 2, 0.0], dtype=dtype)
+    phase = torch.tensor([[0, 0, 0, 0], [0, 0, 1, 1], [0, 1, 0, 1]], dtype=dtype)
+    half_theta = torch.tensor([[0.5], [0.0], [0.0]], dtype=dtype).expand(3, 4)
     matrix = torch.cat([half_theta, phase.repeat_interleave(2, dim=1)], dim=1)
-    return matrix, torch.cat([shift, torch.tensor([0.0, -math.pi / 2], dtype=dtype).repeat(n)])
+    return matrix, torch.cat([shift, torch.tensor([0.0, -math.pi / 2], dtype=dtype).repeat(4)])
 
 
-def u3_matrices(w: torch.Tensor, theta_derivative: bool = False) -> torch.Tensor:
-    """(..., 3) angles -> (..., 2, 2) complex U3(theta, phi, lambda), as qiskit defines it; with
-    `theta_derivative`, (..., 2, 2, 2): U3 and 2 dU3/dtheta, from one evaluation of the trigonometry.
-    Few ops (one product, one cosine, one multiplication): a training step builds them every time."""
-    n = 8 if theta_derivative else 4
-    matrix, offset = _u3_tables(w.dtype, n)
-    mag, phase = torch.cos(torch.addmm(offset, w.reshape(-1, 3), matrix)).split([n, 2 * n], dim=1)
+def u3_matrices(w: torch.Tensor) -> torch.Tensor:
+    """(..., 3) angles -> (..., 2, 2) complex U3(theta, phi, lambda), as qiskit defines it, in few ops (one
+    product, one cosine, one multiplication): a training step builds them every time."""
+    matrix, offset = _u3_tables(w.dtype)
+    mag, phase = torch.cos(torch.addmm(offset, w.reshape(-1, 3), matrix)).split([4, 8], dim=1)
     # Not torch.polar: its backward assumes a non-negative magnitude.
-    out = torch.view_as_complex(phase.unflatten(1, (n, 2)) * mag.unsqueeze(-1))
-    return out.view(w.shape[:-1] + ((2, 2, 2) if theta_derivative else (2, 2)))
+    out = torch.view_as_complex(phase.unflatten(1, (4, 2)) * mag.unsqueeze(-1))
+    return out.view(w.shape[:-1] + (2, 2))
 
 
 def kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -238,12 +235,11 @@ class _Ansatz(torch.autograd.Function):
     @staticmethod
     def forward(ctx, states, weights):
         with torch.inference_mode():
-            gates = u3_matrices(weights, theta_derivative=True)  # (..., L, 8, 2, 2, 2): U3 and 2 dU3/dtheta
-            halves = gate_halves(gates.select(-3, 0))
+            halves = half_unitaries(weights)
             saved: list = []
             final = _layers(to_halves(states, halves.dtype), halves, saved)
             z = _final_expectations(final)
-        ctx.saved = (saved, final, gates, halves)
+        ctx.saved = (saved, final, weights, halves)
         ctx.real_input = not states.is_complex()
         return z.clone()
 
@@ -256,7 +252,7 @@ class _Ansatz(torch.autograd.Function):
 
     @staticmethod
     def reverse(ctx, grad_z):
-        saved, final, gates, halves = ctx.saved
+        saved, final, weights, halves = ctx.saved
         lead, rows = final.shape[:-3], final.shape[-2]
         mid_inv = ring_gathers(rows)[1]
         # conj(d loss/d psi) of <Z> = |psi|^2 @ signs: conj(psi) times a real factor per amplitude.
@@ -266,7 +262,7 @@ class _Ansatz(torch.autograd.Function):
         # transposed; layer-major, so that each layer's block is contiguous for the products' `out`.
         his_t, los = _per_layer(halves.mT, 0), _per_layer(halves, 1)
         env = torch.empty(2, len(his_t), *lead, 16, 16, dtype=halves.dtype)
-        env_hi, env_lo = env[0].unbind(0), env[1].unbind(0)
+        env_lo, env_hi = env[0].unbind(0), env[1].unbind(0)
         rows_by_16, by_16_rows = lead + (-1, 16), lead + (16, -1)
         for layer in range(len(his_t) - 1, -1, -1):
             x, z = saved[layer]
@@ -288,48 +284,64 @@ class _Ansatz(torch.autograd.Function):
             g_states = grad.view(final.shape).transpose(-3, -2).flatten(-2)
             g_states = g_states.real if ctx.real_input else torch.conj_physical(g_states)
         if ctx.needs_input_grad[1]:
-            # Every (layer, model) pair is one "layer" of `_weight_grads`.
-            layer_major = gates.movedim(-5, 0)
-            flat = _weight_grads(layer_major.reshape(-1, N_QUBITS, 2, 2, 2), env.flatten(1, -3))
-            g_w = flat.reshape(layer_major.shape[:-3] + (3,)).movedim(0, -3)
+            layer_major = weights.movedim(-3, 0)  # env's order: layer, then model
+            g_w = _weight_grads(layer_major, env.flatten(1, -3)).view(layer_major.shape).movedim(0, -3)
         return g_states, g_w
 
 
 @_table()
 def _partial_traces(dtype: torch.dtype) -> torch.Tensor:
-    """(2, 256, 16) 0/1 matrices: a flattened 16x16 operator on 4 qubits ([0]: as is, [1]:
-    transposed) -> its 4 single-qubit partial traces (position most significant first, row, column)."""
+    """(2, 256, 16) 0/1 matrices: a flattened 16x16 operator on 4 qubits ([0]: transposed, [1]: as is) ->
+    its 4 single-qubit partial traces (qubit within the half least significant first, row, column)."""
     flat = torch.arange(DIM)
     a, b = flat // 16, flat % 16
     out = torch.zeros(DIM, 4, 2, 2, dtype=dtype)
-    for p in range(4):
-        bit = 3 - p
+    for bit in range(4):
         same_rest = ((a ^ b) | (1 << bit)) == (1 << bit)
-        out[flat[same_rest], p, (a[same_rest] >> bit) & 1, (b[same_rest] >> bit) & 1] = 1
-    return torch.stack([out.reshape(DIM, 16), out.reshape(16, 16, 16).transpose(0, 1).reshape(DIM, 16)])
+        out[flat[same_rest], bit, (a[same_rest] >> bit) & 1, (b[same_rest] >> bit) & 1] = 1
+    return torch.stack([out.reshape(16, 16, 16).transpose(0, 1).reshape(DIM, 16), out.reshape(DIM, 16)])
 
 
 @_table()
-def _phase_masks(dtype: torch.dtype) -> torch.Tensor:
-    """(4, 2): the U3 entries that carry phi (the second row) and lambda (the second column)."""
-    return torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=dtype)
+def _gradient_tables(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """Tables of `_weight_grads`: angles (theta, phi, lambda) -> the arguments of cos lambda, sin lambda,
+    cos theta, cos(theta -+ lambda), sin(theta +- lambda) (a (3, 7) matrix and offset); those cosines ->
+    the (8, 3) matrix W, flattened, of each gate (a (7, 24) matrix and offset)."""
+    angles = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [0] * 7, [1, 1, 0, -1, 1, 1, -1]], dtype=dtype)
+    offset = torch.tensor([0, -1, 0, 0, 0, -1, -1], dtype=dtype) * (math.pi / 2)
+    c_lam, s_lam, c_th, c_minus, c_plus, s_plus, s_minus = torch.eye(7, dtype=dtype)
+    zero = torch.zeros(7, dtype=dtype)
+    rows = [  # (theta, phi, lambda) columns for Re m00, Im m00, Re m01, ..., Im m11 (W = const + cosines @ B)
+        [zero, c_th / 2, zero],
+        [-c_lam / 2, -(c_minus - c_plus) / 4, zero],
+        [s_lam / 2, -(s_plus + s_minus) / 4, zero],
+        [c_lam / 2, (c_minus - c_plus) / 4, zero],
+        [s_lam / 2, -(s_plus + s_minus) / 4, zero],
+        [zero, zero, zero],
+        [zero, -c_th / 2, zero],
+    ]
+    cosines = torch.stack([torch.stack(r, dim=1) for r in [[zero] * 3] + rows])  # (8, 7, 3)
+    const = torch.zeros(8, 3, dtype=dtype)
+    const[1, 1], const[7, 1], const[7, 2] = -0.5, -0.5, -1.0
+    return angles, offset, cosines.permute(1, 0, 2).reshape(7, 24), const.reshape(24)
 
 
-def _weight_grads(gates: torch.Tensor, env_conj: torch.Tensor) -> torch.Tensor:
-    """d loss/d (theta, phi, lambda) of every gate U from the conjugate of `env` (see `_Ansatz.reverse`);
-    gates (n, 8, 2, 2, 2) hold U3 and 2 dU3/dtheta.
+def _weight_grads(weights: torch.Tensor, env_conj: torch.Tensor) -> torch.Tensor:
+    """d loss/d (theta, phi, lambda) of every gate, (n, 8, 3), from weights (n, 8, 3) and the conjugate of
+    `env` ([low, high], n, 16, 16; see `_Ansatz.reverse`).
 
-    Let m be the 2x2 partial trace of U_half^dagger G_half onto the gate's qubit (G = d loss/d U).
-    Then d loss/dw = Re sum(dU/dw * conj(U m)), with dU/dtheta = U3(theta + pi, phi, lambda) / 2,
-    dU/dphi = i U on the second row and dU/dlambda = i U on the second column.
+    With m the 2x2 partial trace of U_half^dagger G_half onto a gate's qubit (G = d loss/d U_half),
+    d loss/dw = Re sum(conj(m) * U^dagger dU/dw), and for U3 the matrices U^dagger dU/dw are
+    theta: [[0, -e^(i lambda)], [e^(-i lambda), 0]] / 2, phi: i [[s^2, sc e^(i lambda)], [sc e^(-i lambda), c^2]]
+    (c, s = cos, sin theta/2), lambda: i [[0, 0], [0, 1]]. So each gate's gradient is conj(m)'s real and
+    imaginary parts times an (8, 3) real matrix W of cosines of theta, lambda and their sum and difference.
     """
     n = env_conj.shape[1]
-    u, d_theta = gates[..., 0, :, :], gates[..., 1, :, :].flatten(-2)
-    traces_conj = (env_conj.flatten(-2) @ _partial_traces(env_conj.dtype)).transpose(0, 1)  # (n, half, 16)
-    v = (torch.conj_physical(u) @ traces_conj.reshape(n, 8, 2, 2).flip(1)).flatten(-2)  # conj(U m)
-    g_theta = (d_theta * v).real.sum(-1, keepdim=True) / 2
-    g_phases = -((u.flatten(-2) * v).imag @ _phase_masks(v.real.dtype))
-    return torch.cat([g_theta, g_phases], dim=-1)
+    traces = env_conj.flatten(-2) @ _partial_traces(env_conj.dtype)  # (half, n, qubit in half * 4 entries)
+    parts = torch.view_as_real(traces.transpose(0, 1).reshape(n, N_QUBITS, 1, 4)).flatten(-2)
+    angles, offset, cosines, const = _gradient_tables(weights.dtype)
+    w = torch.addmm(const, torch.cos(torch.addmm(offset, weights.reshape(-1, 3), angles)), cosines)
+    return (parts @ w.view(n, N_QUBITS, 8, 3)).view(n, N_QUBITS, 3)
 
 
 def product(units: list[torch.Tensor]) -> torch.Tensor:
