@@ -140,11 +140,11 @@ def gather_states(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 @_table()
 def _final_signs(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """z_signs with the last layer's CNOT ring folded in, for states before that ring in the halves layout:
-    (16, 32, 8) against the squared real and imaginary parts side by side, and (16, 8, 32) for the backward
-    pass: d <Z>/d conj(psi) = 2 conj(psi) * sign, against the real and imaginary parts (+2 sign, -2 sign)."""
-    s = z_signs(dtype)[torch.argsort(ring_permutation())].reshape(16, 16, 8)
-    conj_doubled = torch.stack([2 * s, -2 * s], dim=2).flatten(1, 2)
-    return s.repeat_interleave(2, dim=1).contiguous(), conj_doubled.transpose(1, 2).contiguous()
+    (512, 8) against the squared real and imaginary parts side by side, ordered (high half, low half, part),
+    and (8, 512) for the backward pass: d <Z>/d conj(psi) = 2 conj(psi) * sign, against the real and
+    imaginary parts (+2 sign, -2 sign)."""
+    s = z_signs(dtype)[torch.argsort(ring_permutation())].reshape(16, 16, 1, 8)
+    return s.expand(16, 16, 2, 8).reshape(512, 8), torch.cat([2 * s, -2 * s], dim=2).reshape(512, 8).T.contiguous()
 
 
 def to_halves(states: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -189,9 +189,11 @@ def _layers(x: torch.Tensor, halves: torch.Tensor, saved: list | None = None) ->
 
 
 def _final_expectations(x: torch.Tensor) -> torch.Tensor:
-    """<Z_j> of final states (..., 16, rows, 16) before the last ring -> (..., rows, 8)."""
-    squares = torch.view_as_real(x).square().flatten(-2)
-    return (squares @ _final_signs(squares.dtype)[0]).sum(-3)
+    """<Z_j> of final states (..., 16, rows, 16) before the last ring -> (..., rows, 8). The squares are
+    written row-major, so that one product sums them over both halves."""
+    squares = torch.empty(x.shape[:-3] + (x.shape[-2], 16, 32), dtype=x.real.dtype)
+    torch.square(torch.view_as_real(x).flatten(-2), out=squares.transpose(-3, -2))
+    return squares.flatten(-2) @ _final_signs(squares.dtype)[0]
 
 
 def apply_layers(states: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -256,7 +258,7 @@ class _Ansatz(torch.autograd.Function):
         lead, rows = final.shape[:-3], final.shape[-2]
         mid_inv = ring_gathers(rows)[1]
         # conj(d loss/d psi) of <Z> = |psi|^2 @ signs: conj(psi) times a real factor per amplitude.
-        factor = (grad_z.unsqueeze(-3) @ _final_signs(grad_z.dtype)[1]).unflatten(-1, (-1, 2))
+        factor = (grad_z @ _final_signs(grad_z.dtype)[1]).unflatten(-1, (16, 16, 2)).transpose(-4, -3)
         grad = torch.view_as_complex(torch.view_as_real(final) * factor)
         # Per layer, the conjugate of U_half^dagger (d loss/d U_half): the high half, and the low half
         # transposed; layer-major, so that each layer's block is contiguous for the products' `out`.
