@@ -173,19 +173,22 @@ def _real_times(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = Non
 def _layers(x: torch.Tensor, halves: torch.Tensor, saved: list | None = None) -> torch.Tensor:
     """States (..., 16, rows, 16), real or complex, through the layers (halves (..., L, 2, 16, 16)) -> the
     final states in the same layout, complex, before the last layer's CNOT ring. Each step is as few tensor
-    ops as it can be: at training batch sizes their dispatch costs about as much as their arithmetic."""
+    ops as it can be: at training batch sizes their dispatch costs about as much as their arithmetic, so the
+    states stay (..., 16 * rows, 16) views between the products and the ring gathers one model's flat."""
     lead, rows = x.shape[:-3], x.shape[-2]
+    by_16, per_high, flat = lead + (-1, 16), lead + (16, -1), lead + (-1,)
     mid = ring_gathers(rows)[0]
     his, los = _per_layer(halves, 0), _per_layer(halves.mT, 1)
-    last = len(his) - 1
-    for layer, (hi, lo_t) in enumerate(zip(his, los)):
-        flat = x.view(lead + (-1, 16))
-        z = (_real_times(flat, lo_t) if layer == 0 and not x.is_complex() else flat @ lo_t).view(lead + (16, -1))
+    x = x.view(by_16)
+    z = (x @ los[0] if x.is_complex() else _real_times(x, los[0])).view(per_high)
+    for layer, hi in enumerate(his):
+        if layer:
+            z = (x @ los[layer]).view(per_high)
         v = hi @ z
         if saved is not None:
             saved.append((x, z))
-        x = v.view(x.shape) if layer == last else gather_states(v, mid).view(x.shape)
-    return x
+        x = v.view(by_16) if layer == len(his) - 1 else v.view(flat).index_select(len(lead), mid).view(by_16)
+    return x.view(lead + (16, rows, 16))
 
 
 def _final_expectations(x: torch.Tensor) -> torch.Tensor:
@@ -265,22 +268,23 @@ class _Ansatz(torch.autograd.Function):
         his_t, los = _per_layer(halves.mT, 0), _per_layer(halves, 1)
         env = torch.empty(2, len(his_t), *lead, 16, 16, dtype=halves.dtype)
         env_lo, env_hi = env[0].unbind(0), env[1].unbind(0)
-        rows_by_16, by_16_rows = lead + (-1, 16), lead + (16, -1)
-        for layer in range(len(his_t) - 1, -1, -1):
-            x, z = saved[layer]
-            if layer < len(his_t) - 1:
-                grad = gather_states(grad, mid_inv)
-            gz = his_t[layer] @ grad.view(by_16_rows)
+        by_16, per_high, flat = lead + (-1, 16), lead + (16, -1), lead + (-1,)
+        last = len(his_t) - 1
+        for layer in range(last, -1, -1):
+            x, z = saved[layer]  # x: (..., 16 * rows, 16), z: (..., 16, rows * 16)
+            if layer < last:
+                grad = grad.view(flat).index_select(len(lead), mid_inv)
+            gz = his_t[layer] @ grad.view(per_high)
             torch.matmul(gz, z.mT, out=env_hi[layer])
-            x_t = x.view(rows_by_16).mT
-            times = _real_times if not x.is_complex() else torch.matmul  # real states enter the first layer
+            gz = gz.view(by_16)
+            times = torch.matmul if x.is_complex() else _real_times  # real states enter the first layer
             if layer == 0 and not ctx.needs_input_grad[0]:
                 # x^T (gz lo) = (x^T gz) lo: the gradient at the input is not needed, so the first layer
                 # skips one of its four large products.
-                torch.matmul(times(x_t, gz.view(rows_by_16)), los[0], out=env_lo[0])
+                torch.matmul(times(x.mT, gz), los[0], out=env_lo[0])
                 break
-            grad = gz.view(rows_by_16) @ los[layer]
-            times(x_t, grad, out=env_lo[layer])
+            grad = gz @ los[layer]
+            times(x.mT, grad, out=env_lo[layer])
         g_states = g_w = None
         if ctx.needs_input_grad[0]:
             g_states = grad.view(final.shape).transpose(-3, -2).flatten(-2)
