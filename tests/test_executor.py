@@ -60,6 +60,29 @@ def test_hand_written_backward_equals_autograd(complex_input, n_layers):
         assert (sv.ansatz_expectations(x, w) - grads[0][0]).abs().max() <= 1e-15
 
 
+@pytest.mark.parametrize("complex_input", [False, True])
+@pytest.mark.parametrize("input_grad", [False, True])
+def test_k_models_at_once_equal_autograd_model_by_model(complex_input, input_grad):
+    """K models' states (K, rows, 256) and weights (K, L, 8, 3) in one call: each model's outputs and
+    gradients equal autograd through its own `apply_layers` (weights only skips a product in the first layer)."""
+    rng = np.random.default_rng(8)
+    x = torch.tensor(np.stack([_unit(rng, 4) for _ in range(3)]))
+    if complex_input:
+        x = torch.polar(x, torch.tensor(rng.uniform(0, 6, size=x.shape)))
+    w = torch.tensor(rng.uniform(0, 6, size=(3, 2, 8, 3)))
+    grad_z = torch.tensor(rng.normal(size=(3, 4, 8)))
+    xs, ws = x.clone().requires_grad_(input_grad), w.clone().requires_grad_()
+    z = sv.ansatz_expectations(xs, ws)
+    ours = torch.autograd.grad(z, (xs, ws) if input_grad else (ws,), grad_z)
+    for k in range(3):
+        xk, wk = x[k].clone().requires_grad_(input_grad), w[k].clone().requires_grad_()
+        zk = sv.expectations(sv.apply_layers(xk, wk))
+        ref = torch.autograd.grad(zk, (xk, wk) if input_grad else (wk,), grad_z[k])
+        assert (z[k] - zk).abs().max() <= 1e-12
+        for a, b in zip(ours, ref):
+            assert a.dtype == b.dtype and (a[k] - b).abs().max() <= 1e-12
+
+
 def test_float32_close_to_float64():
     rng = np.random.default_rng(4)
     feats, w = _unit(rng, 10), rng.uniform(0, 6, size=(5, 8, 3))
