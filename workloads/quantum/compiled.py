@@ -29,7 +29,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterExpression, ParameterVector
 
 from .shots import sample_counts
-from .statevector import gather_states
+from .statevector import gather_states, kron
 
 COMPLEX = torch.complex128
 PI = math.pi
@@ -80,9 +80,12 @@ _PAULI = {"I": np.eye(2), "X": np.array([[0, 1], [1, 0]]), "Y": np.array([[0, -1
           "Z": np.diag([1.0, -1.0])}
 # (theta, phi, lambda, gamma) -> the cosine arguments of U3's magnitudes (theta/2 + 0, +pi/2, -pi/2, 0:
 # c, -s, s, c) and its four phases (gamma, gamma + lambda, gamma + phi, gamma + phi + lambda).
-_ENTRY_OFFSET = (0, PI / 2, -PI / 2, 0, 0, 0, 0, 0)
+# A U3 entry is cos(a) exp(i b) = cos(a) (cos b, cos(b - pi/2)): one cosine of 12 affine rows per gate
+# (the four a, then b and b - pi/2 for each entry) and one multiplication build it, and its backward.
+_ENTRY_OFFSET = (0, PI / 2, -PI / 2, 0, 0, -PI / 2, 0, -PI / 2, 0, -PI / 2, 0, -PI / 2)
 _ENTRY_MATRIX = ((.5, 0, 0, 0), (.5, 0, 0, 0), (.5, 0, 0, 0), (.5, 0, 0, 0),
-                 (0, 0, 0, 1), (0, 0, 1, 1), (0, 1, 0, 1), (0, 1, 1, 1))
+                 (0, 0, 0, 1), (0, 0, 0, 1), (0, 0, 1, 1), (0, 0, 1, 1),
+                 (0, 1, 0, 1), (0, 1, 0, 1), (0, 1, 1, 1), (0, 1, 1, 1))
 
 Rows = list[tuple[float, dict]]  # affine rows: (offset, {("in" | "w", index): coefficient})
 
@@ -121,7 +124,7 @@ class _Stage:
 
 @dataclass(frozen=True)
 class _Group:
-    """The chains of every stage-half of one size and width: U3 entry arguments (K, R, S*k*m*8)."""
+    """The chains of every stage-half of one size and width: U3 entry arguments (K, R, S*k*m*12)."""
 
     entries: Affine
     shape: tuple[int, int, int]  # (stages S, qubits k, chain length m)
@@ -248,7 +251,10 @@ class CompiledCircuit:
         self._angles: list[tuple[dict, int]] = []  # per parametrised gate angle: (coefficients, shift terms)
         self._compile(circuit, keys)
         self._phase = self._affine([_linear(circuit.global_phase, keys, "the circuit's global phase")])
+        self._has_phase = bool(self._phase.const[0]) or bool(self._phase.a_w.any()) or self._phase.a_in is not None
+        self._diagonal = all(set(label) <= {"I", "Z"} for label in self.observables)
         self._gathers: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._signs: dict[int | None, torch.Tensor] = {}
 
     # ---- compilation -------------------------------------------------------------------------------
     def _compile(self, circuit: QuantumCircuit, keys: dict) -> None:
@@ -372,8 +378,19 @@ class CompiledCircuit:
         """Final states (B, 2^n), or (K, B, 2^n) for weights (K, n_w); `initial_state` (B, 2^n) replaces |0>.
 
         `shifts` (K, n_angles) moves every parametrised gate angle by its own amount (parameter shift)."""
-        x, inputs, w, single = self._prepare(inputs, weights, initial_state, shifts)
+        x, inputs, w, single, _ = self._run(inputs, weights, initial_state, shifts)
         k, _, rows, _ = x.shape
+        out = x.transpose(1, 2).reshape(k, rows, -1)
+        if self._has_phase:
+            gp = self._phase.evaluate(inputs, w)  # (K, R, 1)
+            out = out * torch.complex(torch.cos(gp), torch.sin(gp))
+        return out[0] if single else out
+
+    def _run(self, inputs, weights, initial_state, shifts=None, last_perm: bool = True):
+        """States (K, hi, B, lo) before the global phase, inputs, weights, single model?, and the index of the
+        final permutation when `last_perm` is False and the circuit ends in one (left unapplied), else None."""
+        x, inputs, w, single = self._prepare(inputs, weights, initial_state, shifts)
+        rows = x.shape[2]
         units = self._unitaries(inputs, w, shifts)
         twos = {r: self._two_matrices(inputs, w, r, shifts) for r in (False, True)}
         sweep: list = []  # a run of input-independent stage operations, swept as one autograd node
@@ -397,13 +414,26 @@ class CompiledCircuit:
                     tensors.append(u)
             if step.perm is not None:
                 idx, inv = self._gather(step.perm, rows)
-                sweep.append(("perm", idx, inv, self._perms[step.perm][1]))
+                sweep.append(("perm", idx, inv, self._perms[step.perm][1], step.perm))
+        final = None
+        if not last_perm and sweep and sweep[-1][0] == "perm":
+            final = sweep.pop()[-1]
         x = _Sweep.apply(x, sweep, *tensors) if sweep else x
-        out = x.transpose(1, 2).reshape(k, rows, -1)
-        if self._phase.const[0] or self._phase.a_w.any() or self._phase.a_in is not None:
-            gp = self._phase.evaluate(inputs, w)  # (K, R, 1)
-            out = out * torch.complex(torch.cos(gp), torch.sin(gp))
-        return out[0] if single else out
+        return x, inputs, w, single, final
+
+    def _diagonal_expectations(self, inputs, weights, initial_state) -> torch.Tensor:
+        """Exact <P> when every observable is a string of I and Z: a final permutation moves probabilities
+        between basis states, so it is folded into the signs instead of gathered (and so is the global phase)."""
+        x, _, _, single, final = self._run(inputs, weights, initial_state, last_perm=False)
+        if final not in self._signs:
+            signs = _diagonal_signs(self.observables, self.n_qubits, doubled=True)
+            if final is not None:  # out[j] = phase * in[g[j]]: in[i] lands on out[argsort(g)[i]]
+                signs = signs.view(-1, 2, len(self.observables))[np.argsort(self._perms[final][0])].flatten(0, 1)
+            self._signs[final] = signs
+        k, _, rows, _ = x.shape
+        squares = torch.view_as_real(x.transpose(1, 2).reshape(k, rows, -1)).square().flatten(-2)
+        z = squares @ self._signs[final]
+        return z[0] if single else z
 
     def _prepare(self, inputs, weights, initial_state, shifts=None):
         """States in the (K, hi, B, lo) layout, inputs (K | 1, B, n_in), weights (K, n_w), single model?"""
@@ -424,28 +454,32 @@ class CompiledCircuit:
             psi = torch.zeros(1, 1 if inputs is None else inputs.shape[-2], 2**self.n_qubits, dtype=COMPLEX)
             psi[..., 0] = 1
         else:
-            psi = initial_state.to(COMPLEX)
-            psi = psi if psi.dim() == 3 else psi[None]
+            psi = initial_state if initial_state.dim() == 3 else initial_state[None]
         x = psi.reshape(psi.shape[0], psi.shape[1], 2**self.n_hi, 2**self.n_lo).transpose(1, 2)
         k = max(w.shape[0], psi.shape[0], 1 if inputs is None else inputs.shape[0], 1 if shifts is None else len(shifts))
-        return x.expand(k, *x.shape[1:]).contiguous(), inputs, w, single
+        # One copy: to the layout, complex, and to every model at once.
+        return x.expand(k, *x.shape[1:]).to(COMPLEX, memory_format=torch.contiguous_format), inputs, w, single
 
     def _unitaries(self, inputs, weights, shifts=None) -> dict:
         """(half size, row) -> per stage-half, the unitary: (d, d) for one model, (K, d, d), or per row (K, B, d, d)."""
         out = {}
         for (size, row), group in self._groups.items():
             s, k, m = group.shape
-            args = group.entries.evaluate(inputs, weights, shifts).unflatten(-1, (s, k, m, 8))
-            mag, arg = torch.cos(args[..., :4]), args[..., 4:]
-            gates = torch.complex(mag * torch.cos(arg), mag * torch.sin(arg)).unflatten(-1, (2, 2))
-            prod = gates[..., 0, :, :]
-            for j in range(1, m):
-                prod = gates[..., j, :, :] @ prod
-            u = prod[..., 0, :, :]
-            for q in range(1, k):
-                u = _kron(u, prod[..., q, :, :])
+            cosines = torch.cos(group.entries.evaluate(inputs, weights, shifts)).unflatten(-1, (s, k, m, 12))
+            mag, phase = cosines.split([4, 8], dim=-1)
+            gates = torch.view_as_complex(phase.unflatten(-1, (4, 2)) * mag.unsqueeze(-1)).unflatten(-1, (2, 2))
+            chain = gates.unbind(-3)
+            prod = chain[0]
+            for gate in chain[1:]:
+                prod = gate @ prod
+            while prod.shape[-3] > 1 and prod.shape[-3] % 2 == 0:  # pairs of neighbours, one product a level
+                prod = kron(prod[..., 0::2, :, :], prod[..., 1::2, :, :])
+            factors = prod.unbind(-3)
+            u = factors[0]
+            for factor in factors[1:]:
+                u = kron(u, factor)
             # One unbind per group: its backward is one stack, where indexing per stage would zero-fill each.
-            out[size, row] = u.unbind(2) if row else (u[0, 0] if u.shape[0] == 1 else u[:, 0]).unbind(-3)
+            out[size, row] = u.unbind(2) if row else (u.flatten(0, 2) if u.shape[0] == 1 else u[:, 0]).unbind(-3)
         return out
 
     def _two_matrices(self, inputs, weights, row: bool, shifts=None) -> torch.Tensor | None:
@@ -502,6 +536,8 @@ class CompiledCircuit:
         Gradients at finite shots are the parameter-shift rule's, every shifted circuit estimated with
         S shots, all in one batched call (`shift_gradients`).
         """
+        if shots is None and self._diagonal:
+            return self._diagonal_expectations(inputs, weights, initial_state)
         if shots is None:
             return _pauli_expectations(self.statevector(inputs, weights, initial_state), self.observables)
         if generator is None:
@@ -625,10 +661,10 @@ def _apply_row(x: torch.Tensor, u: torch.Tensor, low: bool) -> torch.Tensor:
     return torch.einsum("kbml,khbl->khbm" if low else "kbmh,khbl->kmbl", u, x)
 
 
-def _half_grads(x: torch.Tensor, g: torch.Tensor, u: torch.Tensor, low: bool):
-    """Gradients of y = _apply_half(x, u) with respect to x and u, given g = d loss / d y."""
+def _half_grads(x: torch.Tensor, g: torch.Tensor, u: torch.Tensor, low: bool, need_x: bool = True):
+    """Gradients of y = _apply_half(x, u) with respect to x (None unless `need_x`) and u, given g = d loss / d y."""
     k, d_hi, rows, d_lo = x.shape
-    gx = _apply_half(g, u.mH, low)
+    gx = _apply_half(g, u.mH, low) if need_x else None
     lead = () if u.dim() == 2 and k == 1 else (k,)  # plain matrix products for one model
     if low:  # g^T conj(x), as the conjugate of g^dagger x: the products read conjugated views in place
         gu = (g.reshape(*lead, -1, d_lo).mH @ x.reshape(*lead, -1, d_lo)).conj().resolve_conj()
@@ -641,7 +677,7 @@ class _Sweep(torch.autograd.Function):
     """A run of input-independent stage operations on states (K, hi, B, lo), as one autograd node.
 
     ops: ("lo" | "hi", index of the unitary in *units) or ("perm", gather, inverse gather, phase or
-    None). Autograd through the run records about ten small nodes per stage, which cost more than the
+    None, the permutation's index). Autograd through the run records about ten small nodes per stage, which cost more than the
     arithmetic at training batch sizes; the reverse sweep here is three products per half and one
     gather per permutation.
     """
@@ -651,7 +687,7 @@ class _Sweep(torch.autograd.Function):
         saved = []
         for op in ops:
             if op[0] == "perm":
-                _, idx, _, phase = op
+                _, idx, _, phase, _ = op
                 x = gather_states(x, idx)
                 x = x if phase is None else x * phase.reshape(x.shape[1], 1, x.shape[3])
             else:
@@ -666,14 +702,19 @@ class _Sweep(torch.autograd.Function):
         units = ctx.saved_tensors
         grads: list = [None] * len(units)
         states = list(ctx.states)  # a copy: a retained graph may run this backward again
-        for op in reversed(ctx.ops):
+        # Without an input gradient the reverse sweep stops at the first unitary's gradient.
+        first = next(i for i, op in enumerate(ctx.ops) if op[0] != "perm") if units else len(ctx.ops)
+        need_input = ctx.needs_input_grad[0]
+        stop = 0 if need_input else first
+        for i in range(len(ctx.ops) - 1, stop - 1, -1):
+            op = ctx.ops[i]
             if op[0] == "perm":
-                _, _, inv, phase = op
+                _, _, inv, phase, _ = op
                 g = g if phase is None else g * phase.conj().reshape(g.shape[1], 1, g.shape[3])
                 g = gather_states(g, inv)
             else:
-                g, grads[op[1]] = _half_grads(states.pop(), g, units[op[1]], op[0] == "lo")
-        return (g, None, *grads)
+                g, grads[op[1]] = _half_grads(states.pop(), g, units[op[1]], op[0] == "lo", need_x=need_input or i > stop)
+        return (g if need_input else None, None, *grads)
 
 
 class _ShotExpectation(torch.autograd.Function):
@@ -716,11 +757,6 @@ def _pauli_rotation(theta: torch.Tensor, pauli: str) -> torch.Tensor:
     p = torch.as_tensor(np.kron(_PAULI[pauli[0]], _PAULI[pauli[1]]), dtype=COMPLEX)
     c, s = torch.cos(theta / 2)[..., None, None], torch.sin(theta / 2)[..., None, None]
     return c * torch.eye(4, dtype=COMPLEX) - 1j * s * p
-
-
-def _kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Batched Kronecker product over the last two axes."""
-    return (a[..., :, None, :, None] * b[..., None, :, None, :]).flatten(-4, -3).flatten(-2, -1)
 
 
 @lru_cache(maxsize=64)
