@@ -149,7 +149,7 @@ def _final_signs(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
 
 def to_halves(states: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(..., rows, 256) -> (..., 16, rows, 16), contiguous, of complex `dtype`, or of its real counterpart
-    for real states (the first layer multiplies them as real numbers, `_first_low`)."""
+    for real states (the first layer multiplies them as real numbers, `_real_times`)."""
     halves = states.unflatten(-1, (16, 16)).transpose(-3, -2)
     dtype = dtype if states.is_complex() else dtype.to_real()
     return halves.contiguous() if states.dtype == dtype else halves.to(dtype, memory_format=torch.contiguous_format)
@@ -163,7 +163,7 @@ def _per_layer(halves: torch.Tensor, half: int) -> tuple[torch.Tensor, ...]:
 def _real_times(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """a @ b for real a (..., m, k) and complex b (..., k, n), as one real product of a with b's real and
     imaginary parts side by side (half a complex product's arithmetic, and no complex copy of a)."""
-    parts = torch.view_as_real(b).flatten(-2) if b.is_contiguous() else torch.view_as_real(b).reshape(b.shape[:-1] + (-1,))
+    parts = torch.view_as_real(b).reshape(b.shape[:-1] + (-1,))  # a view unless b is transposed (16 x 16)
     if out is None:
         return torch.view_as_complex((a @ parts).unflatten(-1, (-1, 2)))
     torch.matmul(a, parts, out=torch.view_as_real(out).flatten(-2))
