@@ -83,6 +83,19 @@ def test_k_models_at_once_equal_autograd_model_by_model(complex_input, input_gra
             assert a.dtype == b.dtype and (a[k] - b).abs().max() <= 1e-12
 
 
+def test_backward_refuses_weights_changed_in_place():
+    """As autograd does: a backward after the weights changed in place would mix the forward's states with
+    the new weights, so it raises instead of returning a wrong gradient."""
+    rng = np.random.default_rng(9)
+    x = torch.tensor(_unit(rng, 4))
+    w = torch.tensor(rng.uniform(0, 6, size=(2, 8, 3)), requires_grad=True)
+    z = sv.ansatz_expectations(x, w)
+    with torch.no_grad():
+        w.add_(0.5)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        z.sum().backward()
+
+
 def test_float32_close_to_float64():
     rng = np.random.default_rng(4)
     feats, w = _unit(rng, 10), rng.uniform(0, 6, size=(5, 8, 3))

@@ -29,7 +29,7 @@ from qiskit import QuantumCircuit
 from qiskit.circuit import ParameterExpression, ParameterVector
 
 from .shots import sample_counts
-from .statevector import gather_states, kron
+from .statevector import gather_states, kron, u3_from_cosines
 
 COMPLEX = torch.complex128
 PI = math.pi
@@ -423,7 +423,8 @@ class CompiledCircuit:
 
     def _diagonal_expectations(self, inputs, weights, initial_state) -> torch.Tensor:
         """Exact <P> when every observable is a string of I and Z: a final permutation moves probabilities
-        between basis states, so it is folded into the signs instead of gathered (and so is the global phase)."""
+        between basis states, so it is folded into the signs instead of gathered; its phases and the global
+        phase, of modulus 1, drop out of the probabilities."""
         x, _, _, single, final = self._run(inputs, weights, initial_state, last_perm=False)
         if final not in self._signs:
             signs = _diagonal_signs(self.observables, self.n_qubits, doubled=True)
@@ -457,17 +458,18 @@ class CompiledCircuit:
             psi = initial_state if initial_state.dim() == 3 else initial_state[None]
         x = psi.reshape(psi.shape[0], psi.shape[1], 2**self.n_hi, 2**self.n_lo).transpose(1, 2)
         k = max(w.shape[0], psi.shape[0], 1 if inputs is None else inputs.shape[0], 1 if shifts is None else len(shifts))
-        # One copy: to the layout, complex, and to every model at once.
-        return x.expand(k, *x.shape[1:]).to(COMPLEX, memory_format=torch.contiguous_format), inputs, w, single
+        # One copy: to the layout, complex, and to every model at once (`to` returns complex states as they are).
+        x = x.expand(k, *x.shape[1:])
+        x = x.contiguous() if x.dtype == COMPLEX else x.to(COMPLEX, memory_format=torch.contiguous_format)
+        return x, inputs, w, single
 
     def _unitaries(self, inputs, weights, shifts=None) -> dict:
         """(half size, row) -> per stage-half, the unitary: (d, d) for one model, (K, d, d), or per row (K, B, d, d)."""
         out = {}
         for (size, row), group in self._groups.items():
             s, k, m = group.shape
-            cosines = torch.cos(group.entries.evaluate(inputs, weights, shifts)).unflatten(-1, (s, k, m, 12))
-            mag, phase = cosines.split([4, 8], dim=-1)
-            gates = torch.view_as_complex(phase.unflatten(-1, (4, 2)) * mag.unsqueeze(-1)).unflatten(-1, (2, 2))
+            cosines = torch.cos(group.entries.evaluate(inputs, weights, shifts))
+            gates = u3_from_cosines(cosines.unflatten(-1, (s, k, m, 12)))
             chain = gates.unbind(-3)
             prod = chain[0]
             for gate in chain[1:]:
@@ -677,9 +679,9 @@ class _Sweep(torch.autograd.Function):
     """A run of input-independent stage operations on states (K, hi, B, lo), as one autograd node.
 
     ops: ("lo" | "hi", index of the unitary in *units) or ("perm", gather, inverse gather, phase or
-    None, the permutation's index). Autograd through the run records about ten small nodes per stage, which cost more than the
-    arithmetic at training batch sizes; the reverse sweep here is three products per half and one
-    gather per permutation.
+    None, the permutation's index). Autograd through the run records about ten small nodes per stage,
+    which cost more than the arithmetic at training batch sizes; the reverse sweep here is three
+    products per half and one gather per permutation.
     """
 
     @staticmethod
@@ -713,7 +715,8 @@ class _Sweep(torch.autograd.Function):
                 g = g if phase is None else g * phase.conj().reshape(g.shape[1], 1, g.shape[3])
                 g = gather_states(g, inv)
             else:
-                g, grads[op[1]] = _half_grads(states.pop(), g, units[op[1]], op[0] == "lo", need_x=need_input or i > stop)
+                need_x = need_input or i > stop
+                g, grads[op[1]] = _half_grads(states.pop(), g, units[op[1]], op[0] == "lo", need_x)
         return (g if need_input else None, None, *grads)
 
 

@@ -68,10 +68,15 @@ def u3_matrices(w: torch.Tensor) -> torch.Tensor:
     """(..., 3) angles -> (..., 2, 2) complex U3(theta, phi, lambda), as qiskit defines it, in few ops (one
     product, one cosine, one multiplication): a training step builds them every time."""
     matrix, offset = _u3_tables(w.dtype)
-    mag, phase = torch.cos(torch.addmm(offset, w.reshape(-1, 3), matrix)).split([4, 8], dim=1)
+    return u3_from_cosines(torch.cos(torch.addmm(offset, w.reshape(-1, 3), matrix))).view(w.shape[:-1] + (2, 2))
+
+
+def u3_from_cosines(cosines: torch.Tensor) -> torch.Tensor:
+    """(..., 12) cosines of U3's entry arguments (`_u3_tables`' columns: cos a for the four entries, then
+    cos b and cos(b - pi/2) for each) -> (..., 2, 2) complex entries cos(a) exp(i b)."""
+    mag, phase = cosines.split([4, 8], dim=-1)
     # Not torch.polar: its backward assumes a non-negative magnitude.
-    out = torch.view_as_complex(phase.unflatten(1, (4, 2)) * mag.unsqueeze(-1))
-    return out.view(w.shape[:-1] + (2, 2))
+    return torch.view_as_complex(phase.unflatten(-1, (4, 2)) * mag.unsqueeze(-1)).unflatten(-1, (2, 2))
 
 
 def kron(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -174,7 +179,8 @@ def _layers(x: torch.Tensor, halves: torch.Tensor, saved: list | None = None) ->
     """States (..., 16, rows, 16), real or complex, through the layers (halves (..., L, 2, 16, 16)) -> the
     final states in the same layout, complex, before the last layer's CNOT ring. Each step is as few tensor
     ops as it can be: at training batch sizes their dispatch costs about as much as their arithmetic, so the
-    states stay (..., 16 * rows, 16) views between the products and the ring gathers one model's flat."""
+    states stay (..., 16 * rows, 16) views between the products, and the ring gathers them as `gather_states`
+    does (one model's in 1-D, K models' along the second axis of (K, n)) without its shape checks."""
     lead, rows = x.shape[:-3], x.shape[-2]
     by_16, per_high, flat = lead + (-1, 16), lead + (16, -1), lead + (-1,)
     mid = ring_gathers(rows)[0]
@@ -245,11 +251,13 @@ class _Ansatz(torch.autograd.Function):
             final = _layers(to_halves(states, halves.dtype), halves, saved)
             z = _final_expectations(final)
         ctx.saved = (saved, final, weights, halves)
+        ctx.save_for_backward(states, weights)  # so that autograd refuses a backward after either changed in place
         ctx.real_input = not states.is_complex()
         return z.clone()
 
     @staticmethod
     def backward(ctx, grad_z):
+        _ = ctx.saved_tensors  # autograd checks their versions here
         with torch.inference_mode():
             grads = _Ansatz.reverse(ctx, grad_z)
         ctx.saved = None
@@ -317,7 +325,7 @@ def _gradient_tables(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     offset = torch.tensor([0, -1, 0, 0, 0, -1, -1], dtype=dtype) * (math.pi / 2)
     c_lam, s_lam, c_th, c_minus, c_plus, s_plus, s_minus = torch.eye(7, dtype=dtype)
     zero = torch.zeros(7, dtype=dtype)
-    rows = [  # (theta, phi, lambda) columns for Re m00, Im m00, Re m01, ..., Im m11 (W = const + cosines @ B)
+    rows = [  # (theta, phi, lambda) columns for Im m00, Re m01, ..., Im m11; Re m00's row is zero
         [zero, c_th / 2, zero],
         [-c_lam / 2, -(c_minus - c_plus) / 4, zero],
         [s_lam / 2, -(s_plus + s_minus) / 4, zero],
@@ -333,8 +341,8 @@ def _gradient_tables(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
 
 
 def _weight_grads(weights: torch.Tensor, env_conj: torch.Tensor) -> torch.Tensor:
-    """d loss/d (theta, phi, lambda) of every gate, (n, 8, 3), from weights (n, 8, 3) and the conjugate of
-    `env` ([low, high], n, 16, 16; see `_Ansatz.reverse`).
+    """d loss/d (theta, phi, lambda) of every gate, (n, 8, 3), from weights (..., 8, 3) of n = L (* K) layers in
+    env's order and the conjugate of `env` ([low, high], n, 16, 16; see `_Ansatz.reverse`).
 
     With m the 2x2 partial trace of U_half^dagger G_half onto a gate's qubit (G = d loss/d U_half),
     d loss/dw = Re sum(conj(m) * U^dagger dU/dw), and for U3 the matrices U^dagger dU/dw are
