@@ -250,22 +250,22 @@ class _Ansatz(torch.autograd.Function):
             saved: list = []
             final = _layers(to_halves(states, halves.dtype), halves, saved)
             z = _final_expectations(final)
-        ctx.saved = (saved, final, weights, halves)
+        ctx.saved = (saved, final, halves)
         ctx.save_for_backward(states, weights)  # so that autograd refuses a backward after either changed in place
         ctx.real_input = not states.is_complex()
         return z.clone()
 
     @staticmethod
     def backward(ctx, grad_z):
-        _ = ctx.saved_tensors  # autograd checks their versions here
+        _, weights = ctx.saved_tensors  # autograd checks their versions here
         with torch.inference_mode():
-            grads = _Ansatz.reverse(ctx, grad_z)
+            grads = _Ansatz.reverse(ctx, grad_z, weights)
         ctx.saved = None
         return tuple(None if g is None else g.clone() for g in grads)
 
     @staticmethod
-    def reverse(ctx, grad_z):
-        saved, final, weights, halves = ctx.saved
+    def reverse(ctx, grad_z, weights):
+        saved, final, halves = ctx.saved
         lead, rows = final.shape[:-3], final.shape[-2]
         mid_inv = ring_gathers(rows)[1]
         # conj(d loss/d psi) of <Z> = |psi|^2 @ signs: conj(psi) times a real factor per amplitude.
